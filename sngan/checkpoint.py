@@ -1,0 +1,125 @@
+"""Checkpoints: plain dicts of state dicts + config + RNG states, written atomically, loaded safely.
+
+A checkpoint never contains pickled modules or classes, so it loads with
+`torch.load(weights_only=True)` and keeps loading when the code moves around.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from sngan import __version__
+from sngan.errors import SnganError
+
+FORMAT = "sngan-checkpoint"
+VERSION = 1  # bump when the layout changes; loads refuse newer versions
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms/filesystems cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None], what: str = "file") -> Path:
+    """Write via `write(fileobj)` to a temporary file, fsync, then rename over `path`.
+
+    Either the new content is complete at `path` or the old file is untouched: a crash, a full
+    disk or a second Ctrl-C mid-write cannot leave a half-written file behind.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        reason = e.strerror or str(e)
+        raise SnganError(f"cannot write {what} '{path}': {reason}; free disk space or fix permissions "
+                         "(the previous file, if any, is intact)") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def save(state: dict, path: str | Path) -> Path:
+    """Atomically save a checkpoint dict (format and version are added here)."""
+    payload = {"format": FORMAT, "version": VERSION, "sngan_version": __version__,
+               "torch_version": str(torch.__version__), **state}
+    return atomic_write(path, lambda f: torch.save(payload, f), "checkpoint")
+
+
+def link_latest(ckpt: Path, latest: Path) -> None:
+    """Atomically make `latest` the same complete file as `ckpt` (a hard link, else a copy)."""
+    tmp = latest.with_name(f".{latest.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(ckpt, tmp)
+        os.replace(tmp, latest)
+        _fsync_dir(latest.parent)
+    except OSError:  # filesystems without hard links: copy, still atomically
+        tmp.unlink(missing_ok=True)
+        atomic_write(latest, lambda f: f.write(ckpt.read_bytes()), "checkpoint")
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load and check a checkpoint; every failure is one SnganError line naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "latest.pt"
+    if not path.is_file():
+        raise SnganError(f"checkpoint '{path}' not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+            raise SnganError(f"refusing to load checkpoint '{path}': it contains arbitrary Python objects "
+                             "that could run code (only plain tensors and containers are allowed)") from None
+        raise SnganError(f"checkpoint '{path}' is corrupt ({_first_line(e)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
+        raise SnganError(f"checkpoint '{path}' is truncated or corrupt ({_first_line(e)}); "
+                         "use an earlier ckpt-*.pt from the same run") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise SnganError(f"'{path}' is not an sngan checkpoint (no '{FORMAT}' format marker)")
+    if state.get("version", 0) > VERSION:
+        raise SnganError(f"checkpoint '{path}' has format version {state['version']}, newer than this "
+                         f"sngan understands ({VERSION}); upgrade sngan (pip install -U sngan)")
+    return state
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def load_module_state(module: torch.nn.Module, state: dict, what: str, path: str | Path) -> None:
+    """`module.load_state_dict(state)` with a one-line error when the shapes or keys do not fit."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise SnganError(f"checkpoint '{path}': {what} does not match the model built from its config "
+                         f"({_first_line(e)})") from None
+
+
+def prune(folder: Path, keep: int, pattern: str = "ckpt-*.pt") -> None:
+    """Delete all but the newest `keep` periodic checkpoints (latest.pt/best.pt are separate)."""
+    for old in sorted(folder.glob(pattern))[:-keep]:
+        old.unlink(missing_ok=True)
+

@@ -1,0 +1,172 @@
+"""The `sngan` command line: train, sample, eval-fid."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+try:  # typer >= 0.29 vendors click privately; older typer uses click itself
+    from typer import Abort as _Abort, TyperException as _CliError
+except ImportError:  # pragma: no cover
+    from click.exceptions import Abort as _Abort, ClickException as _CliError
+
+from sngan import config
+from sngan.errors import SnganError, UsageError
+
+app = typer.Typer(
+    help="Train SN-GANs (spectral normalisation, Miyato et al. 2018) and measure them with FID.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _resume_target(path: Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint file) for `--resume RUN_DIR` or `--resume CKPT`."""
+    if path.is_dir():
+        return path, path / "latest.pt"
+    return path.parent, path
+
+
+@app.command()
+def train(
+    config_path: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config file, or the name of a bundled config (e.g. cifar_sn)."),
+    overrides: List[str] = typer.Option([], "--set", "-s", help="Override a config value: section.key=value (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Root folder for run folders (sets out.root)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run: its folder (uses latest.pt) or a checkpoint file."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+):
+    """Train a GAN from a YAML config; every run gets its own numbered folder."""
+    from sngan import checkpoint
+    from sngan import train as training
+
+    if resume is not None:
+        if config_path is not None:
+            raise UsageError("--resume takes the config stored in the checkpoint; drop --config "
+                             "(use --set train.steps=N to train longer)")
+        run_dir, ckpt = _resume_target(resume)
+        state = checkpoint.load(ckpt)
+        for item in overrides:
+            if not training.RESUMABLE_OVERRIDES.match(item.split("=", 1)[0].strip()):
+                raise UsageError(f"'{item}' cannot change when resuming (only train.steps, the train.*_every "
+                                 "intervals, train.keep_checkpoints, train.device and eval.* can)")
+        cfg = config.from_dict(config.apply_overrides(state["config"], overrides))
+        if dry_run:
+            typer.echo(config.dump(cfg), nl=False)
+            return
+        if state["step"] >= cfg.train.steps:
+            typer.echo(f"{run_dir}: already trained {state['step']} of {cfg.train.steps} steps; "
+                       "pass --set train.steps=N to train longer")
+            return
+        typer.echo(f"resuming {run_dir} from step {state['step']} ({ckpt.name})", err=True)
+        summary = training.train(cfg, run_dir, resume=state, resume_path=ckpt, progress=progress)
+    else:
+        if config_path is None:
+            raise UsageError("give --config PATH (or a bundled name such as quickstart), or --resume RUN_DIR")
+        if out is not None:
+            overrides = [*overrides, f"out.root={out}"]
+        cfg, _ = config.load(config_path, overrides)
+        if dry_run:
+            typer.echo(config.dump(cfg), nl=False)
+            return
+        summary = training.train(cfg, progress=progress)
+    _finish(summary)
+
+
+def _finish(summary: dict) -> None:
+    run_dir = summary["run_dir"]
+    if summary["stopped_by"] is not None:
+        typer.echo(f"stopped at step {summary['step']} of {summary['steps']}; checkpoint saved. "
+                   f"Resume with: sngan train --resume {run_dir}", err=True)
+        raise typer.Exit(128 + summary["stopped_by"])
+    typer.echo(f"done: {summary['step']} steps in {run_dir}" +
+               (f" (best FID {summary['best_fid']:.2f})" if summary["best_fid"] is not None else ""), err=True)
+
+
+@app.command()
+def sample(
+    checkpoint_path: Path = typer.Option(..., "--checkpoint", help="Checkpoint file, or a run folder (uses latest.pt)."),
+    num: int = typer.Option(64, "--num", "-n", help="Number of images."),
+    out: Path = typer.Option(..., "--out", "-o", help="A .png grid, an .npz of uint8 NHWC images, or a folder for PNG files."),
+    seed: int = typer.Option(0, "--seed", help="Seed for z: the same seed gives the same images on any device."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images generated at once."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+):
+    """Draw images from a checkpoint (the model is rebuilt from the config stored in it)."""
+    from sngan.sample import load_generator, write_samples
+    from sngan.train import resolve_device
+
+    if num < 1:
+        raise UsageError("--num must be at least 1")
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    dev = resolve_device(device)
+    G, cfg = load_generator(checkpoint_path, dev)
+    path = write_samples(G, cfg, num, out, seed, batch_size, dev, force)
+    typer.echo(f"wrote {num} samples to {path}", err=True)
+
+
+@app.command("eval-fid")
+def eval_fid(
+    images: Optional[str] = typer.Option(None, "--images", help="Generated side: a folder of images or an .npz of uint8 images."),
+    checkpoint_path: Optional[str] = typer.Option(None, "--checkpoint", help="Generated side: a checkpoint; samples are generated in memory."),
+    num: int = typer.Option(10_000, "--num", "-n", help="Samples to generate from --checkpoint."),
+    ref: str = typer.Option("cifar10-train", "--ref", help="Reference: cifar10-train, cifar10-test, stl10-unlabeled, stl10-train, a folder of images, or a stats .npz (mu, sigma)."),
+    save_stats: Optional[str] = typer.Option(None, "--save-stats", help="Also write the reference statistics to this .npz."),
+    inception_score: bool = typer.Option(False, "--is", help="Also compute the Inception Score (10 splits)."),
+    inception_weights: Optional[str] = typer.Option(None, "--inception-weights", envvar="SNGAN_INCEPTION_WEIGHTS", help="Local copy of pt_inception-2015-12-05-6726825d.pth (default: torch hub cache, downloaded on first use)."),
+    batch_size: int = typer.Option(100, "--batch-size", help="Images per Inception forward."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    data_root: str = typer.Option("data", "--data-root", help="Where named reference data sets live."),
+    download: bool = typer.Option(True, "--download/--no-download", help="Download a missing reference data set."),
+    seed: int = typer.Option(0, "--seed", help="Seed for generated samples."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """FID (and IS) of a checkpoint or an image set against a reference, with its protocol."""
+    from sngan.evaluate import eval_fid as run_eval, format_result
+    from sngan.train import resolve_device
+
+    if num < 2:
+        raise UsageError("--num must be at least 2 for FID")
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    result = run_eval(images=images, checkpoint=checkpoint_path, num=num, ref=ref, save_stats=save_stats,
+                      inception_score=inception_score, inception_weights=inception_weights,
+                      batch_size=batch_size, device=str(resolve_device(device)), data_root=data_root,
+                      download=download, seed=seed)
+    typer.echo(json.dumps(result) if as_json else format_result(result))
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: user errors become one line on stderr and an exit code, never a traceback."""
+    try:
+        rv = app(args=argv, prog_name="sngan", standalone_mode=False)
+    except SnganError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except _CliError as e:
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        print(f"error: {e.format_message()}{hint}", file=sys.stderr)
+        sys.exit(getattr(e, "exit_code", 2))
+    except _Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except OSError as e:  # e.g. a run folder made read-only mid-run
+        where = f" '{e.filename}'" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

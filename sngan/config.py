@@ -1,0 +1,322 @@
+"""Typed configuration: nested dataclasses loaded from YAML, with `key.sub=value` overrides.
+
+Every user mistake (unknown key, wrong type, unknown choice, out-of-range value) becomes a
+`UsageError` whose one-line message names the key and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from sngan.errors import UsageError
+
+# Where the bundled configs live: inside the wheel (sngan/configs) or, for a source checkout
+# and editable installs, the repository's top-level configs/ folder.
+_HERE = Path(__file__).resolve().parent
+BUNDLED_CONFIG_DIRS = [_HERE / "configs", _HERE.parent / "configs"]
+
+
+def _f(default, **meta):
+    """A dataclass field with validation metadata: gt/ge/le bounds, `choices` (a registry name)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    name: str = _f("cifar10", choices="datasets")
+    root: str = "data"
+    resolution: int = _f(32, ge=8)
+    download: bool = True
+    # Which split(s) to train on; "default" means the paper's: CIFAR-10 train, STL-10 unlabeled+train.
+    split: str = "default"
+    # Use at most this many images (0: all). The synthetic data set generates exactly this many.
+    num_images: int = _f(0, ge=0)
+    # Keep the uint8 data set on the training device (fast); "cpu" keeps it in host memory.
+    placement: str = _f("device", choices="placements")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = _f("dcgan", choices="archs")
+    z_dim: int = _f(128, ge=1)
+    z_dist: str = _f("normal", choices="z_dists")
+    # Base widths; 0 means the paper's widths for the architecture and resolution.
+    g_ch: int = _f(0, ge=0)
+    d_ch: int = _f(0, ge=0)
+    d_norm: str = _f("sn", choices="d_norms")
+    sn_iters: int = _f(1, ge=1)
+    sn_lipschitz: float = _f(1.0, gt=0)
+    # Standard-CNN discriminator: paper Table 3 (widths 64,64,128,128,256,256,512, slope 0.1)
+    # or the official chainer-gan-lib code (64,128,128,256,256,512,512, slope 0.2).
+    dcgan_d: str = _f("paper", choices="dcgan_d_variants")
+    d_slope: float = _f(0.0, ge=0)  # 0: the variant's slope
+    sync_bn: bool = False
+
+
+@dataclass
+class LossConfig:
+    name: str = _f("hinge", choices="losses")
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = _f(1e-4, gt=0)
+    lr_d: float = _f(4e-4, gt=0)
+    beta1: float = _f(0.5, ge=0, lt=1)
+    beta2: float = _f(0.999, ge=0, lt=1)
+    n_dis: int = _f(1, ge=1)
+    lr_decay: str = _f("none", choices="lr_decays")
+    # The generator's batch is batch_size * g_batch_mult (2 in the official ResNet setup).
+    g_batch_mult: int = _f(1, ge=1)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = _f(64, ge=1)
+    steps: int = _f(100_000, ge=1)  # generator updates
+    seed: int = _f(0, ge=0)
+    device: str = _f("auto", choices="devices")
+    log_every: int = _f(100, ge=1)
+    sample_every: int = _f(1000, ge=1)
+    checkpoint_every: int = _f(5000, ge=1)
+    keep_checkpoints: int = _f(3, ge=1)  # periodic ckpt-*.pt files kept besides latest.pt/best.pt
+    sample_grid: int = _f(64, ge=1)  # images in each sample grid
+    # What to do when a loss or weight becomes NaN/inf: stop (keeping the last good checkpoint)
+    # or skip the step and count it.
+    on_nonfinite: str = _f("stop", choices="nonfinite_policies")
+    deterministic: bool = False
+
+
+@dataclass
+class EvalConfig:
+    every: int = _f(0, ge=0)  # generator steps between FID evaluations; 0 turns it off
+    num_samples: int = _f(10_000, ge=2)
+    ref: str = "cifar10-train"
+    batch_size: int = _f(100, ge=1)
+    inception_score: bool = True
+    inception_weights: str = ""  # local copy of the FID Inception weights; "" uses torch's hub cache
+
+
+@dataclass
+class OutConfig:
+    root: str = "runs"
+    name: str = ""  # readable part of the run folder name; "" derives it from the config file
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out: OutConfig = field(default_factory=OutConfig)
+
+
+def choices(registry: str) -> list[str]:
+    """Valid names for a choice field, read from the registry that implements them."""
+    if registry == "datasets":
+        from sngan.data import DATASETS
+        return sorted(DATASETS)
+    if registry == "archs":
+        from sngan.models import ARCHS
+        return sorted(ARCHS)
+    if registry == "d_norms":
+        from sngan.models import D_NORMS
+        return list(D_NORMS)
+    if registry == "losses":
+        from sngan.losses import LOSSES
+        return sorted(LOSSES)
+    return {
+        "placements": ["device", "cpu"],
+        "z_dists": ["normal", "uniform"],
+        "dcgan_d_variants": ["paper", "official"],
+        "lr_decays": ["none", "linear"],
+        "devices": ["auto", "cpu", "cuda"],
+        "nonfinite_policies": ["stop", "skip"],
+    }[registry]
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a Config from plain data
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    """Check `value` against the annotated type `tp`, converting only lossless cases (int -> float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise UsageError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+
+
+def _check_field(f: dataclasses.Field, value: Any, key: str) -> None:
+    meta = f.metadata
+    if "choices" in meta:
+        valid = choices(meta["choices"])
+        if value not in valid:
+            raise UsageError(f"config key '{key}' is {value!r}; valid choices: {', '.join(valid)}")
+    for op, ok, word in (("gt", lambda a, b: a > b, ">"), ("ge", lambda a, b: a >= b, ">="),
+                         ("lt", lambda a, b: a < b, "<"), ("le", lambda a, b: a <= b, "<=")):
+        if op in meta and not ok(value, meta[op]):
+            raise UsageError(f"config key '{key}' must be {word} {meta[op]}, got {value!r}")
+
+
+def _build(cls, data: Any, prefix: str):
+    if not isinstance(data, dict):
+        raise UsageError(f"config section '{prefix or 'top level'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            near = difflib.get_close_matches(str(name), list(fields), n=1)
+            hint = f"; did you mean '{prefix}{near[0]}'?" if near else f"; valid keys: {', '.join(fields)}"
+            raise UsageError(f"unknown config key '{key}'{hint}")
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if name == "loss" and isinstance(value, str):  # shorthand `loss: hinge`
+                value = {"name": value}
+            kwargs[name] = _build(tp, value, key + ".")
+        else:
+            kwargs[name] = _coerce(value, tp, key)
+            _check_field(fields[name], kwargs[name], key)
+    return cls(**kwargs)
+
+
+def from_dict(data: dict) -> Config:
+    """Build and validate a Config from nested plain data (missing keys take defaults)."""
+    cfg = _build(Config, data or {}, "")
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def validate(cfg: Config) -> None:
+    """Checks that involve more than one key."""
+    from sngan.models import check_resolution
+
+    check_resolution(cfg.model.arch, cfg.data.resolution)
+    if cfg.eval.every and cfg.eval.num_samples < 2:
+        raise UsageError("config key 'eval.num_samples' must be at least 2 for FID")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and overrides
+
+
+def find_config(path: str | Path) -> Path:
+    """The config file at `path`, else a bundled config of that name (with or without .yaml)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    names = [p.name] if p.suffix in (".yaml", ".yml") else [p.name + ".yaml", p.name]
+    if p.parent == Path("."):
+        for folder in BUNDLED_CONFIG_DIRS:
+            for name in names:
+                if (folder / name).is_file():
+                    return folder / name
+    bundled = ", ".join(list_bundled()) or "none found"
+    raise UsageError(f"config file '{path}' not found (bundled configs: {bundled})")
+
+
+def list_bundled() -> list[str]:
+    for folder in BUNDLED_CONFIG_DIRS:
+        if folder.is_dir():
+            return sorted(p.stem for p in folder.glob("*.yaml"))
+    return []
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise UsageError(f"cannot parse config '{path}'{where}: {problem}") from None
+    except OSError as e:
+        raise UsageError(f"cannot read config '{path}': {e.strerror}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config '{path}' must be a mapping of sections (data:, model:, ...), got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` strings (values parsed as YAML scalars) to nested plain data."""
+    for item in overrides:
+        if "=" not in item:
+            raise UsageError(f"override '{item}' must look like section.key=value, e.g. train.steps=1000")
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for part in parts[:-1]:
+            if part == "loss" and isinstance(node.get(part), str):
+                node[part] = {"name": node[part]}
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def load(path: str | Path, overrides: Optional[list[str]] = None) -> tuple[Config, Path]:
+    """Load a config file (or bundled name), apply overrides, validate. Returns (config, file)."""
+    file = find_config(path)
+    data = apply_overrides(read_yaml(file), overrides or [])
+    cfg = from_dict(data)
+    if not cfg.out.name:
+        cfg.out.name = file.stem
+    return cfg, file
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,323 @@
+"""Data sets as whole uint8 tensors, and reproducible shuffled batches drawn from them.
+
+A GAN step at batch 64 is a few milliseconds on a GPU, so a per-image DataLoader would be the
+bottleneck. Instead a data set is decoded once into a uint8 tensor `(N, 3, R, R)` (CIFAR-10 is
+150 MB) that lives on the training device, and batches are gathered from it by index.
+
+CIFAR-10 and STL-10 are read from their original on-disk formats (python pickle batches and
+column-major binaries); torchvision is used only to download and verify the archives.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from sngan.config import DataConfig
+from sngan.errors import SnganError, UsageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
+
+CIFAR10_DIR = "cifar-10-batches-py"
+CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+STL10_DIR = "stl10_binary"
+STL10_FILES = {"unlabeled": "unlabeled_X.bin", "train": "train_X.bin", "test": "test_X.bin"}
+
+# FID reference sets by name: (data set, split).
+REFERENCES = {
+    "cifar10-train": ("cifar10", "train"),
+    "cifar10-test": ("cifar10", "test"),
+    "stl10-unlabeled": ("stl10", "unlabeled"),
+    "stl10-train": ("stl10", "train"),
+    "stl10-unlabeled+train": ("stl10", "unlabeled+train"),
+}
+
+
+def resize(images: torch.Tensor, resolution: int, chunk: int = 4096) -> torch.Tensor:
+    """Antialiased bilinear resize of uint8 `(N, 3, H, W)` to `(N, 3, R, R)` uint8, in chunks."""
+    if images.shape[-1] == resolution and images.shape[-2] == resolution:
+        return images
+    out = []
+    for part in images.split(chunk):
+        x = F.interpolate(part.float(), size=(resolution, resolution), mode="bilinear",
+                          antialias=True, align_corners=False)
+        out.append(x.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10
+
+
+def read_cifar10(root: str | Path, split: str) -> torch.Tensor:
+    """CIFAR-10 `split` ('train' or 'test') as uint8 `(N, 3, 32, 32)` from the python pickle batches."""
+    folder = Path(root) / CIFAR10_DIR
+    parts = []
+    for name in CIFAR10_FILES[split]:
+        path = folder / name
+        try:
+            with open(path, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")
+            data = np.asarray(entry["data"], dtype=np.uint8)
+        except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
+            raise SnganError(f"cannot read CIFAR-10 file '{path}' ({e}); delete '{folder}' and "
+                             "download it again with data.download=true") from None
+        parts.append(data.reshape(-1, 3, 32, 32))
+    return torch.from_numpy(np.concatenate(parts))
+
+
+def _cifar10_present(root: Path, split: str) -> bool:
+    return all((root / CIFAR10_DIR / n).is_file() for n in CIFAR10_FILES[split])
+
+
+def load_cifar10(root: str | Path, split: str, download: bool) -> torch.Tensor:
+    root = Path(root)
+    if split not in CIFAR10_FILES:
+        raise UsageError(f"CIFAR-10 split '{split}' is not one of: train, test")
+    if not _cifar10_present(root, split):
+        if not download:
+            raise SnganError(
+                f"CIFAR-10 not found under '{root}' (expected {root / CIFAR10_DIR}/{CIFAR10_FILES[split][0]}); "
+                "set data.download=true, or unpack cifar-10-python.tar.gz from "
+                "https://www.cs.toronto.edu/~kriz/cifar.html into that folder")
+        _download("CIFAR-10", lambda: __import__("torchvision").datasets.CIFAR10(
+            str(root), train=split == "train", download=True))
+    return read_cifar10(root, split)
+
+
+# ---------------------------------------------------------------------------------------------
+# STL-10
+
+
+def read_stl10(root: str | Path, split: str) -> torch.Tensor:
+    """STL-10 `split` as uint8 `(N, 3, 96, 96)` from the column-major binary files."""
+    path = Path(root) / STL10_DIR / STL10_FILES[split]
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise SnganError(f"cannot read STL-10 file '{path}': {e.strerror}") from None
+    if raw.size == 0 or raw.size % (3 * 96 * 96):
+        raise SnganError(f"STL-10 file '{path}' has {raw.size} bytes, not a whole number of "
+                         "96x96 images; delete it and download it again")
+    # Each image is stored channel by channel, each channel column by column.
+    images = raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)
+    return torch.from_numpy(np.ascontiguousarray(images))
+
+
+def load_stl10(root: str | Path, split: str, download: bool) -> torch.Tensor:
+    root = Path(root)
+    splits = split.split("+")
+    for s in splits:
+        if s not in STL10_FILES:
+            raise UsageError(f"STL-10 split '{split}' is not one of: unlabeled, train, test, unlabeled+train")
+    missing = [s for s in splits if not (root / STL10_DIR / STL10_FILES[s]).is_file()]
+    if missing:
+        if not download:
+            raise SnganError(
+                f"STL-10 not found under '{root}' (expected {root / STL10_DIR}/{STL10_FILES[missing[0]]}); "
+                "set data.download=true, or unpack stl10_binary.tar.gz from "
+                "https://cs.stanford.edu/~acoates/stl10/ into that folder")
+        _download("STL-10", lambda: __import__("torchvision").datasets.STL10(
+            str(root), split="unlabeled", download=True))
+    return torch.cat([read_stl10(root, s) for s in splits])
+
+
+def _download(what: str, fetch: Callable[[], object]) -> None:
+    try:
+        fetch()
+    except Exception as e:  # network errors come in many types (URLError, HTTPError, OSError, ...)
+        raise SnganError(f"downloading {what} failed ({type(e).__name__}: {e}); download it on a "
+                         "machine with internet access and copy it into data.root") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Image folders
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under `folder` (recursive, sorted); a clear error when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SnganError(f"image folder '{folder}' does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    if not images:
+        other = f" (it holds {len(files)} other files)" if files else ""
+        raise SnganError(f"image folder '{folder}' has no images{other}; expected files ending in "
+                         f"{', '.join(IMAGE_EXTENSIONS)}")
+    return images
+
+
+def read_image(path: Path):
+    """A PIL RGB image; a one-line error naming the file when it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise SnganError(f"cannot read image '{path}': {e}; remove it from the folder") from None
+
+
+def _center_crop_resize(im, resolution: int):
+    from PIL import Image
+
+    w, h = im.size
+    s = min(w, h)
+    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    if s != resolution:
+        im = im.resize((resolution, resolution), Image.BICUBIC, reducing_gap=None)
+    return im
+
+
+def load_folder(root: str | Path, resolution: int, limit: int = 0) -> torch.Tensor:
+    """Every image under `root`, centre-cropped to a square and resized, as uint8 `(N, 3, R, R)`."""
+    files = list_images(root)
+    if limit:
+        files = files[:limit]
+    out = np.empty((len(files), resolution, resolution, 3), dtype=np.uint8)
+    for i, path in enumerate(tqdm(files, desc=f"reading {root}", unit="img", leave=False,
+                                  disable=len(files) < 2000)):
+        out[i] = np.asarray(_center_crop_resize(read_image(path), resolution))
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic shapes: a built-in data set that a small GAN learns in a minute on a CPU
+
+
+def synthetic_shapes(n: int, resolution: int, seed: int = 0) -> torch.Tensor:
+    """`n` images of one coloured disc or square on a two-colour gradient, uint8 `(n, 3, R, R)`.
+
+    Deterministic in `seed`; built with tensor operations so thousands take well under a second.
+    """
+    g = torch.Generator().manual_seed(seed)
+    r = resolution
+    coords = (torch.arange(r, dtype=torch.float32) + 0.5) / r
+    yy, xx = coords.view(1, r, 1), coords.view(1, 1, r)
+    bg_a, bg_b = torch.rand(n, 3, 1, 1, generator=g) * 0.6, torch.rand(n, 3, 1, 1, generator=g) * 0.6
+    angle = torch.rand(n, 1, 1, generator=g) * 2 * torch.pi
+    t = (xx * torch.cos(angle) + yy * torch.sin(angle)).unsqueeze(1)  # (n, 1, r, r)
+    t = (t - t.amin((2, 3), keepdim=True)) / (t.amax((2, 3), keepdim=True) - t.amin((2, 3), keepdim=True))
+    image = bg_a + (bg_b - bg_a) * t
+    cx, cy = (0.25 + 0.5 * torch.rand(2, n, 1, 1, generator=g))
+    size = 0.12 + 0.18 * torch.rand(n, 1, 1, generator=g)
+    disc = ((xx - cx) ** 2 + (yy - cy) ** 2).sqrt() < size
+    square = torch.maximum((xx - cx).abs(), (yy - cy).abs()) < size * 0.85
+    is_disc = torch.rand(n, 1, 1, generator=g) < 0.5
+    mask = torch.where(is_disc, disc, square).unsqueeze(1)
+    colour = 0.4 + 0.6 * torch.rand(n, 3, 1, 1, generator=g)
+    image = torch.where(mask, colour.expand_as(image), image)
+    return (image * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+
+
+def _cifar10(cfg: DataConfig) -> torch.Tensor:
+    return load_cifar10(cfg.root, "train" if cfg.split == "default" else cfg.split, cfg.download)
+
+
+def _stl10(cfg: DataConfig) -> torch.Tensor:
+    return load_stl10(cfg.root, "unlabeled+train" if cfg.split == "default" else cfg.split, cfg.download)
+
+
+def _folder(cfg: DataConfig) -> torch.Tensor:
+    return load_folder(cfg.root, cfg.resolution, cfg.num_images)
+
+
+def _synthetic(cfg: DataConfig) -> torch.Tensor:
+    return synthetic_shapes(cfg.num_images or 4096, cfg.resolution)
+
+
+# name -> loader returning uint8 (N, 3, H, W); resizing and limiting happen in load_images.
+DATASETS: dict[str, Callable[[DataConfig], torch.Tensor]] = {
+    "cifar10": _cifar10,
+    "stl10": _stl10,
+    "folder": _folder,
+    "synthetic": _synthetic,
+}
+
+
+def load_images(cfg: DataConfig) -> torch.Tensor:
+    """The configured data set as uint8 `(N, 3, R, R)` on the CPU, R = cfg.resolution."""
+    images = DATASETS[cfg.name](cfg)
+    if cfg.num_images:
+        images = images[: cfg.num_images]
+    return resize(images, cfg.resolution)
+
+
+def reference_files(ref: str, root: str | Path) -> list[Path]:
+    """The on-disk files a named reference set is read from (they may not exist yet)."""
+    name, split = REFERENCES[ref]
+    root = Path(root)
+    if name == "cifar10":
+        return [root / CIFAR10_DIR / n for n in CIFAR10_FILES[split]]
+    return [root / STL10_DIR / STL10_FILES[s] for s in split.split("+")]
+
+
+def load_reference(ref: str, root: str | Path, resolution: int, download: bool) -> torch.Tensor:
+    """A named FID reference set (see REFERENCES) as uint8 `(N, 3, R, R)`."""
+    if ref not in REFERENCES:
+        raise UsageError(f"unknown reference set '{ref}'; valid: {', '.join(REFERENCES)}, "
+                         "a folder of images, or a statistics .npz")
+    name, split = REFERENCES[ref]
+    loader = load_cifar10 if name == "cifar10" else load_stl10
+    return resize(loader(root, split, download), resolution)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 `[0, 255]` -> float32 `[-1, 1]`."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+class Batches:
+    """Shuffled batches from a uint8 image tensor, reproducible from (seed, epoch, position).
+
+    Every epoch is a fresh permutation derived from `seed` and the epoch number, so the state
+    needed to resume is two integers. With `world > 1`, all ranks draw the same global batch
+    of `batch_size * world` indices and each takes its own contiguous slice of it.
+    """
+
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int,
+                 device: torch.device, rank: int = 0, world: int = 1):
+        self.images, self.batch_size, self.seed = images, batch_size, seed
+        self.device, self.rank, self.world = torch.device(device), rank, world
+        self.global_batch = batch_size * world
+        if self.global_batch > len(images):
+            raise UsageError(f"batch size {self.global_batch} is larger than the data set "
+                             f"({len(images)} images); lower train.batch_size")
+        self.epoch, self.pos = 0, 0
+        self._perm = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.images), generator=g).to(self.images.device)
+
+    def next(self) -> torch.Tensor:
+        """This rank's next batch as float `(B, 3, R, R)` in `[-1, 1]` on the training device."""
+        if self.pos + self.global_batch > len(self.images):  # drop the ragged tail of an epoch
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._perm = self._permutation(self.epoch)
+        start = self.pos + self.rank * self.batch_size
+        idx = self._perm[start: start + self.batch_size]
+        self.pos += self.global_batch
+        return to_float(self.images[idx].to(self.device, non_blocking=True))
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._perm = self._permutation(self.epoch)

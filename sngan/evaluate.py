@@ -1,0 +1,196 @@
+"""`sngan eval-fid` and FID during training, both with the protocol of `sngan.fid`.
+
+Samples from a checkpoint are generated in memory, never written as PNGs: uint8 PNGs are
+lossless, but writing tens of thousands of files is slow and clutters disks. A metric's name
+states its protocol (`fid10k_cifar10-train`), and a result records everything needed to compare it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from sngan import fid
+from sngan.data import REFERENCES
+from sngan.errors import UsageError
+
+IS_SPLITS = 10
+# Resolution at which SN-GAN trains on each data set: used for a named reference's statistics
+# written on their own (next to generated images, the reference takes their resolution).
+PAPER_RESOLUTION = {"cifar10": 32, "stl10": 48}
+
+
+def metric_name(num_gen: int, ref: str) -> str:
+    """`fid<N>_<ref>`: N as `10k` for whole thousands, else the raw count (`fid500`); ref is the
+    named reference set, or `custom` for a folder or .npz (its path is in the result's `ref`)."""
+    count = f"{num_gen // 1000}k" if num_gen >= 1000 and num_gen % 1000 == 0 else str(num_gen)
+    return f"fid{count}_{ref if ref in REFERENCES else 'custom'}"
+
+
+def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, save_stats: str | None,
+             inception_score: bool, inception_weights: str | None, batch_size: int, device: str,
+             data_root: str, download: bool, seed: int, resolution: int | None = None) -> dict:
+    """FID of generated images against `ref`; returns the result dict that `format_result` prints.
+
+    The generated side is exactly one of `images` (a folder or .npz of uint8 images, all of them;
+    `num` is ignored) or `checkpoint` (`num` samples drawn with `seed` on `device`). `ref` is a name
+    in `sngan.data.REFERENCES`, compared at the generated images' resolution, an image folder or
+    .npz of images, or a statistics .npz. `save_stats` writes the reference's statistics; with
+    neither `images` nor `checkpoint` that is all it does, a named reference then at `resolution`
+    (default: the one SN-GAN trains at on that data set).
+    """
+    start = time.perf_counter()
+    _check_args(images, checkpoint, num, save_stats)
+    detector = fid.load_detector(inception_weights, device)
+    ref_args = {"data_root": data_root, "download": download, "batch_size": batch_size}
+    if images is None and checkpoint is None:
+        if resolution is None and ref in REFERENCES:
+            resolution = PAPER_RESOLUTION[REFERENCES[ref][0]]
+        # Folder and .npz references are used at their own size and ignore `resolution`.
+        mu_ref, sigma_ref, info = fid.reference_stats(ref, detector, resolution=resolution or 32, **ref_args)
+        _save_reference(save_stats, mu_ref, sigma_ref, detector, info)
+        return {**_ref_fields(info), "saved_stats": save_stats, "detector": detector.name,
+                "weights": str(detector.weights_path), "seconds": round(time.perf_counter() - start, 2)}
+
+    batches, total, (h, w), source = _generated_source(images, checkpoint, num, batch_size, device, seed)
+    if ref in REFERENCES and h != w:
+        raise UsageError(f"generated images are {w}x{h}, but reference '{ref}' is square; use square "
+                         "images or a folder/statistics reference")
+    # Reference first: a bad --ref fails before minutes of generating.
+    mu_ref, sigma_ref, info = fid.reference_stats(ref, detector, resolution=h, **ref_args)
+    if save_stats:
+        _save_reference(save_stats, mu_ref, sigma_ref, detector, info)
+    features, logits = fid.extract(detector, batches, batch_size, total=total, desc="generated features")
+    mu, sigma = fid.statistics(features)
+    result = {
+        "metric": metric_name(len(features), ref),
+        "fid": fid.frechet_distance(mu, sigma, mu_ref, sigma_ref),
+        "num_gen": len(features),
+        **_ref_fields(info),
+        "source": source,
+        "detector": detector.name,
+        "weights": str(detector.weights_path),
+    }
+    if inception_score:
+        result.update(_inception_score_fields(logits))
+    if save_stats:
+        result["saved_stats"] = save_stats
+    return {**result, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _check_args(images: str | None, checkpoint: str | None, num: int, save_stats: str | None) -> None:
+    """Argument mistakes, caught before anything slow runs."""
+    if images is not None and checkpoint is not None:
+        raise UsageError("give either --images or --checkpoint, not both")
+    if images is None and checkpoint is None and not save_stats:
+        raise UsageError("nothing to evaluate: give --images DIR|NPZ or --checkpoint PATH, or "
+                         "--save-stats PATH to write the statistics of --ref")
+    if checkpoint is not None and num < 2:
+        raise UsageError(f"--num {num} is too small: FID needs at least 2 samples (10000 is usual)")
+    if save_stats:
+        fid.stats_path(save_stats)
+
+
+def _generated_source(images: str | None, checkpoint: str | None, num: int, batch_size: int,
+                      device: str, seed: int) -> tuple[Iterable[torch.Tensor], int, tuple[int, int], str]:
+    """uint8 `(B, 3, H, W)` batches to evaluate, their total count, (H, W), and where they come from."""
+    if checkpoint is not None:
+        from sngan.sample import generate_batches, load_generator  # lazy: pulls in the models
+
+        generator, cfg = load_generator(checkpoint, device)
+        r = cfg.data.resolution
+        return generate_batches(generator, cfg, num, batch_size, seed, device), num, (r, r), checkpoint
+    x = fid.load_image_set(images)
+    return [x], len(x), (x.shape[2], x.shape[3]), images
+
+
+def _ref_fields(info: dict) -> dict:
+    fields = {"num_ref": info["num_ref"], "ref": info["ref"]}
+    fields.update({k: info[k] for k in ("split", "resolution") if k in info})
+    return {**fields, "ref_cached": info["cached"]}
+
+
+def _save_reference(path: str, mu: np.ndarray, sigma: np.ndarray, detector: fid.Detector, info: dict) -> None:
+    """The reference's statistics as a pytorch-fid .npz, with its protocol as extra keys."""
+    fid.save_stats(path, mu, sigma, ref=info["ref"], num_images=info["num_ref"], detector=detector.name,
+                   detector_sha256=detector.weights_sha256,
+                   **{k: info[k] for k in ("split", "resolution") if k in info})
+
+
+def _inception_score_fields(logits: np.ndarray | None) -> dict:
+    if logits is None:
+        return {"is": None, "is_note": "weights have no logits layer"}
+    splits = min(IS_SPLITS, len(logits))
+    mean, std = fid.inception_score(logits, splits)
+    return {"is_mean": mean, "is_std": std, "is_splits": splits}
+
+
+def format_result(result: dict) -> str:
+    """The metric as `fid10k_cifar10-train = 24.31`, then its protocol on the following lines."""
+    ref = _describe_ref(result)
+    if "fid" not in result:
+        return (f"wrote statistics of {result['num_ref']} reference images ({ref}) to "
+                f"{result['saved_stats']}\n  detector {result['detector']} ({result['weights']})")
+    num_ref = result["num_ref"] if result["num_ref"] is not None else "an unrecorded number of"
+    lines = [
+        f"{result['metric']} = {result['fid']:.2f}",
+        f"  {result['num_gen']} generated images ({result['source']}) vs {num_ref} reference images ({ref})",
+        f"  detector {result['detector']} ({result['weights']})",
+    ]
+    if "is_mean" in result:
+        lines.append(f"  IS = {result['is_mean']:.2f} ± {result['is_std']:.2f} ({result['is_splits']} splits)")
+    elif "is" in result:
+        lines.append(f"  IS unavailable: {result['is_note']}")
+    if "saved_stats" in result:
+        lines.append(f"  reference statistics written to {result['saved_stats']}")
+    return "\n".join(lines)
+
+
+def _describe_ref(result: dict) -> str:
+    if "split" not in result:
+        return result["ref"]
+    cached = ", statistics from cache" if result.get("ref_cached") else ""
+    return f"{result['ref']}: {result['split']} split at {result['resolution']}px{cached}"
+
+
+class FIDTracker:
+    """FID of the generator during training (config section `eval`), as `eval-fid` measures it.
+
+    The detector and reference statistics are loaded once; every evaluation draws the same
+    `eval.num_samples` latents (seeded by `train.seed`), so changes come from G, not from z.
+    """
+
+    def __init__(self, cfg, device: torch.device):
+        ec = cfg.eval
+        self.cfg, self.device = cfg, device
+        self.detector = fid.load_detector(ec.inception_weights or None, device)
+        self.mu_ref, self.sigma_ref, self.ref_info = fid.reference_stats(
+            ec.ref, self.detector, data_root=cfg.data.root, resolution=cfg.data.resolution,
+            download=cfg.data.download, batch_size=ec.batch_size)
+        self.metric = metric_name(ec.num_samples, ec.ref)
+
+    def evaluate(self, G: nn.Module) -> dict:
+        """`{metric: fid}`, plus `is_mean`/`is_std` when asked for and the weights have logits.
+
+        G is evaluated in eval mode and left in the mode it came in.
+        """
+        from sngan.sample import generate_batches
+
+        ec, was_training = self.cfg.eval, G.training
+        G.eval()  # batch norm must use running statistics, and not update them
+        try:
+            batches = generate_batches(G, self.cfg, ec.num_samples, ec.batch_size, self.cfg.train.seed,
+                                       self.device)
+            features, logits = fid.extract(self.detector, batches, ec.batch_size, total=ec.num_samples,
+                                           desc="FID samples")
+        finally:
+            G.train(was_training)
+        result = {self.metric: fid.frechet_distance(*fid.statistics(features), self.mu_ref, self.sigma_ref)}
+        if ec.inception_score and logits is not None:
+            mean, std = fid.inception_score(logits, min(IS_SPLITS, len(logits)))
+            result.update(is_mean=mean, is_std=std)
+        return result

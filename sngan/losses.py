@@ -1,0 +1,43 @@
+"""GAN losses as pure functions of discriminator logits.
+
+Each loss is a pair: `d(real_logits, fake_logits) -> scalar` for the discriminator and
+`g(fake_logits) -> scalar` for the generator; both are minimised.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class Loss(NamedTuple):
+    d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    g: Callable[[torch.Tensor], torch.Tensor]
+
+
+def standard_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """-E[log sigmoid(D(x))] - E[log(1 - sigmoid(D(G(z))))], via softplus for stability."""
+    return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+
+def standard_g(fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating: -E[log sigmoid(D(G(z)))]."""
+    return F.softplus(-fake).mean()
+
+
+def hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]."""
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+def hinge_g(fake: torch.Tensor) -> torch.Tensor:
+    """-E[D(G(z))]."""
+    return -fake.mean()
+
+
+LOSSES: dict[str, Loss] = {
+    "standard": Loss(standard_d, standard_g),
+    "hinge": Loss(hinge_d, hinge_g),
+}

@@ -1,0 +1,241 @@
+"""Generators and discriminators of the paper: the standard CNN ("dcgan", Table 3) and the
+ResNet (Tables 4 and 5), at 32x32 (CIFAR-10) and 48x48 (STL-10).
+
+Generators always use BatchNorm, as in the paper. The discriminator's normalisation is a
+choice: "sn" (spectral norm on every conv/linear), "bn" (BatchNorm after every conv but the
+first) or "none". Images are `(N, 3, R, R)` in `[-1, 1]`; D returns logits `(N,)`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from sngan.config import ModelConfig
+from sngan.errors import UsageError
+from sngan.spectral_norm import spectral_norm
+
+D_NORMS = ("sn", "bn", "none")
+
+# Paper widths as multiples of the base width (g_ch / d_ch) and the paper's base widths.
+DCGAN_D_WIDTHS = {"paper": (1, 1, 2, 2, 4, 4, 8), "official": (1, 2, 2, 4, 4, 8, 8)}
+DCGAN_D_SLOPE = {"paper": 0.1, "official": 0.2}
+DEFAULT_CH = {  # arch -> resolution layout -> (g_ch, d_ch)
+    "dcgan": {"any": (64, 64)},
+    "resnet": {32: (256, 128), 48: (64, 64)},
+}
+
+
+def check_resolution(arch: str, resolution: int) -> None:
+    if resolution % 8:
+        raise UsageError(f"config key 'data.resolution' must be a multiple of 8 for arch '{arch}', got {resolution}")
+    if arch == "resnet" and resolution > 32 and resolution % 16:
+        raise UsageError("config key 'data.resolution' must be 32 or a multiple of 16 for arch 'resnet' "
+                         f"(the STL-10 layout halves it four times), got {resolution}")
+
+
+class _Norm:
+    """Wraps D's layers according to the chosen normalisation."""
+
+    def __init__(self, kind: str, n_iters: int, target: float):
+        self.kind, self.n_iters, self.target = kind, n_iters, target
+
+    def layer(self, module: nn.Module) -> nn.Module:
+        return spectral_norm(module, self.n_iters, self.target) if self.kind == "sn" else module
+
+    def bn(self, channels: int) -> nn.Module:
+        return nn.BatchNorm2d(channels) if self.kind == "bn" else nn.Identity()
+
+
+# ---------------------------------------------------------------------------------------------
+# Standard CNN (paper Table 3)
+
+
+class DCGANGenerator(nn.Module):
+    """z `(N, z_dim)` -> dense M x M x 8ch -> 3 x [deconv 4x4 s2, BN, ReLU] -> conv 3x3 -> tanh."""
+
+    def __init__(self, z_dim: int, resolution: int, ch: int = 64):
+        super().__init__()
+        self.bottom = resolution // 8
+        self.ch = ch
+        self.fc = nn.Linear(z_dim, self.bottom * self.bottom * 8 * ch)
+        layers = [nn.BatchNorm2d(8 * ch), nn.ReLU()]
+        for c_in, c_out in ((8 * ch, 4 * ch), (4 * ch, 2 * ch), (2 * ch, ch)):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.ReLU()]
+        layers += [nn.Conv2d(ch, 3, 3, 1, 1), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(-1, 8 * self.ch, self.bottom, self.bottom)
+        return self.main(h)
+
+
+class DCGANDiscriminator(nn.Module):
+    """x `(N, 3, R, R)` -> 7 convs (3x3 s1 / 4x4 s2 alternating), LeakyReLU -> dense -> logit."""
+
+    def __init__(self, resolution: int, ch: int = 64, norm: _Norm = _Norm("sn", 1, 1.0),
+                 variant: str = "paper", slope: float = 0.0):
+        super().__init__()
+        widths = [m * ch for m in DCGAN_D_WIDTHS[variant]]
+        slope = slope or DCGAN_D_SLOPE[variant]
+        layers, c_in = [], 3
+        for i, c_out in enumerate(widths):
+            k, s = (3, 1) if i % 2 == 0 else (4, 2)
+            layers.append(norm.layer(nn.Conv2d(c_in, c_out, k, s, 1)))
+            if i > 0:
+                layers.append(norm.bn(c_out))
+            layers.append(nn.LeakyReLU(slope))
+            c_in = c_out
+        self.main = nn.Sequential(*layers)
+        bottom = resolution // 8
+        self.fc = norm.layer(nn.Linear(bottom * bottom * c_in, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.main(x).flatten(1)).squeeze(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# ResNet (paper Tables 4 and 5)
+
+
+def _init_resnet(module: nn.Module) -> None:
+    # As the official code: Glorot-uniform, gain sqrt(2) inside residual paths, 1 on shortcuts.
+    for name, m in module.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            gain = 1.0 if name.endswith("shortcut") or isinstance(m, nn.Linear) else math.sqrt(2)
+            w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+            nn.init.xavier_uniform_(w, gain)
+            nn.init.zeros_(m.bias)
+
+
+class GBlock(nn.Module):
+    """BN-ReLU-up-conv3x3-BN-ReLU-conv3x3, shortcut up + conv1x1."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, c_out, 3, 1, 1)
+        self.bn2, self.conv2 = nn.BatchNorm2d(c_out), nn.Conv2d(c_out, c_out, 3, 1, 1)
+        self.shortcut = nn.Conv2d(c_in, c_out, 1, 1, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.interpolate(F.relu(self.bn1(x)), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(self.bn2(self.conv1(h))))
+        return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class DBlock(nn.Module):
+    """ReLU-conv3x3-ReLU-conv3x3 [-avgpool]; shortcut conv1x1 [-avgpool] when shape changes.
+
+    `first=True` is the paper's "optimized" first block: conv-ReLU-conv-avgpool, with the
+    shortcut avgpool-conv1x1 (no ReLU on the raw image).
+    """
+
+    def __init__(self, c_in: int, c_out: int, norm: _Norm, down: bool, first: bool = False):
+        super().__init__()
+        self.down, self.first = down, first
+        self.bn1 = nn.Identity() if first else norm.bn(c_in)
+        self.conv1 = norm.layer(nn.Conv2d(c_in, c_out, 3, 1, 1))
+        self.bn2 = norm.bn(c_out)
+        self.conv2 = norm.layer(nn.Conv2d(c_out, c_out, 3, 1, 1))
+        self.learnable_sc = first or down or c_in != c_out
+        if self.learnable_sc:
+            self.shortcut = norm.layer(nn.Conv2d(c_in, c_out, 1, 1, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x if self.first else F.relu(self.bn1(x))
+        h = self.conv2(F.relu(self.bn2(self.conv1(h))))
+        if self.down:
+            h = F.avg_pool2d(h, 2)
+        if not self.learnable_sc:
+            return h + x
+        if self.first:  # pool first: the 1x1 conv then runs on 4x fewer pixels, same result
+            return h + self.shortcut(F.avg_pool2d(x, 2))
+        sc = self.shortcut(x)
+        return h + (F.avg_pool2d(sc, 2) if self.down else sc)
+
+
+def _resnet_layout(resolution: int, g_ch: int, d_ch: int):
+    """(G widths: dense then each up-block, D widths, D downsampling flags)."""
+    if resolution <= 32:  # Table 4: G 256 everywhere; D 128 everywhere, two down, two plain
+        return [g_ch] * 4, [d_ch] * 4, [True, True, False, False]
+    # Table 5: G 512 -> 256 -> 128 -> 64; D 64, 128, 256, 512 (down), 1024 (plain)
+    return ([8 * g_ch, 4 * g_ch, 2 * g_ch, g_ch], [d_ch, 2 * d_ch, 4 * d_ch, 8 * d_ch, 16 * d_ch],
+            [True, True, True, True, False])
+
+
+class ResNetGenerator(nn.Module):
+    """z -> dense M x M x C -> 3 up-blocks -> BN, ReLU, conv3x3 -> tanh."""
+
+    def __init__(self, z_dim: int, resolution: int, widths: list[int]):
+        super().__init__()
+        self.bottom, self.c0 = resolution // 8, widths[0]
+        self.fc = nn.Linear(z_dim, self.bottom * self.bottom * widths[0])
+        self.blocks = nn.Sequential(*[GBlock(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        self.out = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(), nn.Conv2d(widths[-1], 3, 3, 1, 1), nn.Tanh())
+        _init_resnet(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(-1, self.c0, self.bottom, self.bottom)
+        return self.out(self.blocks(h))
+
+
+class ResNetDiscriminator(nn.Module):
+    """x -> optimized block -> blocks -> ReLU -> global sum pool -> dense -> logit."""
+
+    def __init__(self, widths: list[int], downs: list[bool], norm: _Norm):
+        super().__init__()
+        blocks, c_in = [], 3
+        for i, (c_out, down) in enumerate(zip(widths, downs)):
+            blocks.append(DBlock(c_in, c_out, norm, down, first=i == 0))
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = norm.bn(c_in)
+        self.fc = norm.layer(nn.Linear(c_in, 1))
+        _init_resnet(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn(self.blocks(x))).sum(dim=(2, 3))
+        return self.fc(h).squeeze(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+
+
+def _base_widths(cfg: ModelConfig, resolution: int) -> tuple[int, int]:
+    layouts = DEFAULT_CH[cfg.arch]
+    g, d = layouts.get("any") or layouts[32 if resolution <= 32 else 48]
+    return cfg.g_ch or g, cfg.d_ch or d
+
+
+def _dcgan(cfg: ModelConfig, resolution: int) -> tuple[nn.Module, nn.Module]:
+    g_ch, d_ch = _base_widths(cfg, resolution)
+    norm = _Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
+    return (DCGANGenerator(cfg.z_dim, resolution, g_ch),
+            DCGANDiscriminator(resolution, d_ch, norm, cfg.dcgan_d, cfg.d_slope))
+
+
+def _resnet(cfg: ModelConfig, resolution: int) -> tuple[nn.Module, nn.Module]:
+    g_ch, d_ch = _base_widths(cfg, resolution)
+    g_widths, d_widths, downs = _resnet_layout(resolution, g_ch, d_ch)
+    norm = _Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
+    return ResNetGenerator(cfg.z_dim, resolution, g_widths), ResNetDiscriminator(d_widths, downs, norm)
+
+
+ARCHS = {"dcgan": _dcgan, "resnet": _resnet}
+
+
+def build(cfg: ModelConfig, resolution: int) -> tuple[nn.Module, nn.Module]:
+    """(G, D) for the config; the caller seeds torch beforehand for reproducible weights."""
+    check_resolution(cfg.arch, resolution)
+    return ARCHS[cfg.arch](cfg, resolution)
+
+
+def sample_z(n: int, cfg: ModelConfig, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Latent codes `(n, z_dim)`: N(0, I) as in the paper, or U(-1, 1) as in the official code."""
+    if cfg.z_dist == "uniform":
+        return torch.rand(n, cfg.z_dim, device=device, generator=generator) * 2 - 1
+    return torch.randn(n, cfg.z_dim, device=device, generator=generator)

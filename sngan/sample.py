@@ -1,0 +1,90 @@
+"""Drawing images from a trained generator: in memory, as a grid PNG, PNG files or an .npz."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from sngan import checkpoint, config, models
+from sngan.errors import SnganError, UsageError
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Generator output in `[-1, 1]` -> uint8 `[0, 255]`, same shape."""
+    return ((x.float() + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, config.Config]:
+    """Rebuild G from the config stored in the checkpoint alone; returned in eval mode."""
+    state = checkpoint.load(path)
+    cfg = config.from_dict(state["config"])
+    G, _ = models.build(cfg.model, cfg.data.resolution)
+    checkpoint.load_module_state(G, state["G"], "generator", path)
+    return G.to(device).eval(), cfg
+
+
+def generate_batches(G: nn.Module, cfg: config.Config, num: int, batch_size: int, seed: int,
+                     device: str | torch.device) -> Iterator[torch.Tensor]:
+    """`num` samples as uint8 batches `(B, 3, R, R)` on `device`.
+
+    z is drawn on the CPU from its own generator so a seed gives the same images on any device.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for start in range(0, num, batch_size):
+        z = models.sample_z(min(batch_size, num - start), cfg.model, "cpu", g).to(device)
+        with torch.inference_mode():
+            yield to_uint8(G(z))
+
+
+def check_output_path(out: Path, force: bool) -> str:
+    """Which kind of output `out` is ('png', 'npz' or 'folder'), after checking it is writable."""
+    kind = {".png": "png", ".npz": "npz"}.get(out.suffix.lower(), "folder")
+    if not out.parent.is_dir():
+        raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
+    if kind == "folder":
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"output '{out}' is a file; name a folder, a .png grid or an .npz")
+        if out.is_dir() and any(out.iterdir()) and not force:
+            raise UsageError(f"output folder '{out}' is not empty; choose another or pass --force")
+    elif out.exists() and not force:
+        raise UsageError(f"output '{out}' already exists; choose another path or pass --force")
+    return kind
+
+
+def write_samples(G: nn.Module, cfg: config.Config, num: int, out: Path, seed: int,
+                  batch_size: int, device, force: bool = False) -> Path:
+    """Write `num` samples to `out`: a grid when it ends in .png, an .npz of uint8 NHWC images
+    (key `images`) when it ends in .npz, else one PNG per image in that folder."""
+    from PIL import Image
+
+    if num < 1:
+        raise UsageError("--num must be at least 1")
+    kind = check_output_path(out, force)
+    images = torch.cat([b.cpu() for b in generate_batches(G, cfg, num, batch_size, seed, device)])
+    try:
+        if kind == "png":
+            save_grid(images, out)
+        elif kind == "npz":
+            nhwc = images.permute(0, 2, 3, 1).numpy()
+            checkpoint.atomic_write(out, lambda f: np.savez(f, images=nhwc), "samples")
+        else:
+            out.mkdir(exist_ok=True)
+            for i, im in enumerate(images.permute(0, 2, 3, 1).numpy()):
+                Image.fromarray(im).save(out / f"{i:06d}.png")
+    except PermissionError as e:
+        raise SnganError(f"cannot write to '{out}': {e.strerror}") from None
+    return out
+
+
+def save_grid(images: torch.Tensor, path: Path) -> None:
+    """Save uint8 `(N, 3, R, R)` images as a square-ish grid PNG, atomically."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images.cpu(), nrow=math.ceil(math.sqrt(len(images))), padding=2)
+    checkpoint.atomic_write(path, lambda f: Image.fromarray(grid.permute(1, 2, 0).numpy()).save(f, format="PNG"), "image")

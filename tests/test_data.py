@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from formats import write_cifar10, write_stl10
+from sngan import data
+from sngan.config import DataConfig
+from sngan.errors import SnganError
+
+
+def test_cifar10_real_format(tmp_path):
+    expected = write_cifar10(tmp_path, n_per_batch=3)
+    images = data.load_images(DataConfig(name="cifar10", root=str(tmp_path), download=False))
+    assert images.dtype == torch.uint8 and images.shape == (15, 3, 32, 32)
+    assert np.array_equal(images.numpy(), expected)
+    test = data.load_cifar10(tmp_path, "test", download=False)
+    assert test.shape == (3, 3, 32, 32)
+
+
+def test_stl10_real_format_column_major_and_resized(tmp_path):
+    written = write_stl10(tmp_path, n_unlabeled=4, n_train=2)
+    raw = data.read_stl10(tmp_path, "unlabeled")
+    assert np.array_equal(raw.numpy(), written["unlabeled"])  # orientation survives the transpose
+    images = data.load_images(DataConfig(name="stl10", root=str(tmp_path), resolution=48, download=False))
+    assert images.shape == (6, 3, 48, 48) and images.dtype == torch.uint8
+    # antialiased 2x downsampling of a constant image is that constant
+    const = torch.full((1, 3, 96, 96), 77, dtype=torch.uint8)
+    assert torch.equal(data.resize(const, 48), torch.full((1, 3, 48, 48), 77, dtype=torch.uint8))
+
+
+def test_missing_data_without_download_says_how_to_get_it(tmp_path):
+    with pytest.raises(SnganError, match="CIFAR-10 not found .*data.download=true"):
+        data.load_images(DataConfig(name="cifar10", root=str(tmp_path), download=False))
+    with pytest.raises(SnganError, match="STL-10 not found .*stl10_binary"):
+        data.load_images(DataConfig(name="stl10", root=str(tmp_path), resolution=48, download=False))
+
+
+def test_download_failure_is_one_clear_line(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(SnganError, match="downloading CIFAR-10 failed .*network unreachable"):
+        data.load_images(DataConfig(name="cifar10", root=str(tmp_path), download=True))
+
+
+def test_corrupt_cifar_file(tmp_path):
+    write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(SnganError, match="cannot read CIFAR-10 file .*data_batch_3"):
+        data.load_cifar10(tmp_path, "train", download=False)
+
+
+def _png(path, size, colour):
+    Image.new("RGB", size, colour).save(path)
+
+
+def test_image_folder_crops_and_resizes(tmp_path):
+    (tmp_path / "sub").mkdir()
+    _png(tmp_path / "a.png", (64, 40), (255, 0, 0))
+    _png(tmp_path / "sub" / "b.jpg", (20, 30), (0, 0, 255))
+    (tmp_path / "notes.txt").write_text("not an image")  # ignored: not an image extension
+    images = data.load_images(DataConfig(name="folder", root=str(tmp_path), resolution=16))
+    assert images.shape == (2, 3, 16, 16)
+    assert images[0, 0].float().mean() > 250 and images[1, 2].float().mean() > 240
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(SnganError, match="does not exist"):
+        data.list_images(tmp_path / "missing")
+    with pytest.raises(SnganError, match="has no images$|has no images;"):
+        data.list_images(tmp_path)
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(SnganError, match=r"has no images \(it holds 1 other files\)"):
+        data.list_images(tmp_path)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(SnganError, match="cannot read image .*broken.png"):
+        data.load_folder(tmp_path, 8)
+
+
+def test_synthetic_is_deterministic_and_varied():
+    a, b = data.synthetic_shapes(64, 32, seed=0), data.synthetic_shapes(64, 32, seed=0)
+    assert a.dtype == torch.uint8 and a.shape == (64, 3, 32, 32) and torch.equal(a, b)
+    assert not torch.equal(a, data.synthetic_shapes(64, 32, seed=1))
+    assert a.float().std(dim=0).mean() > 20  # images differ from each other
+
+
+def test_batches_range_and_epochs():
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).contiguous()
+    b = data.Batches(images, batch_size=4, seed=0, device="cpu")
+    seen = [b.next() for _ in range(2)]  # epoch 0 holds two full batches of 4 (tail of 2 dropped)
+    assert all(x.min() >= -1 and x.max() <= 1 and x.dtype == torch.float32 for x in seen)
+    ids = torch.cat([((x[:, 0, 0, 0] + 1) * 127.5).round() for x in seen]).long().tolist()
+    assert len(set(ids)) == 8
+    b.next()
+    assert b.state_dict()["epoch"] == 1
+
+
+def test_batches_resume_exactly():
+    images = torch.randint(0, 255, (50, 3, 4, 4), dtype=torch.uint8)
+    a = data.Batches(images, 8, seed=3, device="cpu")
+    for _ in range(9):
+        a.next()
+    b = data.Batches(images, 8, seed=3, device="cpu")
+    b.load_state_dict(a.state_dict())
+    for _ in range(12):
+        assert torch.equal(a.next(), b.next())
+
+
+def test_batches_shard_the_global_batch_across_ranks():
+    images = torch.randint(0, 255, (40, 3, 4, 4), dtype=torch.uint8)
+    whole = data.Batches(images, 8, seed=1, device="cpu")
+    ranks = [data.Batches(images, 4, seed=1, device="cpu", rank=r, world=2) for r in range(2)]
+    for _ in range(7):
+        assert torch.equal(whole.next(), torch.cat([r.next() for r in ranks]))
+
+
+def test_batch_larger_than_data():
+    with pytest.raises(SnganError, match="larger than the data set"):
+        data.Batches(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), 8, 0, "cpu")

@@ -1,0 +1,55 @@
+"""FID during training (config section `eval`) and `sngan eval-fid --checkpoint` on the real CLI."""
+
+import json
+
+
+from sngan import checkpoint, config, train
+from sngan.data import synthetic_shapes
+from test_cli import TINY, sngan
+from test_train import _assert_same_training_state
+
+
+def _reference_folder(path):
+    from PIL import Image
+    path.mkdir()
+    for i, im in enumerate(synthetic_shapes(12, 32, seed=5).permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(im).save(path / f"{i:03d}.png")
+    return path
+
+
+def test_fid_is_logged_best_kept_and_training_undisturbed(tiny, tmp_path, torch_home):
+    ref = _reference_folder(tmp_path / "ref")
+    with_eval = tiny(train={"steps": 2}, eval={"every": 2, "num_samples": 10, "ref": str(ref), "batch_size": 10})
+    cfg = config.from_dict(with_eval)
+    summary = train.train(cfg, progress=False)
+    run_dir = next((tmp_path / "runs").iterdir())
+
+    entries = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in entries if "fid10_custom" in e]
+    assert len(evals) == 1 and evals[0]["step"] == 2
+    assert evals[0]["fid10_custom"] > 0 and "is_mean" in evals[0]
+    assert summary["best_fid"] == evals[0]["fid10_custom"]
+    assert (run_dir / "best.pt").is_file() and (run_dir / "fid.png").is_file()
+    assert checkpoint.load(run_dir / "best.pt")["best_fid"] == evals[0]["fid10_custom"]
+
+    # The same run without evaluation ends with identical weights: FID sampling has its own RNG.
+    cfg_plain = config.from_dict(tiny(train={"steps": 2}, out={"root": str(tmp_path / "plain")}))
+    train.train(cfg_plain, progress=False)
+    plain_dir = next((tmp_path / "plain").iterdir())
+    _assert_same_training_state(checkpoint.load(run_dir / "latest.pt"), checkpoint.load(plain_dir / "latest.pt"))
+
+
+def test_eval_fid_of_a_checkpoint_on_the_cli(tmp_path, torch_home):
+    import os
+    ref = _reference_folder(tmp_path / "ref")
+    sngan("train", "-c", "quickstart", "--out", tmp_path / "runs", "--set", "train.steps=2", *TINY, "--no-progress")
+    run_dir = next((tmp_path / "runs").iterdir())
+    env = {"TORCH_HOME": os.environ["TORCH_HOME"], "SNGAN_CACHE": os.environ["SNGAN_CACHE"]}
+    out = sngan("eval-fid", "--checkpoint", run_dir / "latest.pt", "--num", 10, "--ref", ref, "--is",
+                "--device", "cpu", "--batch-size", 10, "--json", env=env).stdout
+    result = json.loads(out)
+    assert result["metric"] == "fid10_custom" and result["num_gen"] == 10 and result["num_ref"] == 12
+    assert result["fid"] > 0 and result["is_mean"] >= 1.0
+    text = sngan("eval-fid", "--images", ref, "--ref", ref, "--device", "cpu", env=env).stdout
+    first = text.splitlines()[0]
+    assert first.startswith("fid12_custom = ") and abs(float(first.split("=")[1])) < 1e-3

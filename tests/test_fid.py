@@ -1,0 +1,300 @@
+"""FID/IS against pytorch-fid itself, with random He-initialised Inception weights (no network).
+
+pytorch-fid's 2048x2048 matrix square root takes ~12 s on a 2-core CPU, so only two tests compute
+an FID; the rest check the pieces (images, statistics files, cache, weights) without one.
+"""
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pytorch_fid import inception as pfi
+
+from fid_fixtures import make_fid_weights
+from formats import write_cifar10
+from sngan import data, fid
+from sngan.errors import SnganError, UsageError
+from sngan.evaluate import eval_fid, format_result, metric_name
+
+NUM = 10  # images per test set: enough for distinct statistics, few enough for a CPU
+
+
+def _write_pngs(folder: Path, images: torch.Tensor) -> Path:
+    folder.mkdir(parents=True)
+    for i, im in enumerate(images.permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(im).save(folder / f"{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def image_sets(tmp_path_factory) -> dict[str, torch.Tensor]:
+    """Two differently distributed sets of uint8 (10, 3, 32, 32): shapes and uniform noise."""
+    noise = torch.randint(0, 256, (NUM, 3, 32, 32), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    return {"shapes": data.synthetic_shapes(NUM, 32, seed=0), "noise": noise}
+
+
+@pytest.fixture(scope="module")
+def image_dirs(image_sets, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("images")
+    return {name: _write_pngs(root / name, images) for name, images in image_sets.items()}
+
+
+@pytest.fixture(scope="module")
+def detector(fid_weights_file) -> fid.Detector:
+    return fid.load_detector(str(fid_weights_file))
+
+
+@pytest.fixture(scope="module")
+def pool3_only_weights(tmp_path_factory) -> Path:
+    """The test weights without `fc`: same pool3 features, no logits."""
+    return make_fid_weights(tmp_path_factory.mktemp("pool3-only") / "pool3.pth", seed=0, with_fc=False)
+
+
+def run_eval(**kwargs) -> dict:
+    args = dict(images=None, checkpoint=None, num=0, ref="cifar10-train", save_stats=None,
+                inception_score=False, inception_weights=None, batch_size=5, device="cpu",
+                data_root="data", download=False, seed=0)
+    return eval_fid(**{**args, **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------
+# FID end to end
+
+
+def test_fid_matches_pytorch_fid(torch_home, image_dirs):
+    a, b = image_dirs["shapes"], image_dirs["noise"]
+    # pytorch-fid runs alongside our evaluation, on one thread so the two do not fight over the
+    # cores: each spends most of its time in a 2048x2048 matrix square root.
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    theirs_proc = subprocess.Popen([sys.executable, "-m", "pytorch_fid", "--device", "cpu", "--batch-size",
+                                    "4", "--num-workers", "0", str(a), str(b)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=one_thread)
+    ours = run_eval(images=str(a), ref=str(b), inception_score=True)
+    stdout, stderr = theirs_proc.communicate(timeout=300)
+    assert theirs_proc.returncode == 0, stderr
+    theirs = float(re.search(r"^FID:\s+(\S+)", stdout, re.MULTILINE).group(1))
+    assert ours["fid"] == pytest.approx(theirs, rel=1e-3)
+    assert ours["fid"] > 1  # He-initialised weights tell shapes from noise
+    assert ours["metric"] == "fid10_custom" and ours["num_gen"] == ours["num_ref"] == NUM
+    assert ours["detector"].startswith("pytorch-fid-inception-custom-")
+    assert Path(ours["weights"]) == torch_home / "hub" / "checkpoints" / fid.FID_WEIGHTS_FILE
+    assert ours["is_mean"] >= 1 and ours["is_splits"] == NUM
+    assert format_result(ours).splitlines()[0] == f"fid10_custom = {ours['fid']:.2f}"
+
+
+def test_named_reference_at_generated_resolution(torch_home, tmp_path, pool3_only_weights):
+    """The CIFAR-10 images themselves at 16 px are at distance ~0 from cifar10-train compared at
+    16 px, which only holds if the reference was resized to the generated resolution."""
+    cifar = data.resize(torch.from_numpy(write_cifar10(tmp_path / "data", n_per_batch=2)), 16)
+    npz = tmp_path / "gen.npz"
+    np.savez(npz, images=cifar.permute(0, 2, 3, 1).numpy())  # NHWC, as sample files usually are
+    result = run_eval(images=str(npz), ref="cifar10-train", data_root=str(tmp_path / "data"),
+                      inception_score=True, inception_weights=str(pool3_only_weights),
+                      save_stats=str(tmp_path / "ref-stats.npz"))
+    # Not exactly 0: pytorch-fid's sqrtm of the singular (rank 9 of 2048) covariance product
+    # leaves about -1e-7 here, against ~40 between the shapes and noise sets.
+    assert abs(result["fid"]) < 1e-5, result["fid"]
+    assert (result["split"], result["resolution"], result["num_ref"]) == ("train", 16, 10)
+    assert result["metric"] == "fid10_cifar10-train" and result["ref_cached"] is False
+    assert result["is"] is None and result["is_note"] == "weights have no logits layer"
+    assert "IS unavailable: weights have no logits layer" in format_result(result)
+    with np.load(tmp_path / "ref-stats.npz") as saved:  # the reference's, with its protocol
+        assert saved["mu"].shape == (2048,) and saved["sigma"].shape == (2048, 2048)
+        assert (str(saved["ref"]), str(saved["split"]), int(saved["resolution"])) == ("cifar10-train", "train", 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Detector and weights
+
+
+def test_detector_features_and_logits(detector, fid_weights_file):
+    assert detector.has_logits
+    assert detector.weights_sha256 == hashlib.sha256(fid_weights_file.read_bytes()).hexdigest()
+    assert detector.name == f"pytorch-fid-inception-custom-{detector.weights_sha256[:8]}"
+    images = torch.randint(0, 256, (2, 3, 20, 28), dtype=torch.uint8)  # any size goes to 299
+    features, logits = detector.features(images)
+    assert features.shape == (2, 2048) and logits.shape == (2, 1008)
+    assert features.dtype == logits.dtype == np.float64
+    assert not detector.net.training and features.std() > 1e-3  # He init: features are not ~0
+
+
+def test_pool3_only_weights_have_no_logits(pool3_only_weights):
+    detector = fid.load_detector(str(pool3_only_weights))
+    assert not detector.has_logits
+    assert detector.features(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))[1] is None
+
+
+def test_weights_come_from_argument_then_env_then_hub(torch_home, tmp_path, monkeypatch):
+    hub = torch_home / "hub" / "checkpoints" / fid.FID_WEIGHTS_FILE
+    assert fid.resolve_weights(None) == hub
+    env_file = tmp_path / "env.pth"
+    env_file.write_bytes(b"")
+    monkeypatch.setenv(fid.WEIGHTS_ENV, str(env_file))
+    assert fid.resolve_weights(None) == env_file
+    assert fid.resolve_weights(str(hub)) == hub
+    with pytest.raises(SnganError, match="do not exist"):
+        fid.resolve_weights(str(tmp_path / "missing.pth"))
+
+
+def test_missing_weights_offline_says_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv(fid.WEIGHTS_ENV, raising=False)
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(pfi, "load_state_dict_from_url", offline)
+    with pytest.raises(SnganError) as e:
+        fid.resolve_weights(None)
+    message = str(e.value)
+    assert fid.FID_WEIGHTS_FILE in message and str(tmp_path / "hub" / "checkpoints") in message
+    assert "--inception-weights PATH" in message and fid.WEIGHTS_ENV in message
+    assert "\n" not in message
+
+
+def test_weights_that_are_not_a_state_dict(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SnganError, match="cannot load Inception weights"):
+        fid.load_detector(str(bad))
+
+
+# ---------------------------------------------------------------------------------------------
+# Image sets and statistics files
+
+
+def test_npz_images_equal_the_folder(image_sets, image_dirs, tmp_path):
+    """The same pixels reach Inception from a folder, a NHWC .npz and a NCHW .npz, so their
+    FIDs are equal."""
+    images = image_sets["shapes"]
+    np.savez(tmp_path / "nhwc.npz", images=images.permute(0, 2, 3, 1).numpy())
+    np.savez(tmp_path / "nchw.npz", images.numpy())  # stored as arr_0
+    assert torch.equal(fid.load_image_set(image_dirs["shapes"]), images)
+    assert torch.equal(fid.load_image_set(tmp_path / "nhwc.npz"), images)
+    assert torch.equal(fid.load_image_set(tmp_path / "nchw.npz"), images)
+    np.savez(tmp_path / "float.npz", images=images.float().numpy())
+    with pytest.raises(SnganError, match="expected uint8"):
+        fid.load_image_set(tmp_path / "float.npz")
+
+
+def test_folder_of_mixed_sizes_is_an_error(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.new("RGB", (32, 32)).save(folder / "a.png")
+    Image.new("RGB", (48, 32)).save(folder / "b.png")
+    with pytest.raises(SnganError, match="different sizes"):
+        fid.load_image_set(folder)
+
+
+def test_stats_round_trip_and_stats_file_as_reference(detector, image_dirs, tmp_path):
+    mu, sigma, info = fid.reference_stats(str(image_dirs["noise"]), detector, batch_size=5)
+    assert info["num_ref"] == NUM and info["cached"] is False and info["cache_file"] is None
+    path = fid.save_stats(tmp_path / "noise.npz", mu, sigma, num_images=NUM,
+                          detector_sha256=detector.weights_sha256)
+    with np.load(path) as f:  # what pytorch-fid reads
+        np.testing.assert_array_equal(f["mu"], mu)
+        np.testing.assert_array_equal(f["sigma"], sigma)
+    mu2, sigma2, info2 = fid.reference_stats(str(path), detector)
+    np.testing.assert_array_equal(mu2, mu)
+    np.testing.assert_array_equal(sigma2, sigma)
+    assert info2["num_ref"] == NUM
+    assert not list(tmp_path.glob(".*tmp"))  # atomic write left nothing behind
+
+
+def test_stats_file_errors(detector, tmp_path):
+    np.savez(tmp_path / "nomu.npz", mean=np.zeros(3))
+    with pytest.raises(SnganError, match=r"nomu\.npz' has no 'mu' and 'sigma'"):
+        fid.load_stats(tmp_path / "nomu.npz")
+    with pytest.raises(SnganError, match="has no 'mu' and 'sigma'"):
+        fid.reference_stats(str(tmp_path / "nomu.npz"), detector)
+    fid.save_stats(tmp_path / "other.npz", np.zeros(2048), np.eye(2048), detector_sha256="0" * 64)
+    with pytest.raises(SnganError, match="other Inception weights"):
+        fid.reference_stats(str(tmp_path / "other.npz"), detector)
+    with pytest.raises(UsageError, match="must end in .npz"):
+        fid.save_stats(tmp_path / "stats.txt", np.zeros(2), np.eye(2))
+    with pytest.raises(UsageError, match="not a named set"):
+        fid.reference_stats(str(tmp_path / "nowhere"), detector)
+
+
+def test_named_reference_stats_are_cached_by_what_they_depend_on(detector, pool3_only_weights, tmp_path):
+    write_cifar10(tmp_path / "data", n_per_batch=1)  # 5 train images
+    cache = tmp_path / "cache"
+    kwargs = dict(data_root=tmp_path / "data", resolution=32, download=False, batch_size=5, cache_dir=cache)
+    mu, sigma, first = fid.reference_stats("cifar10-train", detector, **kwargs)
+    assert first["cached"] is False and first["num_ref"] == 5 and Path(first["cache_file"]).is_file()
+    assert Path(first["cache_file"]).parent == cache / "fid-stats"
+    assert Path(first["cache_file"]).name.startswith("cifar10-train-32px-all-")
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("a cache hit must not decode the data set")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(fid, "load_reference", must_not_load)
+        mu2, sigma2, second = fid.reference_stats("cifar10-train", detector, **kwargs)
+    assert second["cached"] is True and second["cache_file"] == first["cache_file"] and second["num_ref"] == 5
+    np.testing.assert_array_equal(mu2, mu)
+    np.testing.assert_array_equal(sigma2, sigma)
+
+    _, _, fewer = fid.reference_stats("cifar10-train", detector, **kwargs, num_images=3)
+    assert fewer["cached"] is False and fewer["num_ref"] == 3
+    other = fid.load_detector(str(pool3_only_weights))  # another weights file, another sha256
+    _, _, reweighted = fid.reference_stats("cifar10-train", other, **kwargs)
+    assert reweighted["cached"] is False
+    write_cifar10(tmp_path / "data", n_per_batch=2, seed=1)  # the data set changed on disk
+    _, _, changed = fid.reference_stats("cifar10-train", detector, **kwargs)
+    assert changed["cached"] is False and changed["num_ref"] == 10
+    entries = (first, fewer, reweighted, changed)
+    assert len({i["cache_file"] for i in entries}) == 4
+    assert sorted(p.name for p in (cache / "fid-stats").iterdir()) == sorted(
+        Path(i["cache_file"]).name for i in entries)  # no temporary files left
+
+
+# ---------------------------------------------------------------------------------------------
+# Inception Score, naming, arguments
+
+
+def test_inception_score_by_hand():
+    assert fid.inception_score(np.zeros((20, 1008))) == pytest.approx((1.0, 0.0))
+    k = 10
+    confident = 50.0 * np.eye(1008)[np.arange(100) % k]  # every split holds each of k classes once
+    mean, std = fid.inception_score(confident, splits=10)
+    assert mean == pytest.approx(k, rel=1e-6) and std == pytest.approx(0, abs=1e-6)
+    assert fid.inception_score(confident[:k], splits=1)[0] == pytest.approx(k, rel=1e-6)
+    assert fid.inception_score(confident[:3], splits=10) == pytest.approx((1.0, 0.0))  # 3 splits of 1
+
+
+def test_metric_names():
+    assert metric_name(10_000, "cifar10-train") == "fid10k_cifar10-train"
+    assert metric_name(50_000, "stl10-unlabeled") == "fid50k_stl10-unlabeled"
+    assert metric_name(500, "cifar10-test") == "fid500_cifar10-test"
+    assert metric_name(1500, "some/folder") == "fid1500_custom"
+
+
+def test_format_result_states_the_protocol():
+    text = format_result({
+        "metric": "fid10k_cifar10-train", "fid": 24.3137, "num_gen": 10000, "num_ref": 50000,
+        "ref": "cifar10-train", "split": "train", "resolution": 32, "ref_cached": True, "source": "G.pt",
+        "detector": "pytorch-fid-inception-2015-12-05", "weights": "w.pth",
+        "is_mean": 8.2, "is_std": 0.1, "is_splits": 10, "seconds": 1.0})
+    lines = text.splitlines()
+    assert lines[0] == "fid10k_cifar10-train = 24.31"
+    assert "10000 generated" in lines[1] and "50000 reference" in lines[1] and "train split at 32px" in lines[1]
+    assert "pytorch-fid-inception-2015-12-05" in lines[2] and "IS = 8.20 ± 0.10 (10 splits)" in lines[3]
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"images": "a", "checkpoint": "b"}, "not both"),
+    ({}, "nothing to evaluate"),
+    ({"checkpoint": "b", "num": 1}, "at least 2"),
+    ({"images": "a", "save_stats": "out.txt"}, "must end in .npz"),
+])
+def test_argument_errors_come_before_any_work(kwargs, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        run_eval(**kwargs)

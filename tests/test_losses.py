@@ -1,0 +1,34 @@
+import math
+
+import pytest
+import torch
+
+from sngan.losses import LOSSES, hinge_d, hinge_g, standard_d, standard_g
+
+REAL = torch.tensor([2.0, -0.5])
+FAKE = torch.tensor([-1.5, 0.5])
+
+
+def test_hinge_by_hand():
+    # relu(1 - [2, -0.5]) = [0, 1.5] -> 0.75 ; relu(1 + [-1.5, 0.5]) = [0, 1.5] -> 0.75
+    assert float(hinge_d(REAL, FAKE)) == pytest.approx(1.5)
+    assert float(hinge_g(FAKE)) == pytest.approx(0.5)  # -mean([-1.5, 0.5])
+
+
+def test_standard_by_hand():
+    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    expect_d = (softplus(-2.0) + softplus(0.5)) / 2 + (softplus(-1.5) + softplus(0.5)) / 2
+    assert float(standard_d(REAL, FAKE)) == pytest.approx(expect_d, rel=1e-6)
+    # non-saturating G loss: -log sigmoid(D(G(z)))
+    expect_g = (-math.log(1 / (1 + math.exp(1.5))) - math.log(1 / (1 + math.exp(-0.5)))) / 2
+    assert float(standard_g(FAKE)) == pytest.approx(expect_g, rel=1e-6)
+
+
+def test_standard_is_stable_for_large_logits():
+    big = torch.tensor([1e4, -1e4])
+    assert torch.isfinite(standard_d(big, -big)) and torch.isfinite(standard_g(big))
+    assert float(standard_d(torch.tensor([1e4]), torch.tensor([-1e4]))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_registry_names():
+    assert set(LOSSES) == {"standard", "hinge"}

@@ -1,0 +1,167 @@
+import itertools
+import json
+
+import pytest
+import torch
+
+from sngan import checkpoint, config, train
+from sngan.errors import SnganError
+from sngan.losses import LOSSES
+
+
+def _run(cfg_data, tmp_path, name="t"):
+    cfg = config.from_dict(cfg_data)
+    run_dir = train.new_run_dir(tmp_path / "runs", name)
+    summary = train.train(cfg, run_dir, progress=False)
+    return run_dir, summary
+
+
+@pytest.mark.parametrize("arch, norm, loss", list(itertools.product(["dcgan", "resnet"], ["sn", "bn", "none"],
+                                                                    ["standard", "hinge"])))
+def test_every_architecture_norm_and_loss_trains(tiny, tmp_path, arch, norm, loss):
+    run_dir, summary = _run(tiny(model={"arch": arch, "d_norm": norm}, loss={"name": loss},
+                                 train={"steps": 2, "log_every": 1}), tmp_path)
+    assert summary["step"] == 2
+    entries = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in entries] == [1, 2]
+    for e in entries:
+        assert all(k in e for k in ("loss_d", "loss_g", "d_real", "d_fake", "lr_g", "lr_d", "time", "sigma"))
+        assert all(torch.isfinite(torch.tensor(v)) for v in (e["loss_d"], e["loss_g"]))
+    assert (run_dir / "latest.pt").is_file()
+
+
+def test_run_folder_contents(tiny, tmp_path):
+    run_dir, _ = _run(tiny(train={"steps": 4, "checkpoint_every": 2, "keep_checkpoints": 1}), tmp_path, "contents")
+    assert run_dir.name == "00000-contents"
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "latest.pt", "losses.png", "sigmas.png", "samples"} <= names
+    assert sorted(p.name for p in run_dir.glob("ckpt-*.pt")) == ["ckpt-0000004.pt"]  # keep_checkpoints=1
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step-0000002.png", "step-0000004.png"]
+    saved = config.from_dict(__import__("yaml").safe_load((run_dir / "config.yaml").read_text()))
+    assert saved.train.steps == 4
+    state = checkpoint.load(run_dir / "latest.pt")
+    assert state["step"] == 4 and state["version"] == checkpoint.VERSION
+    assert {"G", "D", "opt_g", "opt_d", "rng", "batches", "config"} <= set(state)
+    assert any(k.endswith("parametrizations.weight.0.u") for k in state["D"])  # SN u vectors persist
+
+
+def test_a_new_run_never_reuses_a_folder(tiny, tmp_path):
+    first, _ = _run(tiny(train={"steps": 1}), tmp_path, "same")
+    second, _ = _run(tiny(train={"steps": 1}), tmp_path, "same")
+    assert first != second and first.name == "00000-same" and second.name == "00001-same"
+
+
+def test_one_step_changes_both_networks(tiny, tmp_path):
+    cfg = config.from_dict(tiny())
+    run = train.Run(cfg, torch.device("cpu"))
+    g0 = {k: v.clone() for k, v in run.G.state_dict().items()}
+    d0 = {k: v.clone() for k, v in run.D.state_dict().items()}
+    train.train_step(run, LOSSES["hinge"])
+    assert any(not torch.equal(g0[k], v) for k, v in run.G.state_dict().items() if "weight" in k)
+    assert any(not torch.equal(d0[k], v) for k, v in run.D.state_dict().items() if "original" in k)
+    assert all(p.requires_grad for p in run.D.parameters())  # G's step must not leave D frozen
+
+
+def test_n_dis_draws_n_dis_real_batches(tiny, tmp_path):
+    cfg = config.from_dict(tiny(optim={"n_dis": 3}))
+    run = train.Run(cfg, torch.device("cpu"))
+    train.train_step(run, LOSSES["hinge"])
+    assert run.batches.state_dict()["pos"] == 3 * cfg.train.batch_size
+
+
+def test_linear_lr_decay(tiny, tmp_path):
+    cfg = config.from_dict(tiny(optim={"lr_decay": "linear"}, train={"steps": 4}))
+    run = train.Run(cfg, torch.device("cpu"))
+    assert run.set_lr(0) == 1.0 and run.set_lr(2) == 0.5
+    assert run.opt_d.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr_d * 0.5)
+
+
+def _final_state(run_dir):
+    return checkpoint.load(run_dir / "latest.pt")
+
+
+def _assert_same_training_state(a, b):
+    for key in ("G", "D"):
+        assert a[key].keys() == b[key].keys()
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), f"{key}.{k} differs"
+    for key in ("opt_g", "opt_d"):
+        for pid, s in a[key]["state"].items():
+            for name, t in s.items():
+                assert torch.equal(t, b[key]["state"][pid][name]), f"{key}.{pid}.{name} differs"
+    assert a["batches"] == b["batches"] and a["step"] == b["step"]
+
+
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tiny, tmp_path):
+    data = tiny(train={"steps": 6, "checkpoint_every": 3, "log_every": 1}, optim={"n_dis": 2})
+    straight, _ = _run(data, tmp_path, "straight")
+
+    # Same config, stopped after 3 steps (as if killed right after the step-3 checkpoint) ...
+    partial, _ = _run({**data, "train": {**data["train"], "steps": 3}}, tmp_path, "partial")
+    # ... and resumed to 6 from its checkpoint, in the same folder.
+    state = checkpoint.load(partial / "latest.pt")
+    cfg = config.from_dict(config.apply_overrides(state["config"], ["train.steps=6"]))
+    train.train(cfg, partial, resume=state, resume_path=partial / "latest.pt", progress=False)
+
+    _assert_same_training_state(_final_state(straight), _final_state(partial))
+    steps = [json.loads(line)["step"] for line in (partial / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tiny, tmp_path):
+    run_dir, _ = _run(tiny(train={"steps": 4, "checkpoint_every": 2, "log_every": 1}), tmp_path)
+    state = checkpoint.load(run_dir / "ckpt-0000002.pt")
+    cfg = config.from_dict(state["config"])
+    train.train(cfg, run_dir, resume=state, resume_path=run_dir / "ckpt-0000002.pt", progress=False)
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_training_twice_from_one_checkpoint_is_identical(tiny, tmp_path):
+    run_dir, _ = _run(tiny(train={"steps": 2, "checkpoint_every": 2}), tmp_path, "base")
+    results = []
+    for i in range(2):
+        state = checkpoint.load(run_dir / "latest.pt")
+        target = train.new_run_dir(tmp_path / "runs", f"again{i}")
+        cfg = config.from_dict(config.apply_overrides(state["config"], ["train.steps=4"]))
+        train.train(cfg, target, resume=state, resume_path=run_dir / "latest.pt", progress=False)
+        results.append(_final_state(target))
+    _assert_same_training_state(*results)
+
+
+def test_non_finite_loss_stops_and_names_the_step(tiny, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_hinge = LOSSES["hinge"]
+
+    def d_loss(real, fake):
+        calls["n"] += 1
+        out = real_hinge.d(real, fake)
+        return out * float("nan") if calls["n"] == 3 else out
+    monkeypatch.setitem(LOSSES, "hinge", real_hinge._replace(d=d_loss))
+    with pytest.raises(train.Diverged, match=r"non-finite loss or weights at step 3; the last good checkpoint is latest.pt \(step 2\)"):
+        _run(tiny(train={"steps": 6, "log_every": 1, "checkpoint_every": 2}), tmp_path)
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert checkpoint.load(run_dir / "latest.pt")["step"] == 2
+
+
+def test_non_finite_step_can_be_skipped(tiny, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_hinge = LOSSES["hinge"]
+
+    def d_loss(real, fake):
+        calls["n"] += 1
+        out = real_hinge.d(real, fake)
+        return out * float("nan") if calls["n"] == 2 else out
+    monkeypatch.setitem(LOSSES, "hinge", real_hinge._replace(d=d_loss))
+    run_dir, summary = _run(tiny(train={"steps": 4, "log_every": 1, "on_nonfinite": "skip"}), tmp_path)
+    assert summary["skipped"] == 1 and summary["step"] == 4
+    state = checkpoint.load(run_dir / "latest.pt")
+    assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
+    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["skipped"] == 1
+
+
+def test_cuda_request_without_gpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SnganError, match="no CUDA GPU is visible"):
+        train.resolve_device("cuda")
+    assert train.resolve_device("auto") == torch.device("cpu")
