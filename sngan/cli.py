@@ -1,4 +1,4 @@
-"""The `sngan` command line: train, sample, eval-fid."""
+"""The `sngan` command line: train, sample, eval-fid, bench, sweep, report."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def train(
     """Train a GAN from a YAML config; every run gets its own numbered folder."""
     from sngan import checkpoint
     from sngan import train as training
+    from sngan.distributed import from_env
 
     if resume is not None:
         if config_path is not None:
@@ -63,7 +64,8 @@ def train(
             typer.echo(f"{run_dir}: already trained {state['step']} of {cfg.train.steps} steps; "
                        "pass --set train.steps=N to train longer")
             return
-        typer.echo(f"resuming {run_dir} from step {state['step']} ({ckpt.name})", err=True)
+        if from_env().main:
+            typer.echo(f"resuming {run_dir} from step {state['step']} ({ckpt.name})", err=True)
         summary = training.train(cfg, run_dir, resume=state, resume_path=ckpt, progress=progress)
     else:
         if config_path is None:
@@ -79,6 +81,12 @@ def train(
 
 
 def _finish(summary: dict) -> None:
+    from sngan.distributed import from_env
+
+    if not from_env().main:  # under torchrun, one process speaks for all
+        if summary["stopped_by"] is not None:
+            raise typer.Exit(128 + summary["stopped_by"])
+        return
     run_dir = summary["run_dir"]
     if summary["stopped_by"] is not None:
         typer.echo(f"stopped at step {summary['step']} of {summary['steps']}; checkpoint saved. "
@@ -141,6 +149,69 @@ def eval_fid(
                       batch_size=batch_size, device=str(resolve_device(device)), data_root=data_root,
                       download=download, seed=seed)
     typer.echo(json.dumps(result) if as_json else format_result(result))
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="CPU-sized (under two minutes): widths x0.25, batch 16, 16 FID samples, no compile."),
+    out: Path = typer.Option(Path("bench.json"), "--out", "-o", help="Where to write the results as JSON."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    archs: Optional[str] = typer.Option(None, "--archs", help="Comma-separated: dcgan32, dcgan48, resnet32, resnet48 (default: all)."),
+    options: Optional[str] = typer.Option(None, "--options", help="Speed options timed one at a time: channels_last, bf16, compile, all, or none (default: channels_last,bf16 with --quick, else compile too)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch (default 64; 16 with --quick)."),
+    width_scale: Optional[float] = typer.Option(None, "--width-scale", help="Model widths as a fraction of the paper's (default 1; 0.25 with --quick)."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed steps per config."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Steps per timed repeat."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed repeats per config (medians are reported)."),
+    overrides: List[str] = typer.Option([], "--set", "-s", help="Override a value in every training config: section.key=value (repeatable)."),
+    fid: bool = typer.Option(True, "--fid/--no-fid", help="Also time FID (eval-fid against PNGs + pytorch-fid's CLI)."),
+    fid_num: Optional[int] = typer.Option(None, "--fid-num", help="Samples for the FID timing (default 10000 on a GPU, 500 on a CPU, 32 with --quick)."),
+    fid_batch: Optional[int] = typer.Option(None, "--fid-batch", help="Images per Inception forward."),
+    inception_weights: Optional[str] = typer.Option(None, "--inception-weights", envvar="SNGAN_INCEPTION_WEIGHTS", help="The FID Inception weights, or 'random' (default: the torch hub cache, else random weights, labelled as such)."),
+):
+    """Time training (steps/s, SN overhead, speed options) and FID on this device: a table, and JSON."""
+    from sngan import bench as benchmark
+
+    if out.parent != Path("") and not out.parent.is_dir():
+        raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
+    settings = benchmark.make_settings(
+        quick=quick, device=device, archs=archs, options=options, batch_size=batch_size, width_scale=width_scale,
+        warmup=warmup, steps=steps, repeats=repeats, overrides=overrides, fid=fid, fid_num=fid_num,
+        fid_batch=fid_batch, inception_weights=inception_weights)
+    result = benchmark.run(settings)
+    typer.echo(benchmark.format_table(result))
+    benchmark.write_json(result, out)
+    typer.echo(f"wrote {out}", err=True)
+
+
+@app.command()
+def sweep(
+    spec: str = typer.Argument(..., help="A sweep spec YAML (or the name of a bundled one, e.g. cifar10_table1), or a sweep folder to continue."),
+    overrides: List[str] = typer.Option([], "--set", "-s", help="Override a config value in every cell: section.key=value (repeatable); axes still win."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The sweep folder (default: OUT_ROOT/sweeps/SPEC_NAME)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and their status, and exit."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="Run one cell per listed GPU at a time, e.g. --gpus 0,1 (each a subprocess)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Cells at once, each a subprocess (default 1: in this process)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar (in-process cells)."),
+):
+    """Run a grid of configs; finished cells are skipped, interrupted ones resumed."""
+    from sngan.sweep import cli_run
+
+    code = cli_run(spec, overrides, None if out is None else str(out), dry_run, gpus, jobs, progress)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    paths: List[Path] = typer.Argument(..., help="Run folders, sweep folders, or folders holding run folders."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md, report.csv, index.html and the PNGs."),
+):
+    """Compare runs: a table (FID with its protocol, IS, steps, time, divergence), plots, samples."""
+    from sngan.report import build
+
+    written = build(paths, out)
+    typer.echo(f"wrote {len(written)} files to {out}; open {out / 'index.html'}", err=True)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -66,6 +66,10 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     name: str = _f("hinge", choices="losses")
+    # WGAN baselines (loss `wasserstein`): gradient-penalty weight (WGAN-GP; 10 in the paper) and
+    # weight clipping of D's parameters to [-clip, clip] (the original WGAN; 0 turns it off).
+    gp_weight: float = _f(10.0, ge=0)
+    clip: float = _f(0.0, ge=0)
 
 
 @dataclass
@@ -95,6 +99,11 @@ class TrainConfig:
     # or skip the step and count it.
     on_nonfinite: str = _f("stop", choices="nonfinite_policies")
     deterministic: bool = False
+    # Speed options (see docs/benchmarks.md). bf16 autocasts G and D; SN's power iteration and
+    # sigma stay in fp32 either way.
+    amp: str = _f("none", choices="amp_modes")
+    compile: bool = False  # torch.compile G and D
+    channels_last: bool = False
 
 
 @dataclass
@@ -145,6 +154,7 @@ def choices(registry: str) -> list[str]:
         "lr_decays": ["none", "linear"],
         "devices": ["auto", "cpu", "cuda"],
         "nonfinite_policies": ["stop", "skip"],
+        "amp_modes": ["none", "bf16"],
     }[registry]
 
 

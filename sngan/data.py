@@ -72,22 +72,11 @@ def read_cifar10(root: str | Path, split: str) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(parts))
 
 
-def _cifar10_present(root: Path, split: str) -> bool:
-    return all((root / CIFAR10_DIR / n).is_file() for n in CIFAR10_FILES[split])
-
-
 def load_cifar10(root: str | Path, split: str, download: bool) -> torch.Tensor:
-    root = Path(root)
     if split not in CIFAR10_FILES:
         raise UsageError(f"CIFAR-10 split '{split}' is not one of: train, test")
-    if not _cifar10_present(root, split):
-        if not download:
-            raise SnganError(
-                f"CIFAR-10 not found under '{root}' (expected {root / CIFAR10_DIR}/{CIFAR10_FILES[split][0]}); "
-                "set data.download=true, or unpack cifar-10-python.tar.gz from "
-                "https://www.cs.toronto.edu/~kriz/cifar.html into that folder")
-        _download("CIFAR-10", lambda: __import__("torchvision").datasets.CIFAR10(
-            str(root), train=split == "train", download=True))
+    _ensure(source_files("cifar10", split, root), "cifar10", download, lambda: __import__("torchvision").datasets.CIFAR10(
+        str(root), train=split == "train", download=True))
     return read_cifar10(root, split)
 
 
@@ -111,21 +100,38 @@ def read_stl10(root: str | Path, split: str) -> torch.Tensor:
 
 
 def load_stl10(root: str | Path, split: str, download: bool) -> torch.Tensor:
+    if any(s not in STL10_FILES for s in split.split("+")):
+        raise UsageError(f"STL-10 split '{split}' is not one of: unlabeled, train, test, unlabeled+train")
+    _ensure(source_files("stl10", split, root), "stl10", download, lambda: __import__("torchvision").datasets.STL10(
+        str(root), split="unlabeled", download=True))
+    return torch.cat([read_stl10(root, s) for s in split.split("+")])
+
+
+# name -> (title, archive to unpack, where to get it)
+ARCHIVES = {
+    "cifar10": ("CIFAR-10", "cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    "stl10": ("STL-10", "stl10_binary.tar.gz", "https://cs.stanford.edu/~acoates/stl10/"),
+}
+
+
+def source_files(name: str, split: str, root: str | Path) -> list[Path]:
+    """The original files a data set split is read from (they may not exist yet)."""
     root = Path(root)
-    splits = split.split("+")
-    for s in splits:
-        if s not in STL10_FILES:
-            raise UsageError(f"STL-10 split '{split}' is not one of: unlabeled, train, test, unlabeled+train")
-    missing = [s for s in splits if not (root / STL10_DIR / STL10_FILES[s]).is_file()]
-    if missing:
-        if not download:
-            raise SnganError(
-                f"STL-10 not found under '{root}' (expected {root / STL10_DIR}/{STL10_FILES[missing[0]]}); "
-                "set data.download=true, or unpack stl10_binary.tar.gz from "
-                "https://cs.stanford.edu/~acoates/stl10/ into that folder")
-        _download("STL-10", lambda: __import__("torchvision").datasets.STL10(
-            str(root), split="unlabeled", download=True))
-    return torch.cat([read_stl10(root, s) for s in splits])
+    if name == "cifar10":
+        return [root / CIFAR10_DIR / n for n in CIFAR10_FILES[split]]
+    return [root / STL10_DIR / STL10_FILES[s] for s in split.split("+")]
+
+
+def _ensure(files: list[Path], name: str, download: bool, fetch: Callable[[], object]) -> None:
+    """Download when files are missing and that is allowed; else say what to put where."""
+    missing = [p for p in files if not p.is_file()]
+    if not missing:
+        return
+    title, archive, url = ARCHIVES[name]
+    if not download:
+        raise SnganError(f"{title} not found (expected {missing[0]}); set data.download=true, or unpack "
+                         f"{archive} from {url} into '{missing[0].parent.parent}'")
+    _download(title, fetch)
 
 
 def _download(what: str, fetch: Callable[[], object]) -> None:
@@ -256,11 +262,7 @@ def load_images(cfg: DataConfig) -> torch.Tensor:
 
 def reference_files(ref: str, root: str | Path) -> list[Path]:
     """The on-disk files a named reference set is read from (they may not exist yet)."""
-    name, split = REFERENCES[ref]
-    root = Path(root)
-    if name == "cifar10":
-        return [root / CIFAR10_DIR / n for n in CIFAR10_FILES[split]]
-    return [root / STL10_DIR / STL10_FILES[s] for s in split.split("+")]
+    return source_files(*REFERENCES[ref], root)
 
 
 def load_reference(ref: str, root: str | Path, resolution: int, download: bool) -> torch.Tensor:

@@ -162,33 +162,47 @@ class FIDTracker:
 
     The detector and reference statistics are loaded once; every evaluation draws the same
     `eval.num_samples` latents (seeded by `train.seed`), so changes come from G, not from z.
+    With several processes each generates and embeds its share of those samples; the features
+    are gathered so the result equals a single process's, and evaluation time falls with K.
     """
 
-    def __init__(self, cfg, device: torch.device):
+    def __init__(self, cfg, device: torch.device, ctx=None):
+        from sngan import distributed
+
         ec = cfg.eval
-        self.cfg, self.device = cfg, device
+        self.cfg, self.device, self.ctx = cfg, device, ctx or distributed.Dist()
         self.detector = fid.load_detector(ec.inception_weights or None, device)
-        self.mu_ref, self.sigma_ref, self.ref_info = fid.reference_stats(
-            ec.ref, self.detector, data_root=cfg.data.root, resolution=cfg.data.resolution,
-            download=cfg.data.download, batch_size=ec.batch_size)
         self.metric = metric_name(ec.num_samples, ec.ref)
+        ref_args = dict(data_root=cfg.data.root, resolution=cfg.data.resolution, download=cfg.data.download,
+                        batch_size=ec.batch_size)
+        # Rank 0 computes (and caches) the reference statistics first; the others then read them.
+        if self.ctx.main:
+            self.mu_ref, self.sigma_ref, self.ref_info = fid.reference_stats(ec.ref, self.detector, **ref_args)
+        distributed.barrier(self.ctx)
+        if not self.ctx.main:
+            self.mu_ref, self.sigma_ref, self.ref_info = fid.reference_stats(ec.ref, self.detector, **ref_args)
 
     def evaluate(self, G: nn.Module) -> dict:
         """`{metric: fid}`, plus `is_mean`/`is_std` when asked for and the weights have logits.
 
-        G is evaluated in eval mode and left in the mode it came in.
+        G is evaluated in eval mode and left in the mode it came in. A collective call when
+        several processes train: all of them must call it.
         """
+        from sngan import distributed
         from sngan.sample import generate_batches
 
         ec, was_training = self.cfg.eval, G.training
+        share = (self.ctx.rank, self.ctx.world)
         G.eval()  # batch norm must use running statistics, and not update them
         try:
             batches = generate_batches(G, self.cfg, ec.num_samples, ec.batch_size, self.cfg.train.seed,
-                                       self.device)
-            features, logits = fid.extract(self.detector, batches, ec.batch_size, total=ec.num_samples,
-                                           desc="FID samples")
+                                       self.device, share=share)
+            features, logits = fid.extract(self.detector, batches, ec.batch_size, desc="FID samples")
         finally:
             G.train(was_training)
+        parts = distributed.gather_objects((features, logits), self.ctx)
+        features = np.concatenate([f for f, _ in parts])
+        logits = None if parts[0][1] is None else np.concatenate([lg for _, lg in parts])
         result = {self.metric: fid.frechet_distance(*fid.statistics(features), self.mu_ref, self.sigma_ref)}
         if ec.inception_score and logits is not None:
             mean, std = fid.inception_score(logits, min(IS_SPLITS, len(logits)))

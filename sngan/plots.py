@@ -202,3 +202,81 @@ def grid_plot(panels: list[tuple[str, Series]], path, *, cols=2, panel_size=(600
         _draw_panel(img, (x, y, x + pw - 1, y + ph - 1), series, title=title, xlabel=xlabel,
                     logy=logy, font_size=12)
     return _save(img, path)
+
+
+def bar_plot(groups: Sequence[str], series: dict[str, Sequence[float | None]], path, *, title="",
+             xlabel="", ylabel="", size=(900, 500)) -> Path:
+    """Grouped bars into the PNG `path`: for each of `groups` along x, one bar per series, in
+    palette colours, as in the paper's Figure 1 (settings A-F along x, one bar per method).
+
+    `series` maps a name to one value per group; None and NaN/inf values get no bar (a run
+    without that number). The y axis starts at 0 unless a value is negative. With no value at
+    all the image says "no data". Returns the path.
+    """
+    img = Image.new("RGB", tuple(size), "white")
+    draw = ImageDraw.Draw(img)
+    font, tfont, small = _font(13), _font(15), _font(11)
+    W, H = size
+    pad, lh = 8, _text_size(draw, "0123456789k", font)[1]
+    names = list(series)
+    finite = [float(v) for vs in series.values() for v in vs if v is not None and math.isfinite(float(v))]
+    top = pad
+    if title:
+        tw, th = _text_size(draw, title, tfont)
+        draw.text(((W - tw) // 2, pad), title, fill=INK, font=tfont)
+        top += th + 10
+    if not groups or not finite:
+        w, h = _text_size(draw, "no data", font)
+        draw.text(((W - w) // 2, (H - h) // 2), "no data", fill=FRAME, font=font)
+        return _save(img, path)
+    y0, y1, yt = _axis(min(0.0, min(finite)), max(0.0, max(finite)), False)
+
+    # Legend on the right, outside the bars, so it never hides one.
+    legend_w = max(_text_size(draw, n, font)[0] for n in names) + 44 if names else 0
+    left = pad + (lh + 8 if ylabel else 0) + max(_text_size(draw, s, font)[0] for _, s in yt) + 8
+    right = W - pad - legend_w - 8
+    bottom = H - pad - (lh + 8 if xlabel else 0) - lh - 10
+    Y = lambda y: bottom - (y - y0) / (y1 - y0) * (bottom - top)
+    for t, s in yt:
+        w = _text_size(draw, s, font)[0]
+        draw.line([(left, Y(t)), (right, Y(t))], fill=GRID)
+        draw.text((left - 6 - w, Y(t) - lh / 2 - 2), s, fill=INK, font=font)
+
+    slot = (right - left) / len(groups)
+    bar = slot * 0.8 / max(1, len(names))
+    for g, label in enumerate(groups):
+        x_group = left + g * slot + slot * 0.1
+        for i, name in enumerate(names):
+            v = series[name][g] if g < len(series[name]) else None
+            if v is None or not math.isfinite(float(v)):
+                continue
+            xa, xb = x_group + i * bar, x_group + (i + 1) * bar - 1
+            ya, yb = sorted((Y(0.0), Y(float(v))))
+            draw.rectangle([xa, ya, max(xa, xb), yb], fill=PALETTE[i % len(PALETTE)])
+            text = f"{float(v):.3g}"
+            tw, th = _text_size(draw, text, small)
+            if tw <= bar + 2 and ya - th - 3 > top:  # value above its bar, where it fits
+                draw.text(((xa + xb - tw) / 2, ya - th - 4), text, fill=INK, font=small)
+        w = _text_size(draw, label, font)[0]
+        if w > slot - 4:  # too long for its slot: shorten rather than overlap a neighbour
+            while len(label) > 1 and _text_size(draw, label + "…", font)[0] > slot - 4:
+                label = label[:-1]
+            label, w = label + "…", _text_size(draw, label + "…", font)[0]
+        draw.text((left + (g + 0.5) * slot - w / 2, bottom + 6), label, fill=INK, font=font)
+    draw.line([(left, Y(0.0)), (right, Y(0.0))], fill=FRAME)
+    draw.rectangle([left, top, right, bottom], outline=FRAME)
+    if xlabel:
+        w = _text_size(draw, xlabel, font)[0]
+        draw.text(((left + right - w) / 2, H - pad - lh - 2), xlabel, fill=INK, font=font)
+    if ylabel:
+        w = _text_size(draw, ylabel, font)[0]
+        label = Image.new("RGB", (w + 4, lh + 6), "white")
+        ImageDraw.Draw(label).text((2, 0), ylabel, fill=INK, font=font)
+        label = label.rotate(90, expand=True)
+        img.paste(label, (pad, int((top + bottom - label.height) / 2)))
+    lx = right + 16
+    for i, name in enumerate(names):
+        cy = top + 8 + i * (lh + 8) + lh / 2
+        draw.rectangle([lx, cy - 6, lx + 20, cy + 6], fill=PALETTE[i % len(PALETTE)])
+        draw.text((lx + 26, cy - lh / 2 - 2), name, fill=INK, font=font)
+    return _save(img, path)

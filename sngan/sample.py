@@ -29,16 +29,20 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
 
 
 def generate_batches(G: nn.Module, cfg: config.Config, num: int, batch_size: int, seed: int,
-                     device: str | torch.device) -> Iterator[torch.Tensor]:
+                     device: str | torch.device, share: tuple[int, int] = (0, 1)) -> Iterator[torch.Tensor]:
     """`num` samples as uint8 batches `(B, 3, R, R)` on `device`.
 
     z is drawn on the CPU from its own generator so a seed gives the same images on any device.
+    With `share=(rank, world)` only that contiguous part of the same `num` samples is generated,
+    so `world` processes together produce exactly the single-process set.
     """
     g = torch.Generator().manual_seed(seed)
-    for start in range(0, num, batch_size):
-        z = models.sample_z(min(batch_size, num - start), cfg.model, "cpu", g).to(device)
+    z_all = models.sample_z(num, cfg.model, "cpu", g)
+    rank, world = share
+    z_all = z_all[rank * num // world:(rank + 1) * num // world]
+    for z in z_all.split(batch_size):
         with torch.inference_mode():
-            yield to_uint8(G(z))
+            yield to_uint8(G(z.to(device)))
 
 
 def check_output_path(out: Path, force: bool) -> str:

@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from sngan import checkpoint, config, data, models, plots
+from sngan import checkpoint, config, data, distributed, models, plots
 from sngan.errors import SnganError, UsageError
-from sngan.losses import LOSSES
+from sngan.losses import LOSSES, gradient_penalty
 from sngan.sample import save_grid, to_uint8
 from sngan.spectral_norm import layer_sigmas
 
@@ -95,26 +97,78 @@ def set_rng_state(state: dict, z_gen: torch.Generator) -> None:
     z_gen.set_state(state["z"])
 
 
-class Run:
-    """Everything a training run holds: config, folder, models, optimisers, data and RNG."""
+class DPair(nn.Module):
+    """D on real and fake images in one call, so that DDP sees one forward per D update.
 
-    def __init__(self, cfg: config.Config, device: torch.device):
-        self.cfg, self.device = cfg, device
+    One concatenated pass (one SN power iteration per D update, and faster) unless D has
+    BatchNorm, whose batch statistics must not mix real and fake."""
+
+    def __init__(self, D: nn.Module, concat: bool):
+        super().__init__()
+        self.D, self.concat = D, concat
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.concat:
+            out = self.D(torch.cat([real, fake]))
+            return out[: len(real)], out[len(real):]
+        return self.D(real), self.D(fake)
+
+
+class Run:
+    """Everything a training run holds: config, models, optimisers, data and RNG.
+
+    With several processes (`ctx.world > 1`), `train.batch_size` is the global batch: each
+    process draws its own slice of every global batch of images and of z, so the processes
+    together see exactly what one process with the whole batch would.
+    """
+
+    def __init__(self, cfg: config.Config, device: torch.device, ctx: distributed.Dist = distributed.Dist()):
+        self.cfg, self.device, self.ctx = cfg, device, ctx
         self.folder: Path | None = None  # set once setup has succeeded and the folder exists
-        seed_everything(cfg.train.seed)
-        self.G, self.D = (m.to(device) for m in models.build(cfg.model, cfg.data.resolution))
+        tc = cfg.train
+        if tc.batch_size % ctx.world or (tc.batch_size * cfg.optim.g_batch_mult) % ctx.world:
+            raise UsageError(f"train.batch_size {tc.batch_size} must be divisible by the number of processes "
+                             f"({ctx.world}): it is the global batch, split evenly across them")
+        seed_everything(tc.seed)
+        G, D = models.build(cfg.model, cfg.data.resolution)
+        if cfg.model.sync_bn and ctx.enabled:
+            if device.type != "cuda":
+                raise UsageError("model.sync_bn needs CUDA GPUs (SyncBatchNorm has no CPU kernel); set it to false")
+            G, D = (nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
+        self.memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+        self.G, self.D = (m.to(device, memory_format=self.memory_format) for m in (G, D))
+        self.pair = DPair(self.D, concat=cfg.model.d_norm != "bn")
+        # Forward wrappers share parameters with G and D, whose state dicts stay free of the
+        # wrappers' prefixes. DDP all-reduces gradients of G (G step) and D (D steps) and
+        # broadcasts rank 0's buffers (SN u, BN statistics) at each forward. In the G step D is
+        # called unwrapped: its gradients are not needed there. The gradient penalty needs
+        # double backward, which compiled graphs lack, so it always uses the eager D.
+        self.G_fwd, self.pair_fwd, self.D_g = self.G, self.pair, self.D
+        if ctx.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.G_fwd = DDP(self.G, device_ids=ids)
+            self.pair_fwd = DDP(self.pair, device_ids=ids)
+        if tc.compile:
+            self.G_fwd, self.pair_fwd, self.D_g = (torch.compile(m) for m in (self.G_fwd, self.pair_fwd, self.D))
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp == "bf16")
         o = cfg.optim
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
+        fused = {"fused": True} if device.type == "cuda" else {}  # one kernel for the whole update
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2), **fused)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), **fused)
         images = data.load_images(cfg.data)
         images = images.to(device) if cfg.data.placement == "device" else images
-        self.batches = data.Batches(images, cfg.train.batch_size, cfg.train.seed, device)
-        self.z_gen = torch.Generator(device).manual_seed(cfg.train.seed)
+        self.batches = data.Batches(images, tc.batch_size // ctx.world, tc.seed, device, ctx.rank, ctx.world)
+        # The same z stream on every process; each takes its slice (see draw_z).
+        self.z_gen = torch.Generator(device).manual_seed(tc.seed)
         # The fixed z of the sample grids comes from its own CPU generator: the same on any device.
-        fixed = torch.Generator().manual_seed(cfg.train.seed + 1)
-        self.fixed_z = models.sample_z(cfg.train.sample_grid, cfg.model, "cpu", fixed).to(device)
+        fixed = torch.Generator().manual_seed(tc.seed + 1)
+        self.fixed_z = models.sample_z(tc.sample_grid, cfg.model, "cpu", fixed).to(device)
         self.step, self.elapsed, self.skipped = 0, 0.0, 0
         self.best_fid: float | None = None
+
+    def draw_z(self, n_global: int) -> torch.Tensor:
+        """This process's share of a global batch of `n_global` latent codes."""
+        return distributed.rank_slice(models.sample_z(n_global, self.cfg.model, self.device, self.z_gen), self.ctx)
 
     def state_dict(self) -> dict:
         return {
@@ -142,39 +196,38 @@ class Run:
         return scale
 
 
-def d_logits(D: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, concat: bool):
-    """D on real and fake. One concatenated pass (one SN power iteration per D step, and faster)
-    unless D has BatchNorm, whose batch statistics must not mix real and fake."""
-    if concat:
-        out = D(torch.cat([real, fake]))
-        return out[: len(real)], out[len(real):]
-    return D(real), D(fake)
-
-
 def train_step(run: Run, loss) -> tuple[torch.Tensor, ...]:
     """One generator update after n_dis discriminator updates. Returns device tensors
     (loss_d, loss_g, mean D(x), mean D(G(z))); nothing here waits for the device."""
-    cfg, G, D = run.cfg, run.G, run.D
-    concat = cfg.model.d_norm != "bn"
+    cfg = run.cfg
+    gp_weight = cfg.loss.gp_weight if cfg.loss.name == "wasserstein" else 0.0
     for _ in range(cfg.optim.n_dis):
-        real = run.batches.next()
-        z = models.sample_z(len(real), cfg.model, run.device, run.z_gen)
-        with torch.no_grad():
-            fake = G(z)
-        d_real, d_fake = d_logits(D, real, fake, concat)
-        loss_d = loss.d(d_real, d_fake)
+        real = run.batches.next().contiguous(memory_format=run.memory_format)
+        z = run.draw_z(cfg.train.batch_size)
+        with torch.no_grad(), run.autocast:
+            fake = run.G_fwd(z)
+        with run.autocast:
+            d_real, d_fake = run.pair_fwd(real, fake)
+            loss_d = loss.d(d_real.float(), d_fake.float())
+        if gp_weight:
+            loss_d = loss_d + gp_weight * gradient_penalty(run.D, real, fake.float(), run.z_gen)
         run.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         run.opt_d.step()
+        if cfg.loss.clip:  # the original WGAN's weight clipping
+            with torch.no_grad():
+                for p in run.D.parameters():
+                    p.clamp_(-cfg.loss.clip, cfg.loss.clip)
 
-    z = models.sample_z(cfg.train.batch_size * cfg.optim.g_batch_mult, cfg.model, run.device, run.z_gen)
-    D.requires_grad_(False)  # G's step needs gradients w.r.t. D's input only
-    loss_g = loss.g(D(G(z)))
+    z = run.draw_z(cfg.train.batch_size * cfg.optim.g_batch_mult)
+    run.D.requires_grad_(False)  # G's step needs gradients w.r.t. D's input only
+    with run.autocast:
+        loss_g = loss.g(run.D_g(run.G_fwd(z)).float())
     run.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     run.opt_g.step()
-    D.requires_grad_(True)
-    return loss_d.detach(), loss_g.detach(), d_real.detach().mean(), d_fake.detach().mean()
+    run.D.requires_grad_(True)
+    return loss_d.detach(), loss_g.detach(), d_real.detach().float().mean(), d_fake.detach().float().mean()
 
 
 def weights_finite(*modules: torch.nn.Module) -> bool:
@@ -284,44 +337,65 @@ def train(cfg: config.Config, run_dir: Path | None = None, resume: dict | None =
     continue one from the checkpoint dict `resume`. Returns a summary dict (step, stopped_by, ...).
 
     Everything that can fail on bad input (device, data, FID reference) is set up before the
-    run folder is created, so a mistake leaves no empty run folder behind.
+    run folder is created, so a mistake leaves no empty run folder behind. Under torchrun every
+    process runs this; only rank 0 touches the run folder.
     """
-    device = resolve_device(cfg.train.device)
-    if device.type == "cpu":
-        # The first steps produce denormal floats that make CPU kernels ~10x slower for a while.
-        torch.set_flush_denormal(True)
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.backends.cudnn.benchmark = True
-    run = Run(cfg, device)
-    tracker = None
-    if cfg.eval.every:
-        from sngan.evaluate import FIDTracker
-        tracker = FIDTracker(cfg, device)  # loads the detector and reference statistics up front
-    if resume is not None:
-        run.load_state_dict(resume, resume_path)
-    if run_dir is None:
-        run_dir = new_run_dir(cfg.out.root, cfg.out.name)
-        tqdm.write(f"run folder: {run_dir}", file=sys.stderr)
-    run.folder = run_dir
-    with run_lock(run_dir):
-        return _train(run, run_dir, tracker, resume is not None, progress)
+    ctx, device = distributed.setup(cfg.train.device)
+    ok = False
+    try:
+        if device.type == "cpu":
+            # The first steps produce denormal floats that make CPU kernels ~10x slower for a while.
+            torch.set_flush_denormal(True)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        else:
+            torch.backends.cudnn.benchmark = True
+        run = Run(cfg, device, ctx)
+        tracker = None
+        if cfg.eval.every:
+            from sngan.evaluate import FIDTracker
+            tracker = FIDTracker(cfg, device, ctx)  # loads the detector and reference statistics up front
+        if resume is not None:
+            run.load_state_dict(resume, resume_path)
+        if run_dir is None:
+            run_dir = new_run_dir(cfg.out.root, cfg.out.name) if ctx.main else None
+            run_dir = distributed.broadcast_object(run_dir, ctx)
+            if ctx.main:
+                tqdm.write(f"run folder: {run_dir}", file=sys.stderr)
+        run.folder = run_dir
+        if not ctx.main:
+            summary = _train(run, run_dir, tracker, resume is not None, progress=False)
+        else:
+            with run_lock(run_dir):
+                summary = _train(run, run_dir, tracker, resume is not None, progress)
+        ok = True
+        return summary
+    finally:
+        distributed.cleanup(ctx, ok)
+
+
+def _resolved_config_text(cfg: config.Config, ctx: distributed.Dist) -> bytes:
+    text = config.dump(cfg)
+    if ctx.enabled:
+        text = (f"# {ctx.world} processes: train.batch_size {cfg.train.batch_size} is the global batch, "
+                f"{cfg.train.batch_size // ctx.world} per process\n") + text
+    return text.encode()
 
 
 def _train(run: Run, run_dir: Path, tracker, resumed: bool, progress: bool) -> dict:
-    cfg = run.cfg
+    cfg, ctx = run.cfg, run.ctx
     log = MetricsLog(run_dir / "metrics.jsonl")
-    if resumed:
-        dropped = log.truncate_after(run.step)
-        if dropped:
-            tqdm.write(f"dropped {dropped} metrics entries logged after step {run.step} by the interrupted run",
-                       file=sys.stderr)
-    # Rewritten on resume too, where train.steps or the intervals may have been overridden.
-    text = config.dump(cfg).encode()
-    checkpoint.atomic_write(run_dir / "config.yaml", lambda f: f.write(text), "config")
-    (run_dir / "samples").mkdir(exist_ok=True)
+    if ctx.main:
+        if resumed:
+            dropped = log.truncate_after(run.step)
+            if dropped:
+                tqdm.write(f"dropped {dropped} metrics entries logged after step {run.step} by the interrupted run",
+                           file=sys.stderr)
+        # Rewritten on resume too, where train.steps or the intervals may have been overridden.
+        text = _resolved_config_text(cfg, ctx)
+        checkpoint.atomic_write(run_dir / "config.yaml", lambda f: f.write(text), "config")
+        (run_dir / "samples").mkdir(exist_ok=True)
 
     loss = LOSSES[cfg.loss.name]
     tc, device = cfg.train, run.device
@@ -329,14 +403,25 @@ def _train(run: Run, run_dir: Path, tracker, resumed: bool, progress: bool) -> d
     acc_n = 0
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     stop = StopRequest()
+    stopped_by = None
+    saved_step = run.step if resumed else None
     t_last, step_last = time.perf_counter(), run.step
     bar = tqdm(total=tc.steps, initial=run.step, desc=run_dir.name, unit="step", dynamic_ncols=True,
                disable=not progress, file=sys.stderr)
 
     def save_checkpoint(periodic: bool) -> None:
-        state = run.state_dict()
-        name = f"ckpt-{run.step:07d}.pt"
-        path = checkpoint.save(state, run_dir / name)
+        nonlocal saved_step
+        # Every process hashes its replica; identical hashes prove DDP kept weights and
+        # buffers (SN u, BN statistics) in sync. A collective: all processes call this.
+        distributed.sync_bn_statistics(ctx, run.G, run.D)
+        prints = distributed.gather_objects(distributed.fingerprint(run.G, run.D), ctx)
+        if len(set(prints)) > 1:
+            raise SnganError(f"processes out of sync at step {run.step}: their weights or buffers differ")
+        saved_step = run.step
+        if not ctx.main:
+            return
+        state = {**run.state_dict(), "world_size": ctx.world, "rank_fingerprints": prints}
+        path = checkpoint.save(state, run_dir / f"ckpt-{run.step:07d}.pt")
         checkpoint.link_latest(path, run_dir / "latest.pt")
         if not periodic:  # an end-of-run or interrupt checkpoint: keep only as latest
             path.unlink()
@@ -348,24 +433,33 @@ def _train(run: Run, run_dir: Path, tracker, resumed: bool, progress: bool) -> d
         if bad < 0 and weights_finite(run.G, run.D):
             return
         where = f"step {bad}" if bad >= 0 else f"or before step {run.step}"
-        log.write({"step": run.step, "diverged": True, "first_nonfinite_step": bad})
-        last = checkpoint.load(run_dir / "latest.pt")["step"] if (run_dir / "latest.pt").exists() else None
-        keep = f"the last good checkpoint is latest.pt (step {last})" if last is not None else "no checkpoint was written yet"
+        if ctx.main:
+            log.write({"step": run.step, "diverged": True, "first_nonfinite_step": bad})
+        keep = (f"the last good checkpoint is latest.pt (step {saved_step})" if saved_step is not None
+                else "no checkpoint was written yet")
         raise Diverged(f"training diverged: non-finite loss or weights at {where}; {keep}; "
                        "lower the learning rates, or set train.on_nonfinite=skip to skip such steps")
 
+    def agree_to_stop() -> bool:
+        """Single process: stop at once on a signal. Several: all must stop at the same step,
+        so they agree at log intervals (one tiny all-reduce) and keep the hot loop sync-free."""
+        if not ctx.enabled:
+            return stop.signum is not None
+        flag = torch.tensor([0 if stop.signum is None else stop.signum], device=device)
+        return int(distributed.all_reduce(flag, ctx, "max")) > 0
+
     with stop.installed():
         try:
-            while run.step < tc.steps and stop.signum is None:
+            while run.step < tc.steps:
                 step = run.step + 1
                 lr_scale = run.set_lr(run.step)
                 t0 = time.perf_counter()
-                snapshot = None
-                if tc.on_nonfinite == "skip":
-                    snapshot = _snapshot(run)
+                snapshot = _snapshot(run) if tc.on_nonfinite == "skip" else None
                 out = train_step(run, loss)
                 finite = torch.isfinite(out[0]) & torch.isfinite(out[1])
-                if snapshot is not None and not bool(finite):  # this policy syncs every step, by choice
+                if snapshot is not None:  # this policy syncs every step, by choice
+                    finite = distributed.all_reduce(finite.int(), ctx, "min").bool()
+                if snapshot is not None and not bool(finite):
                     _restore(run, snapshot)
                     run.skipped += 1
                 else:
@@ -376,50 +470,54 @@ def _train(run: Run, run_dir: Path, tracker, resumed: bool, progress: bool) -> d
                 run.elapsed += time.perf_counter() - t0
                 bar.update(1)
 
-                if step % tc.log_every == 0 or step == tc.steps:
+                log_now = step % tc.log_every == 0 or step == tc.steps
+                if log_now:
                     if tc.on_nonfinite == "stop":
+                        flag = torch.where(first_bad < 0, torch.iinfo(torch.long).max, first_bad)
+                        first_bad = distributed.all_reduce(flag, ctx, "min")
+                        first_bad = torch.where(first_bad == torch.iinfo(torch.long).max, -1, first_bad)
                         check_finite()
+                    distributed.all_reduce(acc, ctx)
                     now = time.perf_counter()
-                    means = (acc / max(acc_n, 1)).tolist()
+                    means = (acc / max(acc_n * ctx.world, 1)).tolist()
                     entry = {"step": step, "loss_d": means[0], "loss_g": means[1], "d_real": means[2],
                              "d_fake": means[3], "lr_g": cfg.optim.lr_g * lr_scale,
                              "lr_d": cfg.optim.lr_d * lr_scale, "it_s": (step - step_last) / (now - t_last),
                              "time": round(run.elapsed, 3), "skipped": run.skipped,
                              "sigma": layer_sigmas(run.D)}
-                    log.write(entry)
+                    if ctx.main:
+                        log.write(entry)
                     bar.set_postfix(loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}")
                     acc.zero_()
                     acc_n, t_last, step_last = 0, now, step
-                if step % tc.sample_every == 0 or step == tc.steps:
+                if ctx.main and (step % tc.sample_every == 0 or step == tc.steps):
                     write_sample_grid(run)
                 if tracker is not None and (step % cfg.eval.every == 0 or step == tc.steps):
-                    result = tracker.evaluate(run.G)
-                    log.write({"step": step, **result})
-                    bar.write(f"step {step}: " + ", ".join(f"{k} = {v:.3f}" for k, v in result.items()
-                                                          if isinstance(v, float)), file=sys.stderr)
-                    if run.best_fid is None or result[tracker.metric] < run.best_fid:
-                        run.best_fid = result[tracker.metric]
-                        checkpoint.save(run.state_dict(), run_dir / "best.pt")
+                    result = tracker.evaluate(run.G)  # every process generates and embeds a share
+                    if ctx.main:
+                        log.write({"step": step, **result})
+                        bar.write(f"step {step}: " + ", ".join(f"{k} = {v:.3f}" for k, v in result.items()
+                                                              if isinstance(v, float)), file=sys.stderr)
+                        if run.best_fid is None or result[tracker.metric] < run.best_fid:
+                            run.best_fid = result[tracker.metric]
+                            checkpoint.save(run.state_dict(), run_dir / "best.pt")
                 if step % tc.checkpoint_every == 0:
                     if tc.on_nonfinite == "stop":
                         check_finite()
                     save_checkpoint(periodic=True)
+                if (log_now or not ctx.enabled) and agree_to_stop():
+                    stopped_by = stop.signum or signal.SIGTERM  # a peer's signal stops this one too
+                    break
             if tc.on_nonfinite == "stop":
                 check_finite()
-            if not (run_dir / "latest.pt").exists() or checkpoint_step(run_dir) != run.step:
+            if saved_step != run.step:
                 save_checkpoint(periodic=False)
-            write_plots(run_dir, log.read())
+            if ctx.main:
+                write_plots(run_dir, log.read())
         finally:
             bar.close()
-    return {"step": run.step, "steps": tc.steps, "stopped_by": stop.signum, "run_dir": str(run_dir),
+    return {"step": run.step, "steps": tc.steps, "stopped_by": stopped_by, "run_dir": str(run_dir),
             "skipped": run.skipped, "best_fid": run.best_fid}
-
-
-def checkpoint_step(run_dir: Path) -> int | None:
-    try:
-        return checkpoint.load(run_dir / "latest.pt")["step"]
-    except SnganError:
-        return None
 
 
 def write_sample_grid(run: Run) -> None:

@@ -162,3 +162,17 @@ def test_sample_bad_outputs_leave_files_untouched(capsys, tmp_path):
         _one_clean_line(code, err, 1, "cannot write")
     finally:
         locked.chmod(stat.S_IRWXU)
+
+
+def test_unwritable_output_is_one_line(capsys, tmp_path, monkeypatch):
+    """The OS refusing the write (a read-only folder for a non-root user) is simulated, since
+    root ignores folder permissions."""
+    run_dir = _tiny_run(tmp_path)
+    import sngan.checkpoint
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+    monkeypatch.setattr(sngan.checkpoint.os, "replace", refuse)
+    code, _, err = cli(capsys, "sample", "--checkpoint", run_dir / "latest.pt", "--out", tmp_path / "g.png")
+    _one_clean_line(code, err, 1, "cannot write image")
+    assert not (tmp_path / "g.png").exists() and not list(tmp_path.glob(".g.png.tmp-*"))

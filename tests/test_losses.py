@@ -31,4 +31,25 @@ def test_standard_is_stable_for_large_logits():
 
 
 def test_registry_names():
-    assert set(LOSSES) == {"standard", "hinge"}
+    assert set(LOSSES) == {"standard", "hinge", "wasserstein"}
+
+
+def test_wasserstein_by_hand():
+    from sngan.losses import wasserstein_d, wasserstein_g
+    assert float(wasserstein_d(REAL, FAKE)) == pytest.approx(-0.5 - 0.75)  # mean(fake) - mean(real)
+    assert float(wasserstein_g(FAKE)) == pytest.approx(0.5)
+
+
+def test_gradient_penalty_of_a_linear_critic():
+    """For D(x) = <w, x> the input gradient is w everywhere, so the penalty is (|w| - 1)^2."""
+    from torch import nn
+
+    from sngan.losses import gradient_penalty
+    torch.manual_seed(0)
+    D = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 1))
+    real, fake = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)
+    gp = gradient_penalty(D, real, fake)
+    expect = (D[1].weight.norm() - 1) ** 2
+    assert float(gp) == pytest.approx(float(expect), rel=1e-5)
+    gp.backward()  # the penalty's gradient reaches D's weights
+    assert D[1].weight.grad is not None and D[1].weight.grad.abs().sum() > 0

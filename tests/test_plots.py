@@ -125,3 +125,29 @@ def test_many_series_cycle_the_palette(tmp_path):
     series = {f"s{i}": (XS, [v + i for v in _low_series()]) for i in range(12)}
     out = line_plot(series, tmp_path / "p.png")
     assert all(_mask(out, colour, lower_half=False).sum() > 0 for colour in PALETTE)
+
+
+def test_bar_plot_groups_bars_by_series_and_skips_missing_values(tmp_path):
+    from sngan.plots import bar_plot
+
+    out = bar_plot(["A", "B", "C"], {"SN": [30.0, 20.0, 10.0], "BN": [60.0, None, float("nan")]},
+                   tmp_path / "b.png", title="final FID", xlabel="setting", ylabel="FID", size=(600, 400))
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size == (600, 400)
+    sn, bn = (_mask(out, c, lower_half=False) for c in PALETTE[:2])
+    cols = lambda m: np.flatnonzero(m[m.shape[0] // 2:].any(axis=0))  # noqa: E731 (bars, not the legend)
+    # Three SN bars; one BN bar, in the first group, left of the second SN bar.
+    assert (np.diff(cols(sn)) > 1).sum() == 2 and (np.diff(cols(bn)) > 1).sum() == 0
+    assert cols(bn).max() < cols(sn)[np.argmax(np.diff(cols(sn)) > 1) + 1]
+    # Bar heights follow the values: SN's 30 is three times its 10.
+    heights = [sn[:, c].sum() for c in (cols(sn)[0], cols(sn)[-1])]
+    assert heights[0] == pytest.approx(3 * heights[1], rel=0.05)
+    assert bn[:, cols(bn)[0]].sum() == pytest.approx(2 * heights[0], rel=0.05)
+
+
+def test_bar_plot_without_values_says_no_data(tmp_path):
+    from sngan.plots import bar_plot
+
+    for name, args in [("empty", ([], {})), ("none", (["A"], {"x": [None]}))]:
+        with Image.open(bar_plot(*args, tmp_path / f"{name}.png", size=(300, 200))) as img:
+            assert img.size == (300, 200) and img.convert("L").getextrema()[0] < 200

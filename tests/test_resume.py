@@ -174,3 +174,15 @@ def _tiny_run(tiny, tmp_path):
     cfg = config.from_dict(tiny(train={"steps": 2}))
     summary = train.train(cfg, progress=False)
     return next((tmp_path / "runs").iterdir()), summary
+
+
+@pytest.mark.slow
+def test_second_sigint_quits_at_once_without_corrupting_anything(tmp_path):
+    proc = _start("--set", "train.steps=100000", out=tmp_path)
+    run_dir = _wait_for_checkpoint(tmp_path, 5, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert checkpoint.load(run_dir / "latest.pt")["step"] >= 5  # still a complete checkpoint
+    assert not list(run_dir.glob(".*.tmp-*"))

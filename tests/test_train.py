@@ -129,15 +129,20 @@ def test_training_twice_from_one_checkpoint_is_identical(tiny, tmp_path):
     _assert_same_training_state(*results)
 
 
-def test_non_finite_loss_stops_and_names_the_step(tiny, tmp_path, monkeypatch):
+def _nan_d_loss_on_call(monkeypatch, n: int) -> None:
+    """Make the n-th discriminator loss of the hinge loss NaN."""
     calls = {"n": 0}
     real_hinge = LOSSES["hinge"]
 
     def d_loss(real, fake):
         calls["n"] += 1
         out = real_hinge.d(real, fake)
-        return out * float("nan") if calls["n"] == 3 else out
+        return out * float("nan") if calls["n"] == n else out
     monkeypatch.setitem(LOSSES, "hinge", real_hinge._replace(d=d_loss))
+
+
+def test_non_finite_loss_stops_and_names_the_step(tiny, tmp_path, monkeypatch):
+    _nan_d_loss_on_call(monkeypatch, 3)
     with pytest.raises(train.Diverged, match=r"non-finite loss or weights at step 3; the last good checkpoint is latest.pt \(step 2\)"):
         _run(tiny(train={"steps": 6, "log_every": 1, "checkpoint_every": 2}), tmp_path)
     run_dir = next((tmp_path / "runs").iterdir())
@@ -145,14 +150,7 @@ def test_non_finite_loss_stops_and_names_the_step(tiny, tmp_path, monkeypatch):
 
 
 def test_non_finite_step_can_be_skipped(tiny, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real_hinge = LOSSES["hinge"]
-
-    def d_loss(real, fake):
-        calls["n"] += 1
-        out = real_hinge.d(real, fake)
-        return out * float("nan") if calls["n"] == 2 else out
-    monkeypatch.setitem(LOSSES, "hinge", real_hinge._replace(d=d_loss))
+    _nan_d_loss_on_call(monkeypatch, 2)
     run_dir, summary = _run(tiny(train={"steps": 4, "log_every": 1, "on_nonfinite": "skip"}), tmp_path)
     assert summary["skipped"] == 1 and summary["step"] == 4
     state = checkpoint.load(run_dir / "latest.pt")
@@ -165,3 +163,49 @@ def test_cuda_request_without_gpu_is_a_clear_error(monkeypatch):
     with pytest.raises(SnganError, match="no CUDA GPU is visible"):
         train.resolve_device("cuda")
     assert train.resolve_device("auto") == torch.device("cpu")
+
+
+def test_wgan_gp_and_weight_clipping_train(tiny, tmp_path):
+    _, summary = _run(tiny(loss={"name": "wasserstein"}, model={"d_norm": "none"}, train={"steps": 2}), tmp_path, "gp")
+    assert summary["step"] == 2
+    cfg = config.from_dict(tiny(loss={"name": "wasserstein", "gp_weight": 0.0, "clip": 0.01}, model={"d_norm": "none"}))
+    run = train.Run(cfg, torch.device("cpu"))
+    train.train_step(run, LOSSES["wasserstein"])
+    assert all(float(p.abs().max()) <= 0.01 + 1e-7 for p in run.D.parameters())
+    assert any(float(p.abs().max()) > 0.01 for p in run.G.parameters())  # only D is clipped
+
+
+def test_gradient_penalty_is_only_added_for_wasserstein(tiny, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(train, "gradient_penalty", lambda *a, **k: calls.append(1) or torch.zeros(()))
+    for name, expected in (("hinge", 0), ("wasserstein", 2)):
+        cfg = config.from_dict(tiny(loss={"name": name}, optim={"n_dis": 2}))
+        train.train_step(train.Run(cfg, torch.device("cpu")), LOSSES[name])
+        assert len(calls) == expected
+        calls.clear()
+
+
+def test_bf16_autocast_keeps_spectral_norm_in_fp32(tiny, tmp_path):
+    run_dir, summary = _run(tiny(train={"steps": 3, "amp": "bf16", "log_every": 1}), tmp_path, "bf16")
+    entries = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor([e["loss_d"], e["loss_g"]])).all() for e in entries)
+    state = checkpoint.load(run_dir / "latest.pt")
+    us = [v for k, v in state["D"].items() if k.endswith(".u")]
+    assert us and all(u.dtype == torch.float32 for u in us)
+    assert all(v.dtype == torch.float32 for v in state["G"].values() if v.is_floating_point())
+
+
+def test_channels_last_trains_and_matches_contiguous(tiny, tmp_path):
+    a, _ = _run(tiny(train={"steps": 2}), tmp_path, "plain")
+    b, _ = _run(tiny(train={"steps": 2, "channels_last": True}), tmp_path, "cl")
+    sa, sb = checkpoint.load(a / "latest.pt"), checkpoint.load(b / "latest.pt")
+    for k in sa["G"]:  # same maths, other memory layout: equal up to float rounding
+        torch.testing.assert_close(sa["G"][k], sb["G"][k], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_torch_compile_path_trains_and_saves_clean_state_dicts(tiny, tmp_path):
+    run_dir, summary = _run(tiny(train={"steps": 1, "compile": True}), tmp_path, "compiled")
+    state = checkpoint.load(run_dir / "latest.pt")
+    assert summary["step"] == 1
+    assert not any("_orig_mod" in k for k in [*state["G"], *state["D"]])

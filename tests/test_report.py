@@ -1,0 +1,124 @@
+"""sngan.report on hand-written run folders: FID final/best with protocol, IS, divergence, plots."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from sngan import report
+from test_cli import cli
+
+SIGMA = {"main.0": 1.0, "fc": 0.5}
+
+
+def _run(folder: Path, *, d_norm="sn", lr_d=4e-4, steps=300, entries=(), sample_steps=(100,)) -> Path:
+    """A run folder as training writes it: config.yaml, metrics.jsonl, samples/step-*.png."""
+    (folder / "samples").mkdir(parents=True)
+    cfg = {"model": {"d_norm": d_norm}, "optim": {"lr_d": lr_d}, "train": {"steps": steps},
+           "out": {"root": str(folder.parent), "name": folder.name}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries) + '{"step": 1, "los')
+    for s in sample_steps:
+        Image.new("RGB", (34, 34), (s % 256, 0, 0)).save(folder / "samples" / f"step-{s:07d}.png")
+    return folder
+
+
+def _train(step, time=1.0):
+    return {"step": step, "loss_d": 1.0 / step, "loss_g": 0.5, "d_real": 0.1, "d_fake": -0.1, "time": time,
+            "it_s": 10.0, "skipped": 0, "sigma": SIGMA}
+
+
+def _runs(root: Path) -> list[Path]:
+    fid = "fid10k_cifar10-train"
+    return [
+        _run(root / "00000-a", entries=[_train(100), {"step": 100, fid: 40.0, "is_mean": 5.0, "is_std": 0.1},
+                                        _train(200), {"step": 200, fid: 30.0, "is_mean": 6.0, "is_std": 0.2},
+                                        _train(300, time=3725.0), {"step": 300, fid: 35.0, "is_mean": 6.5, "is_std": 0.3}],
+             sample_steps=(100, 300)),
+        _run(root / "00001-b", d_norm="bn", entries=[_train(100), {"step": 100, fid: 50.0},
+                                                     _train(200), {"step": 200, "diverged": True, "first_nonfinite_step": 151}]),
+        _run(root / "00002-c", d_norm="none", lr_d=2e-4, entries=[_train(100)], sample_steps=()),
+    ]
+
+
+def test_rows_name_final_and_best_fid_with_protocol_is_and_divergence(tmp_path):
+    a, b, c = _runs(tmp_path / "runs")
+    runs, axes = report.collect([tmp_path / "runs"])  # a folder of run folders
+    assert [r.name for r in runs] == ["00000-a", "00001-b", "00002-c"] and axes == []
+    rows = {r["run"]: r for r in map(report.summarise, runs)}
+    ra = rows["00000-a"]
+    assert (ra["fid_final"], ra["fid_best"], ra["fid_best_step"]) == (35.0, 30.0, 200)
+    assert ra["fid_protocol"] == "fid10k_cifar10-train" and (ra["is_mean"], ra["is_std"]) == (6.5, 0.3)
+    assert ra["status"] == "done" and ra["step"] == 300 and ra["train_seconds"] == 3725.0
+    rb = rows["00001-b"]
+    assert rb["status"] == "diverged" and rb["diverged_step"] == 151 and rb["fid_final"] == 50.0 and rb["is_mean"] is None
+    rc = rows["00002-c"]
+    assert rc["status"] == "incomplete" and rc["fid_final"] is None and rc["step"] == 100
+    assert report.varying_keys(runs) == ["model.d_norm", "optim.lr_d"]  # out.* is where, not what
+
+
+def test_report_files(tmp_path, capsys):
+    _runs(tmp_path / "runs")
+    code, _, err = cli(capsys, "report", tmp_path / "runs" / "00000-a", tmp_path / "runs" / "00001-b",
+                       tmp_path / "runs" / "00002-c", "--out", tmp_path / "rep")
+    assert code == 0, err
+    out = tmp_path / "rep"
+    md = (out / "report.md").read_text()
+    assert "| 00000-a | sn | 0.0004 | done | 300/300 | 35.00 | 30.00 (200) | fid10k_cifar10-train | 6.50 ± 0.30 | 1h02m | — |" in md
+    assert "| 00001-b | bn | 0.0004 | diverged | 200/300 | 50.00 | 50.00 (100) | fid10k_cifar10-train | — | 1.0s | step 151 |" in md
+    assert "| 00002-c | none | 0.0002 | incomplete | 100/300 | — | — | — | — |" in md
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [r["run"] for r in rows] == ["00000-a", "00001-b", "00002-c"]
+    assert rows[0]["fid_best"] == "30.0" and rows[2]["fid_final"] == "" and rows[0]["folder"] == "../runs/00000-a"
+    for png in ("fid_by_setting.png", "fid.png", "losses.png", "sigmas.png", "samples.png"):
+        with Image.open(out / png) as img:
+            img.verify()
+        assert f'<img src="{png}"' in (out / "index.html").read_text()
+    with Image.open(out / "samples.png") as img:  # 3 tiles side by side; the latest grid of a is step 300
+        assert img.size == (3 * (256 + 16), 256 + 40 + 16)
+        assert img.convert("RGB").getpixel((8 + 128, 8 + 40 + 128)) == (300 % 256, 0, 0)
+    html = (out / "index.html").read_text()
+    assert html.count("<tr>") == 4 and 'href="../runs/00000-a/"' in html
+
+
+def test_sweep_index_gives_axes_and_the_figure_1_grouping(tmp_path, monkeypatch):
+    """With a sweep, rows show the axis labels and the bars group by the first axis."""
+    sweep_dir = tmp_path / "sw"
+    cells = []
+    for setting in ("A", "B"):
+        for method, fid in (("SN", 25.0), ("BN", 50.0)):
+            name = f"{setting}-{method}"
+            _run(sweep_dir / "cells" / name, d_norm=method.lower(),
+                 entries=[_train(300), {"step": 300, "fid5k_custom": fid + (setting == "B")}])
+            cells.append({"name": name, "dir": f"cells/{name}", "axes": {"setting": setting, "method": method},
+                          "status": "done", "step": 300, "steps": 300})
+    cells.append({"name": "B-none", "dir": "cells/B-none", "axes": {"setting": "B", "method": "none"},
+                  "status": "pending", "step": 0, "steps": 300, "config": {"train": {"steps": 300}}})
+    (sweep_dir / "index.json").write_text(json.dumps({"format": "sngan-sweep", "version": 1, "cells": cells,
+                                                      "axes": {"setting": ["A", "B"], "method": ["SN", "BN", "none"]}}))
+    runs, axes = report.collect([sweep_dir])
+    assert axes == ["setting", "method"] and len(runs) == 5
+    rows = [report.summarise(r) for r in runs]
+    header, body = report.table(runs, axes, rows)
+    assert header[:4] == ["run", "setting", "method", "status"]
+    assert body[-1][:5] == ["B-none", "B", "none", "pending", "0/300"]
+
+    calls, draw = {}, report.plots.bar_plot
+    monkeypatch.setattr(report.plots, "bar_plot", lambda groups, series, path, **kw:
+                        calls.update(groups=groups, series=series) or draw(groups, series, path, **kw))
+    with Image.open(report.fid_by_setting(runs, axes, rows, tmp_path / "bars.png")) as img:
+        img.verify()
+    assert calls["groups"] == ["A", "B"] and calls["series"] == {"SN": [25.0, 26.0], "BN": [50.0, 51.0]}
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: None, "not found"),
+    (lambda p: p.mkdir(), "no runs in"),
+])
+def test_report_bad_input_is_one_line(tmp_path, capsys, make, fragment):
+    make(tmp_path / "x")
+    code, _, err = cli(capsys, "report", tmp_path / "x", "--out", tmp_path / "rep")
+    assert code == 2 and fragment in err and err.count("\n") == 1

@@ -1,0 +1,294 @@
+"""sngan.sweep: spec expansion, the bundled paper grids, interrupt/resume, subprocess scheduling."""
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from sngan import checkpoint, sweep
+from sngan.errors import UsageError
+from test_cli import TINY, cli, sngan
+
+# Eight steps with a checkpoint at 4: a SIGINT sent once a cell's first checkpoint exists stops
+# that cell in the middle (4 steps later at the latest), whatever the load on the machine.
+STEPS = ["--set", "model.z_dim=16", "--set", "train.steps=8", "--set", "train.log_every=1",
+         "--set", "train.sample_every=4", "--set", "train.checkpoint_every=4"]
+
+
+def _spec(tmp_path, text: str, name="spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _expand(path: Path, overrides=(), out=None):
+    return sweep.expand(sweep.read_spec(path), path, list(overrides), out)
+
+
+def _index(folder: Path) -> dict:
+    return {c["name"]: c for c in json.loads((folder / "index.json").read_text())["cells"]}
+
+
+def _fingerprint(path: Path) -> tuple:
+    return path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _steps_logged(run_dir: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if "loss_d" in line]
+
+
+# ---------------------------------------------------------------------------------------------
+# The spec
+
+
+def test_table1_grid_is_the_papers(tmp_path):
+    s = _expand(sweep.find_spec("cifar10_table1"), out=tmp_path / "t1")
+    assert len(s.cells) == 24 and s.axes == {"setting": list("ABCDEF"), "method": ["SN", "BN", "none", "WGAN-GP"]}
+    assert [c.name for c in s.cells[:5]] == ["A-SN", "A-BN", "A-none", "A-WGAN-GP", "B-SN"]  # first axis slowest
+    paper = {"A": (1e-4, 0.5, 0.9, 5), "B": (1e-4, 0.5, 0.999, 1), "C": (2e-4, 0.5, 0.999, 1),
+             "D": (1e-3, 0.5, 0.9, 5), "E": (1e-3, 0.5, 0.999, 5), "F": (1e-3, 0.9, 0.999, 5)}
+    for c in s.cells:
+        o = c.cfg.optim
+        assert (o.lr_g, o.beta1, o.beta2, o.n_dis) == paper[c.axes["setting"]] and o.lr_d == o.lr_g
+        assert c.cfg.model.arch == "dcgan" and c.cfg.train.steps == 100_000 and c.cfg.train.batch_size == 64
+        assert c.cfg.eval.every and c.cfg.eval.num_samples == 10_000 and c.cfg.eval.ref == "cifar10-train"
+        method = c.axes["method"]
+        assert c.cfg.loss.name == ("wasserstein" if method == "WGAN-GP" else "standard")
+        assert c.cfg.model.d_norm == {"SN": "sn", "BN": "bn", "none": "none", "WGAN-GP": "none"}[method]
+        assert c.cfg.out.root == str(tmp_path / "t1" / "cells") and c.cfg.out.name == c.name
+    wgan = next(c for c in s.cells if c.name == "A-WGAN-GP")
+    assert wgan.cfg.loss.gp_weight == 10
+
+
+def test_dcgan_comparison_and_quickstart_specs():
+    s = _expand(sweep.find_spec("cifar10_dcgan_norms"))
+    assert [c.name for c in s.cells] == ["sn", "bn", "none"]
+    for c in s.cells:
+        o = c.cfg.optim
+        assert (o.lr_g, o.lr_d, o.beta1, o.beta2, o.n_dis) == (1e-4, 4e-4, 0.5, 0.999, 1)
+        assert c.cfg.model.d_norm == c.name and c.cfg.data.name == "cifar10"
+    s = _expand(sweep.find_spec("quickstart_2x2"))
+    assert [c.name for c in s.cells] == ["sn-hinge", "sn-standard", "none-hinge", "none-standard"]
+    assert s.folder == Path("runs/sweeps/quickstart_2x2")  # deterministic: a re-run finds it again
+
+
+def test_extra_cells_bundles_and_scalar_labels(tmp_path):
+    path = _spec(tmp_path, """
+base: quickstart
+set: {train: {steps: 7}, optim.n_dis: 2}
+axes:
+  opt:
+    slow: {optim: {lr_g: 1.0e-5, lr_d: 2.0e-5}}
+    fast: {optim.lr_g: 1.0e-3}
+  train.seed: [0, 1]
+extra:
+  gp: {opt: fast, loss.name: wasserstein, model.d_norm: none}
+  seed9: {train.seed: 9}
+""")
+    s = _expand(path, ["train.steps=5"])
+    assert [c.name for c in s.cells] == ["slow-seed0", "slow-seed1", "fast-seed0", "fast-seed1", "gp", "seed9"]
+    slow = s.cells[1].cfg
+    assert (slow.optim.lr_g, slow.optim.lr_d, slow.optim.n_dis, slow.train.seed) == (1e-5, 2e-5, 2, 1)
+    assert slow.train.steps == 5  # --set applies on top of the spec's set
+    gp = s.cells[4]
+    assert gp.axes == {"opt": "fast", "train.seed": "—"}
+    assert (gp.cfg.loss.name, gp.cfg.model.d_norm, gp.cfg.optim.lr_g) == ("wasserstein", "none", 1e-3)
+    assert s.cells[5].axes == {"opt": "—", "train.seed": "seed9"} and s.cells[5].cfg.train.seed == 9
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("base: quickstart\naxes: {model.d_norm: [sn]}\nbogus: 1", "unknown sweep spec key 'bogus'"),
+    ("axes: {model.d_norm: [sn]}", "needs 'base: CONFIG'"),
+    ("base: quickstart", "has no cells"),
+    ("base: quickstart\naxes: {model.d_norm: []}", "non-empty list"),
+    ("base: quickstart\naxes: {o: {A: 3}}", "bundle 'A' must be a mapping"),
+    ("base: quickstart\naxes: {o: {A: {optim.lr_gg: 1}}}", "sweep cell 'A': unknown config key 'optim.lr_gg'; did you mean 'optim.lr_g'?"),
+    ("base: quickstart\naxes: {model.d_norm: [sn, ln]}", "sweep cell 'ln': config key 'model.d_norm' is 'ln'"),
+    ("base: quickstart\naxes: {o: {A: {optim.n_dis: 1}}}\nextra: {x: {o: B}}", "axis 'o' has no label 'B'"),
+    ("base: quickstart\naxes: {a: {x: {train.seed: 1}}}\nextra: {x: {train.seed: 2}}", "get the same folder name 'x'"),
+    ("base: no_such_config\naxes: {model.d_norm: [sn]}", "config file 'no_such_config' not found"),
+    ("base: quickstart\naxes: [1, 2]", "must map axis names"),
+])
+def test_bad_specs_are_one_line_errors(tmp_path, text, fragment):
+    with pytest.raises(UsageError) as e:
+        _expand(_spec(tmp_path, text))
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_spec_errors(capsys, tmp_path):
+    code, _, err = cli(capsys, "sweep", "no_such_spec")
+    assert code == 2 and "sweep spec 'no_such_spec' not found" in err and "cifar10_table1" in err
+    code, _, err = cli(capsys, "sweep", "quickstart_2x2", "--gpus", "0", "--jobs", "2", "--out", tmp_path / "s")
+    assert code == 2 and "not both" in err
+    code, _, err = cli(capsys, "sweep", tmp_path)
+    assert code == 2 and "not a sweep folder" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_dry_run_lists_cells_and_creates_nothing(capsys, tmp_path):
+    code, out, _ = cli(capsys, "sweep", "cifar10_table1", "--out", tmp_path / "t1", "--dry-run")
+    assert code == 0 and "24 cells" in out and "A-WGAN-GP" in out and "loss.name=wasserstein" in out
+    assert not (tmp_path / "t1").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# A real sweep: interrupt, resume, report
+
+
+def test_sweep_interrupt_resume_then_report(tmp_path, capsys):
+    """The 2x2 quickstart sweep, stopped by SIGINT in its second cell and run again: finished
+    cells are not re-run, the interrupted one continues from its checkpoint, the report has 4 rows."""
+    out = tmp_path / "sweep"
+    args = [sys.executable, "-m", "sngan", "sweep", "quickstart_2x2", "--out", str(out), "--no-progress",
+            *TINY, *STEPS]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = out / "cells" / "sn-standard"
+    deadline = time.time() + 120
+    while not (second / "latest.pt").exists():
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() < deadline, "the second cell wrote no checkpoint in time"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert f"Resume with: sngan sweep {out}" in err and "Traceback" not in err
+
+    index = _index(out)
+    assert {n: c["status"] for n, c in index.items()} == {
+        "sn-hinge": "done", "sn-standard": "interrupted", "none-hinge": "pending", "none-standard": "pending"}
+    stopped_at = checkpoint.load(second / "latest.pt")["step"]
+    assert 4 <= stopped_at < 8 and index["sn-standard"]["step"] == stopped_at
+    first = out / "cells" / "sn-hinge"
+    before = _fingerprint(first / "latest.pt"), (first / "metrics.jsonl").read_text()
+
+    # The same command again (a sweep folder would do too), in this process to save a start-up.
+    code, _, err = cli(capsys, *args[3:])
+    assert code == 0, err
+    assert "sn-hinge: done at step 8, skipped" in err and f"sn-standard: resuming from step {stopped_at}" in err
+    assert (_fingerprint(first / "latest.pt"), (first / "metrics.jsonl").read_text()) == before
+    index = _index(out)
+    assert all(c["status"] == "done" and c["step"] == 8 for c in index.values())
+    for name in index:  # every cell logged each step exactly once, the resumed one included
+        assert _steps_logged(out / "cells" / name) == list(range(1, 9)), name
+    assert yaml.safe_load((second / "config.yaml").read_text())["loss"]["name"] == "standard"
+
+    # A changed spec may not silently reuse results; continuing the folder may train longer.
+    code, _, err = cli(capsys, "sweep", "quickstart_2x2", "--out", out, *TINY)
+    assert code == 2 and "sweep cell 'sn-hinge'" in err and "was trained with" in err
+    code, listing, _ = cli(capsys, "sweep", out, "--set", "train.steps=10", "--dry-run")
+    assert code == 0 and listing.count("interrupted 8/10") == 4
+
+    code, _, err = cli(capsys, "report", out, "--out", tmp_path / "report")
+    assert code == 0, err
+    _check_report(tmp_path / "report", list(index))
+
+
+def _check_report(report: Path, names: list[str]) -> None:
+    import csv
+    rows = list(csv.DictReader((report / "report.csv").open()))
+    assert [r["run"] for r in rows] == names
+    assert [(r["axis:model.d_norm"], r["axis:loss.name"]) for r in rows] == [
+        ("sn", "hinge"), ("sn", "standard"), ("none", "hinge"), ("none", "standard")]
+    assert all(r["status"] == "done" and r["step"] == "8" and r["fid_final"] == "" for r in rows)
+    md = (report / "report.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 4 and all(f"| {n} |" in md for n in names)
+    assert "| sn-hinge | sn | hinge | done | 8/8 | — | — | — |" in md
+    for png in ("losses.png", "sigmas.png", "samples.png"):
+        with Image.open(report / png) as img:
+            img.verify()
+        assert f"]({png})" in md and f'src="{png}"' in (report / "index.html").read_text()
+    assert not (report / "fid.png").exists()  # no FID in the quickstart
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells as subprocesses (--jobs / --gpus)
+
+
+class FakeProc:
+    """Finishes with `rc` after `polls` polls; records signals."""
+
+    def __init__(self, rc=0, polls=2):
+        self.rc, self.polls, self.signals = rc, polls, []
+
+    def poll(self):
+        self.polls -= 1
+        return self.rc if self.polls <= 0 else None
+
+    def send_signal(self, s):  # a cell checkpoints and exits with 128+signal
+        self.signals.append(s)
+        self.rc, self.polls = 128 + s, 1
+
+
+def _cells(n):
+    return [sweep.Cell(f"c{i}", {}, {}, None) for i in range(n)]
+
+
+def _scheduler(slots, procs, log, finished=lambda cell, rc: "done" if rc == 0 else "interrupted"):
+    def launch(cell, env):
+        log.append((cell.name, env.get("CUDA_VISIBLE_DEVICES"), [c.name for c, _ in s.running.values()]))
+        return procs.setdefault(cell.name, FakeProc())
+
+    s = sweep.Scheduler(slots, launch, lambda cell, env: None, finished, poll_s=0)
+    return s
+
+
+def test_scheduler_runs_one_cell_per_gpu():
+    log, procs = [], {}
+    outcome = _scheduler([{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}], procs, log).run(_cells(5))
+    assert outcome.signum is None and not outcome.failed
+    assert sorted(n for n, *_ in log) == ["c0", "c1", "c2", "c3", "c4"]  # each cell once
+    assert all(len(running) < 2 for *_, running in log)  # never more than one cell per GPU
+    assert [(n, g) for n, g, _ in log[:2]] == [("c0", "0"), ("c1", "1")]
+
+
+def test_scheduler_stop_forwards_the_signal_once_and_starts_nothing_new():
+    class RunsUntilSignalled(FakeProc):
+        def poll(self):  # the sweep gets SIGINT while both first cells run
+            if len(s.running) == 2 and s.signum is None:
+                s.request_stop(signal.SIGINT)
+            return super().poll()
+
+    log, procs = [], {"c0": RunsUntilSignalled(polls=10**9), "c1": RunsUntilSignalled(polls=10**9)}
+    s = _scheduler([{}, {}], procs, log)
+    outcome = s.run(_cells(4))
+    assert outcome.signum == signal.SIGINT
+    assert [n for n, *_ in log] == ["c0", "c1"]
+    assert procs["c0"].signals == [signal.SIGINT] and procs["c1"].signals == [signal.SIGINT]
+
+
+def test_scheduler_stops_starting_cells_after_a_failure():
+    log, procs = [], {"c0": FakeProc(rc=1, polls=1)}
+    outcome = _scheduler([{}], procs, log, finished=lambda cell, rc: "failed" if rc else "done").run(_cells(3))
+    assert [c.name for c in outcome.failed] == ["c0"] and [n for n, *_ in log] == ["c0"]
+
+
+def test_gpus_run_cells_as_subprocesses(tmp_path):
+    """`--gpus 0` runs the cell through `python -m sngan.sweep CELL_DIR` with CUDA_VISIBLE_DEVICES
+    set (ignored here: the cell trains on the CPU). One cell keeps it quick; the scheduler tests
+    above cover several at once."""
+    spec = _spec(tmp_path, "base: quickstart\naxes: {model.d_norm: [sn]}\n")
+    out = tmp_path / "sweep"
+    err = sngan("sweep", spec, "--out", out, "--gpus", "0", *TINY, *STEPS, "--set", "train.steps=2").stderr
+    assert "sn: starting on GPU 0" in err and "sn: done at step 2" in err
+    assert _index(out)["sn"]["status"] == "done"
+    assert (out / "cells" / "sn" / "sweep.log").is_file() and _steps_logged(out / "cells" / "sn") == [1, 2]
+
+
+def test_failed_cell_stops_the_sweep_with_one_line(tmp_path, capsys):
+    spec = _spec(tmp_path, "base: quickstart\nset: {data.name: folder}\naxes: {data.root: [missing1, missing2]}\n")
+    code, _, err = cli(capsys, "sweep", spec, "--out", tmp_path / "s", *TINY, "--no-progress")
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and "Traceback" not in err
+    assert last.startswith("error: sweep cell 'missing1' failed: ") and last.endswith(f"sngan sweep {tmp_path / 's'}")
+    index = _index(tmp_path / "s")
+    assert index["missing1"]["status"] == "failed" and index["missing2"]["status"] == "pending"
+    assert index["missing1"]["message"] in last
