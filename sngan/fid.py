@@ -436,3 +436,34 @@ def _named_reference_stats(ref, detector, data_root, resolution, download, num_i
     save_stats(cache_file, mu, sigma, num_images=len(images), detector_sha256=detector.weights_sha256,
                cache_key=json.dumps(key, sort_keys=True))
     return mu, sigma, {**info, "num_ref": len(images), "cached": False, "cache_file": str(cache_file)}
+
+
+def random_weights(path: str | Path, seed: int = 0, with_fc: bool = True) -> Path:
+    """Save pytorch-fid's FID Inception with random weights to `path`; deterministic in `seed`.
+
+    For tests and offline benchmarks: the architecture, and so every forward pass's cost, is
+    the real one, but FIDs made with it compare with nothing published. Convs are He-normal
+    because PyTorch's default init shrinks pool3 features to ~1e-8, where every FID is ~0.
+    """
+    from unittest import mock
+
+    import torchvision
+
+    # fid_inception_v3() always loads the downloaded weights; make that load a no-op so it only
+    # builds the architecture, which stays pytorch-fid's own.
+    with mock.patch.object(pfi, "load_state_dict_from_url", lambda *args, **kwargs: None), \
+         mock.patch.object(torchvision.models.Inception3, "load_state_dict", lambda self, *args, **kwargs: None):
+        net = pfi.fid_inception_v3()
+    g = torch.Generator().manual_seed(seed)  # every random parameter comes from `g`
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
+            elif isinstance(m, torch.nn.Linear):  # fc: logits on the scale of the features
+                torch.nn.init.normal_(m.weight, std=2048 ** -0.5, generator=g)
+                torch.nn.init.zeros_(m.bias)
+    state = net.state_dict()
+    if not with_fc:
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    torch.save(state, path)
+    return Path(path)

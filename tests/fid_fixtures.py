@@ -7,42 +7,15 @@ The real weights are a 95 MB download; tests build a stand-in with the same keys
 from __future__ import annotations
 
 from pathlib import Path
-from unittest import mock
 
 import pytest
-import torch
-import torchvision
-from pytorch_fid import inception as pfi
 
-from sngan.fid import FID_WEIGHTS_FILE
+from sngan.fid import FID_WEIGHTS_FILE, random_weights
 
 
 def make_fid_weights(path: Path, seed: int, with_fc: bool = True) -> Path:
-    """Save a randomly initialised FID Inception state dict to `path`; deterministic in `seed`.
-
-    Convs are re-initialised He-normal because PyTorch's default init shrinks the signal layer
-    by layer until pool3 features are ~1e-8 and every FID is ~0 (see PAPER.md).
-    """
-    # fid_inception_v3() always loads the downloaded weights; make that load a no-op so it only
-    # builds the architecture, which stays pytorch-fid's own.
-    with mock.patch.object(pfi, "load_state_dict_from_url", lambda *args, **kwargs: None), \
-         mock.patch.object(torchvision.models.Inception3, "load_state_dict",
-                           lambda self, state_dict, *args, **kwargs: None):
-        net = pfi.fid_inception_v3()
-    # Every random parameter is drawn from `g`, so the file depends on `seed` alone.
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
-            elif isinstance(m, torch.nn.Linear):  # fc: logits on the scale of the features
-                torch.nn.init.normal_(m.weight, std=2048 ** -0.5, generator=g)
-                torch.nn.init.zeros_(m.bias)
-    state = net.state_dict()
-    if not with_fc:
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    torch.save(state, path)
-    return path
+    """A randomly initialised FID Inception state dict at `path`, deterministic in `seed`."""
+    return random_weights(path, seed, with_fc)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,164 @@
+"""`sngan bench` / scripts/bench.py: the quick CPU run writes every field with sane values.
+
+Timings are never compared with thresholds here (they depend on the machine and its load);
+docs/benchmarks.md reports them. What is checked: every field is present, times and rates are
+positive and finite and agree with each other, ratios are in a plausible range, and both FID
+routes give the same number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from pytorch_fid import inception as pfi
+
+from sngan import bench, fid
+from sngan.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> tuple[dict, str]:
+    """One `scripts/bench.py --quick` run (about a minute on two idle CPU cores)."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--device", "cpu",
+                           "--inception-weights", "random", "--out", str(out)],
+                          capture_output=True, text=True, check=False, timeout=900, cwd=out.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+@pytest.mark.slow
+def test_quick_run_header_settings_and_table(quick):
+    result, stdout = quick
+    assert result["schema"] == bench.SCHEMA and result["mode"] == "quick"
+    dev = result["device"]
+    assert dev["type"] == "cpu" and dev["torch"] == torch.__version__ and dev["threads"] >= 1 and dev["name"]
+    s = result["settings"]
+    assert s["quick"] and s["batch_size"] == 16 and s["width_scale"] == 0.25 and "quick" in s["note"]
+    assert positive(result["total_s"]) and set(result["phase_s"]) == {"training", "options", "fid"}
+    assert sum(result["phase_s"].values()) <= result["total_s"]
+    assert result["memory"]["kind"] == "cpu_rss" and positive(result["memory"]["process_peak_mb"])
+    for heading in ("ms/step", "SN overhead", "speed options", "FID:", "speed-up"):
+        assert heading in stdout
+
+
+@pytest.mark.slow
+def test_quick_run_training_rows(quick):
+    result, _ = quick
+    rows = result["training"]
+    assert {(r["arch"], r["resolution"], r["d_norm"]) for r in rows} == {
+        (a, res, n) for a, res in bench.ARCHS.values() for n in bench.NORMS}
+    assert len(rows) == 12
+    for r in rows:
+        g, d = bench.paper_widths(r["arch"], r["resolution"])
+        assert (r["g_ch"], r["d_ch"]) == (g // 4, d // 4)  # quick: a quarter of the paper's widths
+        assert r["batch_size"] == 16 and r["n_dis"] == 1
+        for key in ("step_s", "step_s_median", "steps_per_s", "images_per_s", "warmup_s"):
+            assert positive(r[key]), (key, r)
+        assert r["step_s"] <= r["step_s_median"] * 1.0001  # the best repeat is no slower than the median
+        assert r["steps_per_s"] == pytest.approx(1 / r["step_s"], rel=1e-2)
+        assert r["images_per_s"] == pytest.approx(16 * r["steps_per_s"], rel=1e-2)
+        assert r["peak_mem_mb"] is None or 0 <= r["peak_mem_mb"] < 16_000
+        assert r["host_syncs_per_step"] is None  # counted on CUDA only
+
+
+@pytest.mark.slow
+def test_quick_run_sn_overhead_and_options(quick):
+    result, _ = quick
+    overhead = result["sn_overhead"]
+    assert [(o["arch"], o["resolution"]) for o in overhead] == list(bench.ARCHS.values())
+    step = {(r["arch"], r["resolution"], r["d_norm"]): r["step_s"] for r in result["training"]}
+    for o in overhead:
+        assert 0.2 < o["ratio"] < 5 and 0.2 < o["ratio_median"] < 5
+        assert o["ratio"] == pytest.approx(step[o["arch"], o["resolution"], "sn"] /
+                                           step[o["arch"], o["resolution"], "none"], rel=1e-2)
+        assert o["target"] == 1.10 and o["meets_target"] == (o["ratio"] <= 1.10)
+    assert result["targets"]["sn_overhead_met"] == all(o["meets_target"] for o in overhead)
+
+    options = {o["option"]: o for o in result["options"]}
+    skipped = result["options_skipped"]
+    for name in ("channels_last", "bf16"):  # quick's default options, on the standard CNN at 32
+        assert name in options or any(k.startswith(name + "/") for k in skipped)
+    for o in options.values():
+        assert (o["arch"], o["resolution"], o["d_norm"]) == ("dcgan", 32, "sn")
+        assert 0.05 < o["speedup"] < 20 and positive(o["step_s"]) and positive(o["baseline_step_s"])
+        assert o["settings"] == bench.OPTIONS[o["option"]]
+    assert "compile" in skipped and "all" in skipped
+
+
+@pytest.mark.slow
+def test_quick_run_fid_routes_agree(quick):
+    result, _ = quick
+    f = result["fid"]
+    assert f["num"] == 16 and f["batch_size"] == 8
+    assert f["weights_random"] is True and f["detector"].startswith("pytorch-fid-inception-custom-")
+    for key in ("extract_images_per_s", "eval_fid_s", "eval_fid_generate_and_features_s", "eval_fid_distance_s",
+                "png_write_s", "pytorch_fid_cli_s", "png_cli_s", "sngan_import_s", "speedup",
+                "speedup_with_import", "speedup_excluding_distance", "peak_mem_mb"):
+        assert positive(f[key]), (key, f[key])
+    assert f["eval_fid_generate_and_features_s"] + f["eval_fid_distance_s"] <= f["eval_fid_s"]
+    assert f["png_cli_s"] == pytest.approx(f["png_write_s"] + f["pytorch_fid_cli_s"], abs=2e-3)
+    assert f["speedup"] == pytest.approx(f["png_cli_s"] / f["eval_fid_s"], rel=1e-2)
+    assert f["speedup_with_import"] < f["speedup"]
+    # The same samples through both routes: the same FID (a property, not a timing).
+    assert positive(f["fid_sngan"]) and f["fid_sngan"] == pytest.approx(f["fid_pytorch_fid"], rel=1e-3)
+    assert f["fid_match"] is True and f["fid_rel_diff"] <= 1e-3
+    assert f["meets_target"] == (f["speedup"] >= 2.0)
+    t = result["targets"]
+    assert t["fid_match_met"] is True and t["eval_fid_speedup_met"] == f["meets_target"]
+
+
+def test_settings_by_mode():
+    q = bench.make_settings(quick=True, device="cpu")
+    assert (q.batch_size, q.width_scale, q.fid_num) == (16, 0.25, 16) and "compile" not in q.options
+    full = bench.make_settings(device="cpu")
+    assert (full.batch_size, full.width_scale) == (64, 1.0)
+    assert full.options == ["channels_last", "bf16", "compile"] and full.archs == list(bench.ARCHS)
+    assert bench.make_settings(device="cpu", options="none", archs="resnet48").options == []
+    cfg = bench.train_config(bench.make_settings(quick=True, device="cpu", overrides=["optim.n_dis=2"]),
+                             "resnet", 32, "bn", bench.OPTIONS["bf16"])
+    assert (cfg.model.g_ch, cfg.model.d_ch, cfg.model.d_norm) == (64, 32, "bn")
+    assert cfg.optim.n_dis == 2 and cfg.train.amp == "bf16" and cfg.data.name == "synthetic"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--archs", "dcgan64"], "--archs: unknown name 'dcgan64'; valid: dcgan32, dcgan48, resnet32, resnet48"),
+    (["--options", "fast"], "--options: unknown name 'fast'"),
+    (["--set", "model.d_nrm=sn"], "did you mean 'model.d_norm'?"),
+    (["--repeats", "0"], "--repeats must be at least 1"),
+    (["--fid-num", "1"], "--fid-num must be at least 2"),
+    (["--out", "no/such/folder/b.json"], "output folder 'no/such/folder' does not exist"),
+])
+def test_bad_arguments_are_one_line_errors(args, fragment, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["bench", "--device", "cpu", *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and err.startswith("error: ") and len(err.splitlines()) == 1
+
+
+def test_missing_weights_fall_back_to_random_ones_without_downloading(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    monkeypatch.delenv(fid.WEIGHTS_ENV, raising=False)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the benchmark must not download weights")
+
+    monkeypatch.setattr(pfi, "load_state_dict_from_url", no_download)
+    path, is_random, note = bench.fid_weights(None, tmp_path)
+    assert is_random and "--inception-weights" in note and "not comparable" in note
+    detector = fid.load_detector(path)  # pytorch-fid's architecture, with logits
+    assert detector.has_logits and detector.name.startswith("pytorch-fid-inception-custom-")
+    assert bench.fid_weights(str(path), tmp_path) == (path, False, "")
