@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -116,6 +117,22 @@ def load_module_state(module: torch.nn.Module, state: dict, what: str, path: str
     except (RuntimeError, KeyError, ValueError) as e:
         raise SnganError(f"checkpoint '{path}': {what} does not match the model built from its config "
                          f"({_first_line(e)})") from None
+
+
+@contextmanager
+def folder_lock(folder: Path, in_use: str):
+    """An exclusive lock on `folder` (via `folder/.lock`) for as long as the block runs.
+
+    The OS releases it when the process dies, so a crash leaves no stale lock. `in_use` is the
+    error message when another process holds it."""
+    import fcntl
+
+    with open(folder / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SnganError(in_use) from None
+        yield
 
 
 def prune(folder: Path, keep: int, pattern: str = "ckpt-*.pt") -> None:

@@ -279,16 +279,21 @@ def list_bundled() -> list[str]:
     return []
 
 
-def read_yaml(path: Path) -> dict:
+def parse_yaml_file(path: Path, what: str = "config"):
+    """The YAML document in `path`; a one-line UsageError saying where parsing failed."""
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or "invalid YAML"
-        raise UsageError(f"cannot parse config '{path}'{where}: {problem}") from None
+        raise UsageError(f"cannot parse {what} '{path}'{where}: {problem}") from None
     except OSError as e:
-        raise UsageError(f"cannot read config '{path}': {e.strerror}") from None
+        raise UsageError(f"cannot read {what} '{path}': {e.strerror}") from None
+
+
+def read_yaml(path: Path) -> dict:
+    data = parse_yaml_file(path)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -39,9 +39,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
-from sngan import config
+from sngan import checkpoint, config
 from sngan.errors import SnganError, UsageError
 
 SPEC_KEYS = {
@@ -99,12 +98,7 @@ def find_spec(name: str) -> Path:
 
 
 def read_spec(path: Path) -> dict:
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UsageError(f"cannot parse sweep spec '{path}'{where}: {getattr(e, 'problem', None) or 'invalid YAML'}") from None
+    spec = config.parse_yaml_file(path, "sweep spec")
     if not isinstance(spec, dict):
         raise UsageError(f"sweep spec '{path}' must be a mapping with base:, set:, axes: and extra:")
     for key in spec:
@@ -285,7 +279,6 @@ def read_index(folder: Path) -> dict:
 
 
 def write_index(sweep: Sweep) -> Path:
-    from sngan import checkpoint
 
     index = {
         "format": INDEX_FORMAT, "version": INDEX_VERSION, "spec": sweep.spec, "set": sweep.overrides,
@@ -300,7 +293,6 @@ def write_index(sweep: Sweep) -> Path:
 
 def cell_state(cell_dir: Path, steps: int) -> tuple[str, int]:
     """(status, step of its latest checkpoint) read from a cell's folder."""
-    from sngan import checkpoint
 
     latest = cell_dir / "latest.pt"
     step = checkpoint.load(latest)["step"] if latest.is_file() else 0
@@ -324,7 +316,6 @@ def refresh(sweep: Sweep) -> None:
 
 def prepare(sweep: Sweep) -> None:
     """Create the folder, check finished work still matches the spec, write the configs to run."""
-    from sngan import checkpoint
 
     (sweep.folder / "cells").mkdir(parents=True, exist_ok=True)
     refresh(sweep)
@@ -357,17 +348,11 @@ def _check_same_experiment(cell: Cell, cell_dir: Path) -> None:
 def sweep_lock(folder: Path):
     """One `sngan sweep` per sweep folder at a time (creating the folder); the OS drops the lock
     when the process dies, so a crash leaves no stale lock."""
-    import fcntl
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SnganError(f"cannot create sweep folder '{folder}': {e.strerror}") from None
-    with open(folder / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SnganError(f"sweep folder '{folder}' is in use by another sngan sweep") from None
+    with checkpoint.folder_lock(folder, f"sweep folder '{folder}' is in use by another sngan sweep"):
         yield
 
 
@@ -377,7 +362,6 @@ def sweep_lock(folder: Path):
 
 def run_cell(cell_dir: Path, progress: bool) -> dict:
     """Train a cell's folder to the end: resume from latest.pt, or start afresh. Returns train()'s summary."""
-    from sngan import checkpoint
     from sngan import train as training
 
     cfg = config.from_dict(config.read_yaml(cell_dir / "config.yaml"))

@@ -321,13 +321,7 @@ class Diverged(SnganError):
 def run_lock(run_dir: Path):
     """Hold an exclusive lock on a run folder so two processes never train into it at once.
     The OS releases it when the process dies, so a crash leaves no stale lock."""
-    import fcntl
-
-    with open(run_dir / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SnganError(f"run folder '{run_dir}' is in use by another sngan process") from None
+    with checkpoint.folder_lock(run_dir, f"run folder '{run_dir}' is in use by another sngan process"):
         yield
 
 
