@@ -429,20 +429,10 @@ def _stop_on_signals():
         fired.append(signum)
         raise _Stop(signum)
 
-    if not _main_thread():
-        yield
-        return
-    old = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+    from sngan.train import stop_signals
 
-
-def _main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
+    with stop_signals(handle):
+        yield
 
 
 def run(sweep: Sweep, *, gpus: list[str] | None = None, jobs: int = 1, progress: bool = True,
@@ -579,16 +569,10 @@ class Scheduler:
 
     @contextmanager
     def signals(self):
-        if not _main_thread():
+        from sngan.train import stop_signals
+
+        with stop_signals(lambda signum, frame: self.request_stop(signum)):
             yield self
-            return
-        old = {s: signal.signal(s, lambda signum, frame: self.request_stop(signum))
-               for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
 
     def run(self, cells: list[Cell]) -> Outcome:
         pending, outcome = list(cells), Outcome()

@@ -297,20 +297,25 @@ class StopRequest:
 
     @contextmanager
     def installed(self):
-        if threading_main():
-            old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield self
-            finally:
-                for s, h in old.items():
-                    signal.signal(s, h)
-        else:
+        with stop_signals(self._handle):
             yield self
 
 
-def threading_main() -> bool:
+@contextmanager
+def stop_signals(handler):
+    """Route SIGINT and SIGTERM to `handler` inside the block, then restore the old handlers.
+    Python delivers signals to the main thread only, so elsewhere this does nothing."""
     import threading
-    return threading.current_thread() is threading.main_thread()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 class Diverged(SnganError):
@@ -395,7 +400,8 @@ def _train(run: Run, run_dir: Path, tracker, resumed: bool, progress: bool) -> d
     tc, device = cfg.train, run.device
     acc = torch.zeros(4, device=device)
     acc_n = 0
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    never = torch.iinfo(torch.long).max
+    first_bad = torch.full((), never, dtype=torch.long, device=device)  # first step with a non-finite loss
     stop = StopRequest()
     stopped_by = None
     saved_step = run.step if resumed else None
@@ -423,12 +429,13 @@ def _train(run: Run, run_dir: Path, tracker, resumed: bool, progress: bool) -> d
         write_plots(run_dir, log.read())
 
     def check_finite() -> None:
-        bad = int(first_bad)
-        if bad < 0 and weights_finite(run.G, run.D):
+        # Every process calls this at the same steps, so all of them agree on the first bad step.
+        bad = int(distributed.all_reduce(first_bad.clone(), ctx, "min"))
+        if bad == never and weights_finite(run.G, run.D):
             return
-        where = f"step {bad}" if bad >= 0 else f"or before step {run.step}"
+        where = f"step {bad}" if bad != never else f"or before step {run.step}"
         if ctx.main:
-            log.write({"step": run.step, "diverged": True, "first_nonfinite_step": bad})
+            log.write({"step": run.step, "diverged": True, "first_nonfinite_step": bad if bad != never else -1})
         keep = (f"the last good checkpoint is latest.pt (step {saved_step})" if saved_step is not None
                 else "no checkpoint was written yet")
         raise Diverged(f"training diverged: non-finite loss or weights at {where}; {keep}; "
@@ -457,7 +464,7 @@ def _train(run: Run, run_dir: Path, tracker, resumed: bool, progress: bool) -> d
                     _restore(run, snapshot)
                     run.skipped += 1
                 else:
-                    first_bad = torch.where(~finite & (first_bad < 0), step, first_bad)
+                    first_bad = torch.minimum(first_bad, torch.where(finite, never, step))
                     acc += torch.stack(out)
                     acc_n += 1
                 run.step = step
@@ -467,9 +474,6 @@ def _train(run: Run, run_dir: Path, tracker, resumed: bool, progress: bool) -> d
                 log_now = step % tc.log_every == 0 or step == tc.steps
                 if log_now:
                     if tc.on_nonfinite == "stop":
-                        flag = torch.where(first_bad < 0, torch.iinfo(torch.long).max, first_bad)
-                        first_bad = distributed.all_reduce(flag, ctx, "min")
-                        first_bad = torch.where(first_bad == torch.iinfo(torch.long).max, -1, first_bad)
                         check_finite()
                     distributed.all_reduce(acc, ctx)
                     now = time.perf_counter()
@@ -505,9 +509,7 @@ def _train(run: Run, run_dir: Path, tracker, resumed: bool, progress: bool) -> d
             if tc.on_nonfinite == "stop":
                 check_finite()
             if saved_step != run.step:
-                save_checkpoint(periodic=False)
-            if ctx.main:
-                write_plots(run_dir, log.read())
+                save_checkpoint(periodic=False)  # which also redraws the plots
         finally:
             bar.close()
     return {"step": run.step, "steps": tc.steps, "stopped_by": stopped_by, "run_dir": str(run_dir),
