@@ -162,10 +162,10 @@ def bench(
     width_scale: Optional[float] = typer.Option(None, "--width-scale", help="Model widths as a fraction of the paper's (default 1; 0.25 with --quick)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed steps per config."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Steps per timed repeat."),
-    repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed repeats per config (medians are reported)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed repeats per config (the best is reported, the median too)."),
     overrides: List[str] = typer.Option([], "--set", "-s", help="Override a value in every training config: section.key=value (repeatable)."),
     fid: bool = typer.Option(True, "--fid/--no-fid", help="Also time FID (eval-fid against PNGs + pytorch-fid's CLI)."),
-    fid_num: Optional[int] = typer.Option(None, "--fid-num", help="Samples for the FID timing (default 10000 on a GPU, 500 on a CPU, 32 with --quick)."),
+    fid_num: Optional[int] = typer.Option(None, "--fid-num", help="Samples for the FID timing (default 10000 on a GPU, 500 on a CPU, 16 with --quick)."),
     fid_batch: Optional[int] = typer.Option(None, "--fid-batch", help="Images per Inception forward."),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights", envvar="SNGAN_INCEPTION_WEIGHTS", help="The FID Inception weights, or 'random' (default: the torch hub cache, else random weights, labelled as such)."),
 ):

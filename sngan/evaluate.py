@@ -181,6 +181,7 @@ class FIDTracker:
         distributed.barrier(self.ctx)
         if not self.ctx.main:
             self.mu_ref, self.sigma_ref, self.ref_info = fid.reference_stats(ec.ref, self.detector, **ref_args)
+        self.sqrt_sigma_ref = fid.sqrt_psd(self.sigma_ref)  # once, not at every evaluation
 
     def evaluate(self, G: nn.Module) -> dict:
         """`{metric: fid}`, plus `is_mean`/`is_std` when asked for and the weights have logits.
@@ -203,7 +204,9 @@ class FIDTracker:
         parts = distributed.gather_objects((features, logits), self.ctx)
         features = np.concatenate([f for f, _ in parts])
         logits = None if parts[0][1] is None else np.concatenate([lg for _, lg in parts])
-        result = {self.metric: fid.frechet_distance(*fid.statistics(features), self.mu_ref, self.sigma_ref)}
+        mu, sigma = fid.statistics(features)
+        result = {self.metric: fid.frechet_distance(mu, sigma, self.mu_ref, self.sigma_ref,
+                                                    sqrt_sigma2=self.sqrt_sigma_ref)}
         if ec.inception_score and logits is not None:
             mean, std = fid.inception_score(logits, min(IS_SPLITS, len(logits)))
             result.update(is_mean=mean, is_std=std)

