@@ -449,7 +449,7 @@ def bench_fid(s: Settings, memory: Memory, tmp: Path, log) -> dict:
     log(f"FID: {n} PNGs + python -m pytorch_fid")
     png_dir = tmp / "samples"
     start = time.perf_counter()
-    G, cfg = load_generator(ckpt, device)
+    G, cfg, _ = load_generator(ckpt, device)
     write_samples(G, cfg, n, png_dir, seed=0, batch_size=b, device=device)
     out["png_write_s"] = round(time.perf_counter() - start, 3)
     del G

@@ -17,6 +17,9 @@ except ImportError:  # pragma: no cover
 from sngan import config
 from sngan.errors import SnganError, UsageError
 
+EMA_HELP = ("Use the EMA generator (train.ema_decay) or the raw one (default: the EMA generator when the "
+            "checkpoint has one).")
+
 app = typer.Typer(
     help="Train SN-GANs (spectral normalisation, Miyato et al. 2018) and measure them with FID.",
     no_args_is_help=True,
@@ -104,6 +107,7 @@ def sample(
     seed: int = typer.Option(0, "--seed", help="Seed for z: the same seed gives the same images on any device."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images generated at once."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help=EMA_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ):
     """Draw images from a checkpoint (the model is rebuilt from the config stored in it)."""
@@ -115,9 +119,9 @@ def sample(
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     dev = resolve_device(device)
-    G, cfg = load_generator(checkpoint_path, dev)
+    G, cfg, kind = load_generator(checkpoint_path, dev, ema)
     path = write_samples(G, cfg, num, out, seed, batch_size, dev, force)
-    typer.echo(f"wrote {num} samples to {path}", err=True)
+    typer.echo(f"wrote {num} samples to {path}" + (" (EMA generator)" if kind == "ema" else ""), err=True)
 
 
 @app.command("eval-fid")
@@ -134,6 +138,7 @@ def eval_fid(
     data_root: str = typer.Option("data", "--data-root", help="Where named reference data sets live."),
     download: bool = typer.Option(True, "--download/--no-download", help="Download a missing reference data set."),
     seed: int = typer.Option(0, "--seed", help="Seed for generated samples."),
+    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help=EMA_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """FID (and IS) of a checkpoint or an image set against a reference, with its protocol."""
@@ -147,7 +152,7 @@ def eval_fid(
     result = run_eval(images=images, checkpoint=checkpoint_path, num=num, ref=ref, save_stats=save_stats,
                       inception_score=inception_score, inception_weights=inception_weights,
                       batch_size=batch_size, device=str(resolve_device(device)), data_root=data_root,
-                      download=download, seed=seed)
+                      download=download, seed=seed, ema=ema)
     typer.echo(json.dumps(result) if as_json else format_result(result))
 
 

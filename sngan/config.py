@@ -104,6 +104,10 @@ class TrainConfig:
     amp: str = _f("none", choices="amp_modes")
     compile: bool = False  # torch.compile G and D
     channels_last: bool = False
+    # An exponential moving average of G's weights (sngan/ema.py): 0 turns it off, 0.999 or
+    # 0.9999 are usual. When on, samples, FID-best and eval use the EMA generator by default.
+    ema_decay: float = _f(0.0, ge=0, lt=1)
+    ema_start: int = _f(0, ge=0)  # generator steps during which the EMA copies G
 
 
 @dataclass

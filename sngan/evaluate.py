@@ -33,18 +33,20 @@ def metric_name(num_gen: int, ref: str) -> str:
 
 def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, save_stats: str | None,
              inception_score: bool, inception_weights: str | None, batch_size: int, device: str,
-             data_root: str, download: bool, seed: int, resolution: int | None = None) -> dict:
+             data_root: str, download: bool, seed: int, resolution: int | None = None,
+             ema: bool | None = None) -> dict:
     """FID of generated images against `ref`; returns the result dict that `format_result` prints.
 
     The generated side is exactly one of `images` (a folder or .npz of uint8 images, all of them;
-    `num` is ignored) or `checkpoint` (`num` samples drawn with `seed` on `device`). `ref` is a name
+    `num` is ignored) or `checkpoint` (`num` samples drawn with `seed` on `device`, from its EMA
+    generator when it has one, unless `ema` is False; see `sample.load_generator`). `ref` is a name
     in `sngan.data.REFERENCES`, compared at the generated images' resolution, an image folder or
     .npz of images, or a statistics .npz. `save_stats` writes the reference's statistics; with
     neither `images` nor `checkpoint` that is all it does, a named reference then at `resolution`
     (default: the one SN-GAN trains at on that data set).
     """
     start = time.perf_counter()
-    _check_args(images, checkpoint, num, save_stats)
+    _check_args(images, checkpoint, num, save_stats, ema)
     detector = fid.load_detector(inception_weights, device)
     ref_args = {"data_root": data_root, "download": download, "batch_size": batch_size}
     if images is None and checkpoint is None:
@@ -56,7 +58,7 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
         return {**_ref_fields(info), "saved_stats": save_stats, "detector": detector.name,
                 "weights": str(detector.weights_path), "seconds": round(time.perf_counter() - start, 2)}
 
-    batches, total, (h, w), source = _generated_source(images, checkpoint, num, batch_size, device, seed)
+    batches, total, (h, w), source = _generated_source(images, checkpoint, num, batch_size, device, seed, ema)
     if ref in REFERENCES and h != w:
         raise UsageError(f"generated images are {w}x{h}, but reference '{ref}' is square; use square "
                          "images or a folder/statistics reference")
@@ -82,10 +84,13 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     return {**result, "seconds": round(time.perf_counter() - start, 2)}
 
 
-def _check_args(images: str | None, checkpoint: str | None, num: int, save_stats: str | None) -> None:
+def _check_args(images: str | None, checkpoint: str | None, num: int, save_stats: str | None,
+                ema: bool | None) -> None:
     """Argument mistakes, caught before anything slow runs."""
     if images is not None and checkpoint is not None:
         raise UsageError("give either --images or --checkpoint, not both")
+    if ema is not None and checkpoint is None:
+        raise UsageError("--ema/--no-ema choose a checkpoint's generator; use them with --checkpoint")
     if images is None and checkpoint is None and not save_stats:
         raise UsageError("nothing to evaluate: give --images DIR|NPZ or --checkpoint PATH, or "
                          "--save-stats PATH to write the statistics of --ref")
@@ -95,15 +100,16 @@ def _check_args(images: str | None, checkpoint: str | None, num: int, save_stats
         fid.stats_path(save_stats)
 
 
-def _generated_source(images: str | None, checkpoint: str | None, num: int, batch_size: int,
-                      device: str, seed: int) -> tuple[Iterable[torch.Tensor], int, tuple[int, int], str]:
+def _generated_source(images: str | None, checkpoint: str | None, num: int, batch_size: int, device: str,
+                      seed: int, ema: bool | None) -> tuple[Iterable[torch.Tensor], int, tuple[int, int], str]:
     """uint8 `(B, 3, H, W)` batches to evaluate, their total count, (H, W), and where they come from."""
     if checkpoint is not None:
         from sngan.sample import generate_batches, load_generator  # lazy: pulls in the models
 
-        generator, cfg = load_generator(checkpoint, device)
+        generator, cfg, kind = load_generator(checkpoint, device, ema)
         r = cfg.data.resolution
-        return generate_batches(generator, cfg, num, batch_size, seed, device), num, (r, r), checkpoint
+        source = f"{checkpoint}, EMA generator" if kind == "ema" else checkpoint
+        return generate_batches(generator, cfg, num, batch_size, seed, device), num, (r, r), source
     x = fid.load_image_set(images)
     return [x], len(x), (x.shape[2], x.shape[3]), images
 
@@ -183,8 +189,9 @@ class FIDTracker:
             self.mu_ref, self.sigma_ref, self.ref_info = fid.reference_stats(ec.ref, self.detector, **ref_args)
         self.sqrt_sigma_ref = fid.sqrt_psd(self.sigma_ref)  # once, not at every evaluation
 
-    def evaluate(self, G: nn.Module) -> dict:
-        """`{metric: fid}`, plus `is_mean`/`is_std` when asked for and the weights have logits.
+    def evaluate(self, G: nn.Module, suffix: str = "") -> dict:
+        """`{metric: fid}`, plus `is_mean`/`is_std` when asked for and the weights have logits;
+        each key ends in `suffix` (`_ema` for the EMA generator).
 
         G is evaluated in eval mode and left in the mode it came in. A collective call when
         several processes train: all of them must call it.
@@ -210,4 +217,4 @@ class FIDTracker:
         if ec.inception_score and logits is not None:
             mean, std = fid.inception_score(logits, min(IS_SPLITS, len(logits)))
             result.update(is_mean=mean, is_std=std)
-        return result
+        return {k + suffix: v for k, v in result.items()}

@@ -132,15 +132,26 @@ def _unique_names(runs: list[Run]) -> None:
 # One row per run
 
 
+def fid_protocol(run: Run) -> str:
+    """The run's headline FID key, e.g. `fid10k_cifar10-train`: the last one logged, which is
+    the EMA generator's (`..._ema`) when the run keeps an EMA. "" when FID was not tracked."""
+    keys = [k for e in run.entries for k in e if k.startswith("fid") and isinstance(e[k], (int, float))]
+    return keys[-1] if keys else ""
+
+
+def fid_values(run: Run, protocol: str) -> list[tuple[int, float]]:
+    return [(e["step"], e[protocol]) for e in run.entries if isinstance(e.get(protocol), (int, float))]
+
+
 def summarise(run: Run) -> dict:
     """The numbers of the table: FID (final, best and its step, protocol), IS, steps, time, divergence."""
     train = [e for e in run.entries if "loss_d" in e]
-    fids = [(e["step"], k, e[k]) for e in run.entries for k in e
-            if k.startswith("fid") and isinstance(e[k], (int, float))]
-    protocol = fids[-1][1] if fids else ""  # the metric name states it, e.g. fid10k_cifar10-train
-    values = [(s, v) for s, k, v in fids if k == protocol]
+    protocol = fid_protocol(run)
+    values = fid_values(run, protocol)
     best = min(values, key=lambda sv: sv[1]) if values else (None, None)
-    inception = [e for e in run.entries if isinstance(e.get("is_mean"), (int, float))]
+    suffix = "_ema" if protocol.endswith("_ema") else ""
+    inception = [{"is_mean": e["is_mean" + suffix], "is_std": e.get("is_std" + suffix)} for e in run.entries
+                 if isinstance(e.get("is_mean" + suffix), (int, float))]
     diverged = next((e for e in run.entries if e.get("diverged")), None)
     steps = run.config.get("train.steps")
     step = train[-1]["step"] if train else 0
@@ -256,8 +267,7 @@ def _mean(vs):
 def fid_curves(runs: list[Run], path: Path) -> Path | None:
     series = {}
     for run in runs:
-        fid = [(e["step"], v) for e in run.entries for k, v in e.items()
-               if k.startswith("fid") and isinstance(v, (int, float))]
+        fid = fid_values(run, fid_protocol(run))
         if fid:
             series[run.name] = ([s for s, _ in fid], [v for _, v in fid])
     if not series:
@@ -286,7 +296,9 @@ def sigma_panels(runs: list[Run], path: Path) -> Path:
 
 
 def latest_sample(run: Run) -> Path | None:
-    grids = sorted((run.folder / "samples").glob("step-*.png"))
+    """The last sample grid: the EMA generator's when the run keeps one."""
+    grids = (sorted((run.folder / "samples").glob("ema-step-*.png"))
+             or sorted((run.folder / "samples").glob("step-*.png")))
     return grids[-1] if grids else None
 
 

@@ -19,13 +19,23 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.float() + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, config.Config]:
-    """Rebuild G from the config stored in the checkpoint alone; returned in eval mode."""
+def load_generator(path: str | Path, device: str | torch.device = "cpu",
+                   ema: bool | None = None) -> tuple[nn.Module, config.Config, str]:
+    """Rebuild G from the config stored in the checkpoint alone; returned in eval mode.
+
+    `ema`: True for the EMA generator (`train.ema_decay`), False for the raw one, None for the
+    EMA generator when the checkpoint has one. Returns G, its config, and "ema" or "raw".
+    """
     state = checkpoint.load(path)
     cfg = config.from_dict(state["config"])
+    has_ema = "G_ema" in state
+    if ema and not has_ema:
+        raise UsageError(f"checkpoint '{path}' has no EMA generator (it was trained with "
+                         "train.ema_decay 0); drop --ema to use its generator")
+    kind = "ema" if has_ema and ema is not False else "raw"
     G, _ = models.build(cfg.model, cfg.data.resolution)
-    checkpoint.load_module_state(G, state["G"], "generator", path)
-    return G.to(device).eval(), cfg
+    checkpoint.load_module_state(G, state["G_ema" if kind == "ema" else "G"], "EMA generator" if kind == "ema" else "generator", path)
+    return G.to(device).eval(), cfg, kind
 
 
 def generate_batches(G: nn.Module, cfg: config.Config, num: int, batch_size: int, seed: int,

@@ -5,7 +5,7 @@ A run lives in its own numbered folder:
     runs/00003-cifar_sn/
         config.yaml          resolved config, written before the first step
         metrics.jsonl        losses, D(x)/D(G(z)), per-layer sigma, lr, time; FID at eval steps
-        samples/step-*.png   grids of a fixed z
+        samples/step-*.png   grids of a fixed z (ema-step-*.png: the EMA generator's)
         ckpt-*.pt latest.pt  checkpoints (best.pt too when FID is tracked)
         losses.png sigmas.png fid.png
 """
@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from sngan import checkpoint, config, data, distributed, models, plots
+from sngan.ema import EMA
 from sngan.errors import SnganError, UsageError
 from sngan.losses import LOSSES, gradient_penalty
 from sngan.sample import save_grid, to_uint8
@@ -138,6 +139,7 @@ class Run:
         self.memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
         self.G, self.D = (m.to(device, memory_format=self.memory_format) for m in (G, D))
         self.pair = DPair(self.D, concat=cfg.model.d_norm != "bn")
+        self.ema = EMA(self.G, tc.ema_decay, tc.ema_start) if tc.ema_decay else None
         # Forward wrappers share parameters with G and D, whose state dicts stay free of the
         # wrappers' prefixes. DDP all-reduces gradients of G (G step) and D (D steps) and
         # broadcasts rank 0's buffers (SN u, BN statistics) at each forward. In the G step D is
@@ -177,10 +179,17 @@ class Run:
             "G": self.G.state_dict(), "D": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "batches": self.batches.state_dict(), "rng": rng_state(self.z_gen),
+            **({"G_ema": self.ema.state_dict()} if self.ema else {}),
         }
 
     def load_state_dict(self, state: dict, path: Path) -> None:
-        for name, target in (("G", self.G), ("D", self.D), ("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+        targets = [("G", self.G), ("D", self.D), ("opt_g", self.opt_g), ("opt_d", self.opt_d)]
+        if self.ema:
+            if "G_ema" not in state:
+                raise SnganError(f"checkpoint '{path}' has no EMA generator although its config sets "
+                                 "train.ema_decay; it was not written by this version of sngan")
+            targets.append(("G_ema", self.ema.model))
+        for name, target in targets:
             checkpoint.load_module_state(target, state[name], name, path)
         self.batches.load_state_dict(state["batches"])
         set_rng_state(state["rng"], self.z_gen)
@@ -467,6 +476,8 @@ def _train(run: Run, run_dir: Path, tracker, resumed: bool, progress: bool) -> d
                     first_bad = torch.minimum(first_bad, torch.where(finite, never, step))
                     acc += torch.stack(out)
                     acc_n += 1
+                    if run.ema is not None:
+                        run.ema.update(run.G, step)
                 run.step = step
                 run.elapsed += time.perf_counter() - t0
                 bar.update(1)
@@ -492,12 +503,15 @@ def _train(run: Run, run_dir: Path, tracker, resumed: bool, progress: bool) -> d
                     write_sample_grid(run)
                 if tracker is not None and (step % cfg.eval.every == 0 or step == tc.steps):
                     result = tracker.evaluate(run.G)  # every process generates and embeds a share
+                    if run.ema is not None:  # logged after the raw one: the run's headline FID
+                        result.update(tracker.evaluate(run.ema.model, suffix="_ema"))
                     if ctx.main:
                         log.write({"step": step, **result})
                         bar.write(f"step {step}: " + ", ".join(f"{k} = {v:.3f}" for k, v in result.items()
                                                               if isinstance(v, float)), file=sys.stderr)
-                        if run.best_fid is None or result[tracker.metric] < run.best_fid:
-                            run.best_fid = result[tracker.metric]
+                        headline = result[tracker.metric + ("_ema" if run.ema is not None else "")]
+                        if run.best_fid is None or headline < run.best_fid:
+                            run.best_fid = headline
                             checkpoint.save(run.state_dict(), run_dir / "best.pt")
                 if step % tc.checkpoint_every == 0:
                     if tc.on_nonfinite == "stop":
@@ -517,11 +531,15 @@ def _train(run: Run, run_dir: Path, tracker, resumed: bool, progress: bool) -> d
 
 
 def write_sample_grid(run: Run) -> None:
+    """`samples/step-N.png` from G and, with an EMA, `samples/ema-step-N.png` from it; same z."""
     run.G.eval()
     with torch.no_grad():
         images = to_uint8(run.G(run.fixed_z))
+        save_grid(images, run.folder / "samples" / f"step-{run.step:07d}.png")
+        if run.ema is not None:
+            images = to_uint8(run.ema.model(run.fixed_z))
+            save_grid(images, run.folder / "samples" / f"ema-step-{run.step:07d}.png")
     run.G.train()
-    save_grid(images, run.folder / "samples" / f"step-{run.step:07d}.png")
 
 
 def _snapshot(run: Run) -> dict:

@@ -81,7 +81,8 @@ def _final_state(run_dir):
 
 
 def _assert_same_training_state(a, b):
-    for key in ("G", "D"):
+    assert ("G_ema" in a) == ("G_ema" in b)
+    for key in ("G", "D", "G_ema") if "G_ema" in a else ("G", "D"):
         assert a[key].keys() == b[key].keys()
         for k in a[key]:
             assert torch.equal(a[key][k], b[key][k]), f"{key}.{k} differs"
