@@ -305,7 +305,12 @@ class Batches:
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.images), generator=g).to(self.images.device)
+        perm = torch.randperm(len(self.images), generator=g)  # on the CPU: the same on any device
+        if self.images.device.type == "cuda":
+            # From pinned memory the copy is asynchronous: the host need not wait for the GPU's
+            # queue at each epoch boundary, as a copy from pageable memory would.
+            return perm.pin_memory().to(self.images.device, non_blocking=True)
+        return perm.to(self.images.device)
 
     def next(self) -> torch.Tensor:
         """This rank's next batch as float `(B, 3, R, R)` in `[-1, 1]` on the training device."""
