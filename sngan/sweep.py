@@ -429,7 +429,7 @@ def _stop_on_signals():
         fired.append(signum)
         raise _Stop(signum)
 
-    from sngan.train import stop_signals
+    from sngan.runs import stop_signals
 
     with stop_signals(handle):
         yield
@@ -569,7 +569,7 @@ class Scheduler:
 
     @contextmanager
     def signals(self):
-        from sngan.train import stop_signals
+        from sngan.runs import stop_signals
 
         with stop_signals(lambda signum, frame: self.request_stop(signum)):
             yield self

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from sngan import checkpoint, config, train
+from sngan import checkpoint, config, runs, train
 from sngan.errors import SnganError
 from test_train import _assert_same_training_state
 
@@ -107,9 +107,9 @@ def test_resume_refuses_changes_to_what_is_trained(tmp_path, capsys):
 def test_running_folder_is_locked(tmp_path):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    with train.run_lock(run_dir):
+    with runs.run_lock(run_dir):
         with pytest.raises(SnganError, match="in use by another sngan process"):
-            with train.run_lock(run_dir):
+            with runs.run_lock(run_dir):
                 pass
 
 

@@ -4,14 +4,14 @@ import json
 import pytest
 import torch
 
-from sngan import checkpoint, config, train
+from sngan import checkpoint, config, runs, train
 from sngan.errors import SnganError
 from sngan.losses import LOSSES
 
 
 def _run(cfg_data, tmp_path, name="t"):
     cfg = config.from_dict(cfg_data)
-    run_dir = train.new_run_dir(tmp_path / "runs", name)
+    run_dir = runs.new_run_dir(tmp_path / "runs", name)
     summary = train.train(cfg, run_dir, progress=False)
     return run_dir, summary
 
@@ -123,7 +123,7 @@ def test_training_twice_from_one_checkpoint_is_identical(tiny, tmp_path):
     results = []
     for i in range(2):
         state = checkpoint.load(run_dir / "latest.pt")
-        target = train.new_run_dir(tmp_path / "runs", f"again{i}")
+        target = runs.new_run_dir(tmp_path / "runs", f"again{i}")
         cfg = config.from_dict(config.apply_overrides(state["config"], ["train.steps=4"]))
         train.train(cfg, target, resume=state, resume_path=run_dir / "latest.pt", progress=False)
         results.append(_final_state(target))

@@ -1,0 +1,136 @@
+"""Run folders and a run's lifetime: numbering, the folder lock, the metrics log, the plots, and
+the signals that stop a run cleanly. Shared by training and sweeps.
+
+    runs/00003-cifar_sn/
+        config.yaml          resolved config, written before the first step
+        metrics.jsonl        losses, D(x)/D(G(z)), per-layer sigma, lr, time; FID at eval steps
+        samples/step-*.png   grids of a fixed z (ema-step-*.png: the EMA generator's)
+        ckpt-*.pt latest.pt  checkpoints (best.pt too when FID is tracked)
+        losses.png sigmas.png fid.png
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sngan import checkpoint, plots
+from sngan.errors import SnganError
+
+
+def new_run_dir(root: str | Path, name: str) -> Path:
+    """Create `root/NNNNN-name`, numbered one past the highest existing run; never reuses one."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SnganError(f"cannot create output folder '{root}': {e.strerror}") from None
+    safe = re.sub(r"[^A-Za-z0-9_.+-]+", "-", name).strip("-") or "run"
+    while True:
+        numbers = [int(m.group(1)) for p in root.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
+        folder = root / f"{max(numbers, default=-1) + 1:05d}-{safe}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:  # another process took this number first
+            continue
+        except OSError as e:
+            raise SnganError(f"cannot create run folder in '{root}': {e.strerror}") from None
+
+
+class MetricsLog:
+    """Append-only JSON lines, flushed per line so a crash loses at most the line being written."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, entry: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        entries = []
+        for line in self.path.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a crash
+                continue
+        return entries
+
+    def truncate_after(self, step: int) -> int:
+        """Drop entries logged after `step` (a killed run got further than its checkpoint)."""
+        entries = self.read()
+        keep = [e for e in entries if e.get("step", 0) <= step]
+        text = "".join(json.dumps(e) + "\n" for e in keep)
+        checkpoint.atomic_write(self.path, lambda f: f.write(text.encode()), "metrics")
+        return len(entries) - len(keep)
+
+
+def write_plots(run_dir: Path, entries: list[dict]) -> None:
+    """losses.png, sigmas.png and (when tracked) fid.png from the metrics entries."""
+    train = [e for e in entries if "loss_d" in e]
+    if train:
+        steps = [e["step"] for e in train]
+        plots.line_plot({k: (steps, [e[k] for e in train]) for k in ("loss_d", "loss_g", "d_real", "d_fake")},
+                        run_dir / "losses.png", title="losses and mean D outputs", ylabel="value")
+        layers = list(train[-1].get("sigma", {}))
+        plots.line_plot({k: (steps, [e.get("sigma", {}).get(k, float("nan")) for e in train]) for k in layers},
+                        run_dir / "sigmas.png", title="spectral norm of each D layer (raw weight)",
+                        ylabel="sigma", logy=True)
+    fid_keys = sorted({k for e in entries for k in e if k.startswith("fid")})
+    if fid_keys:
+        series = {k: ([e["step"] for e in entries if k in e], [e[k] for e in entries if k in e]) for k in fid_keys}
+        plots.line_plot(series, run_dir / "fid.png", title="FID over training", ylabel="FID")
+
+
+class StopRequest:
+    """SIGINT/SIGTERM: finish the current step, checkpoint, exit. A second SIGINT quits at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.signum = signum
+        tqdm.write(f"\n{signal.Signals(signum).name} received: finishing this step and saving a checkpoint "
+                   "(Ctrl-C again to quit at once)", file=sys.stderr)
+
+    @contextmanager
+    def installed(self):
+        with stop_signals(self._handle):
+            yield self
+
+
+@contextmanager
+def stop_signals(handler):
+    """Route SIGINT and SIGTERM to `handler` inside the block, then restore the old handlers.
+    Python delivers signals to the main thread only, so elsewhere this does nothing."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """Hold an exclusive lock on a run folder so two processes never train into it at once.
+    The OS releases it when the process dies, so a crash leaves no stale lock."""
+    with checkpoint.folder_lock(run_dir, f"run folder '{run_dir}' is in use by another sngan process"):
+        yield
