@@ -383,11 +383,33 @@ def _clear_partial(cell_dir: Path) -> None:
     shutil.rmtree(cell_dir / "samples", ignore_errors=True)
 
 
+PARENT_ENV = "SNGAN_SWEEP_PID"
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this cell SIGTERM when the sweep that started it dies, even
+    by SIGKILL, so no cell trains on unwatched: it checkpoints and exits, and the next
+    `sngan sweep` resumes it. Elsewhere a killed sweep's cells run to their end."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the sweep died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker(argv: list[str]) -> int:
     """`python -m sngan.sweep CELL_DIR`: one cell in its own process; exit 0, 128+signal, or 1."""
     if len(argv) != 1:
         print("usage: python -m sngan.sweep CELL_DIR", file=sys.stderr)
         return 2
+    _die_with_parent()
     try:
         summary = run_cell(Path(argv[0]), progress=False)
     except SnganError as e:
@@ -506,7 +528,8 @@ def _launch(sweep: Sweep) -> Launch:
             # Its own session: a Ctrl-C in the terminal reaches only the sweep, which forwards
             # it once (a second SIGINT to train means "quit at once").
             return subprocess.Popen([sys.executable, "-m", "sngan.sweep", str(cell_dir)], stdout=log,
-                                    stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, **env, PARENT_ENV: str(os.getpid())})
     return launch
 
 

@@ -283,6 +283,43 @@ def test_gpus_run_cells_as_subprocesses(tmp_path):
     assert (out / "cells" / "sn" / "sweep.log").is_file() and _steps_logged(out / "cells" / "sn") == [1, 2]
 
 
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:  # gone meanwhile
+            pass
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux-only")
+def test_cells_checkpoint_and_stop_when_the_sweep_is_killed(tmp_path):
+    """SIGKILL gives the sweep no chance to forward anything; the kernel SIGTERMs its cells."""
+    spec = _spec(tmp_path, "base: quickstart\naxes: {model.d_norm: [sn]}\n")
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "sngan", "sweep", str(spec), "--out", str(out), "--jobs", "2",
+                             *TINY, *STEPS, "--set", "train.steps=100000", "--set", "train.checkpoint_every=100000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cell = out / "cells" / "sn"
+    try:
+        deadline = time.monotonic() + 120
+        while not ((cell / "metrics.jsonl").is_file() and (cell / "metrics.jsonl").read_text().strip()):
+            assert time.monotonic() < deadline and proc.poll() is None, "the cell never started training"
+            time.sleep(0.2)
+        assert _processes_mentioning(str(cell))
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 60
+    while _processes_mentioning(str(cell)):
+        assert time.monotonic() < deadline, "the cell outlived its sweep"
+        time.sleep(0.2)
+    saved = checkpoint.load(cell / "latest.pt")  # written on SIGTERM: nothing trained is lost
+    assert 0 < saved["step"] < 100000 and saved["step"] == _steps_logged(cell)[-1]
+
+
 def test_failed_cell_stops_the_sweep_with_one_line(tmp_path, capsys):
     spec = _spec(tmp_path, "base: quickstart\nset: {data.name: folder}\naxes: {data.root: [missing1, missing2]}\n")
     code, _, err = cli(capsys, "sweep", spec, "--out", tmp_path / "s", *TINY, "--no-progress")
