@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -235,33 +236,49 @@ def train(cfg: config.Config, run_dir: Path | None = None, resume: dict | None =
         if device.type == "cpu":
             # The first steps produce denormal floats that make CPU kernels ~10x slower for a while.
             torch.set_flush_denormal(True)
-        if cfg.train.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-        else:
-            torch.backends.cudnn.benchmark = True
-        run = Run(cfg, device, ctx)
-        tracker = None
-        if cfg.eval.every:
-            from sngan.evaluate import FIDTracker
-            tracker = FIDTracker(cfg, device, ctx)  # loads the detector and reference statistics up front
-        if resume is not None:
-            run.load_state_dict(resume, resume_path)
-        if run_dir is None:
-            run_dir = new_run_dir(cfg.out.root, cfg.out.name) if ctx.main else None
-            run_dir = distributed.broadcast_object(run_dir, ctx)
-            if ctx.main:
-                tqdm.write(f"run folder: {run_dir}", file=sys.stderr)
-        run.folder = run_dir
-        if not ctx.main:
-            summary = _train(run, run_dir, tracker, resume is not None, progress=False)
-        else:
-            with run_lock(run_dir):
-                summary = _train(run, run_dir, tracker, resume is not None, progress)
+        with algorithm_flags(cfg.train.deterministic):
+            summary = _setup_and_train(cfg, ctx, device, run_dir, resume, resume_path, progress)
         ok = True
         return summary
     finally:
         distributed.cleanup(ctx, ok)
+
+
+@contextmanager
+def algorithm_flags(deterministic: bool):
+    """Deterministic algorithms (and no cuDNN autotuning) for this run only: the process's
+    settings come back afterwards, so runs in one process (a sweep) do not inherit them."""
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+
+
+def _setup_and_train(cfg: config.Config, ctx: distributed.Dist, device: torch.device, run_dir: Path | None,
+                     resume: dict | None, resume_path: Path | None, progress: bool) -> dict:
+    """Build the run (and the FID tracker) before its folder exists, then train in the folder."""
+    run = Run(cfg, device, ctx)
+    tracker = None
+    if cfg.eval.every:
+        from sngan.evaluate import FIDTracker
+        tracker = FIDTracker(cfg, device, ctx)  # loads the detector and reference statistics up front
+    if resume is not None:
+        run.load_state_dict(resume, resume_path)
+    if run_dir is None:
+        run_dir = new_run_dir(cfg.out.root, cfg.out.name) if ctx.main else None
+        run_dir = distributed.broadcast_object(run_dir, ctx)
+        if ctx.main:
+            tqdm.write(f"run folder: {run_dir}", file=sys.stderr)
+    run.folder = run_dir
+    if not ctx.main:
+        return _train(run, run_dir, tracker, resume is not None, progress=False)
+    with run_lock(run_dir):
+        return _train(run, run_dir, tracker, resume is not None, progress)
 
 
 def _resolved_config_text(cfg: config.Config, ctx: distributed.Dist) -> bytes:

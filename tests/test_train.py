@@ -69,6 +69,22 @@ def test_n_dis_draws_n_dis_real_batches(tiny, tmp_path):
     assert run.batches.state_dict()["pos"] == 3 * cfg.train.batch_size
 
 
+def test_deterministic_flags_last_for_the_run_only(tiny, tmp_path):
+    """Runs sharing a process (a sweep's cells) must not inherit each other's settings."""
+    assert not torch.are_deterministic_algorithms_enabled()
+    seen = []
+    real_train = train._train
+
+    def spy(*args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return real_train(*args, **kwargs)
+
+    import unittest.mock
+    with unittest.mock.patch.object(train, "_train", spy):
+        _run(tiny(train={"steps": 1, "deterministic": True}), tmp_path, "det")
+    assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
+
+
 def test_linear_lr_decay(tiny, tmp_path):
     cfg = config.from_dict(tiny(optim={"lr_decay": "linear"}, train={"steps": 4}))
     run = train.Run(cfg, torch.device("cpu"))
