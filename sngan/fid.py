@@ -3,7 +3,7 @@
 The detector is pytorch-fid's port of the TF 2015-12-05 Inception (2048-d pool3 features, inputs
 in [0, 1] resized bilinearly to 299), run in strict float32. Two changes make it faster without
 changing what it computes: each batch norm is folded into the convolution before it, and on the
-CPU the network runs in channels_last. Features then agree with pytorch-fid's to about 1e-6. The
+CPU the network runs in channels_last, in chunks of 16 images. Features then agree with pytorch-fid's to about 1e-6. The
 statistics are pytorch-fid's, and the Frechet distance is the same formula, evaluated through
 symmetric eigendecompositions instead of SciPy's general `sqrtm`, about 6x faster at 2048-d.
 Reference statistics of named data sets are cached on disk under a hash of everything they
@@ -39,6 +39,8 @@ WEIGHTS_ENV = "SNGAN_INCEPTION_WEIGHTS"
 FEATURE_DIM, NUM_CLASSES = 2048, 1008
 # Bump when anything that changes cached statistics changes (feature path, file layout).
 CACHE_VERSION = 1
+# Images per Inception forward on the CPU, whatever the batch size asked for (see Detector.features).
+CPU_CHUNK = 16
 # Arrays of a .npz of images, in order of preference (`arr_0`: np.savez without a name).
 IMAGE_KEYS = ("images", "arr_0")
 
@@ -149,10 +151,13 @@ class Detector:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 (N, 3, H, W) images, got {images.dtype} {tuple(images.shape)}")
         x = images.to(self.device).to(torch.float32).div(255)
+        chunks = [x]
         if self.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
+            # 299x299 activations of a few images stay in cache: 41 ms per image in chunks of
+            # 16 against 52 ms in batches of 100 on a 2-core CPU. Each image's features are its own.
+            chunks = x.contiguous(memory_format=torch.channels_last).split(CPU_CHUNK)
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=False), strict_fp32():
-            pool = self.net(x)[0].flatten(1)
+            pool = torch.cat([self.net(c)[0] for c in chunks]).flatten(1)
             # torchvision's Inception3 applies fc after avgpool, dropout (identity in eval), flatten.
             logits = self.fc(pool) if self.fc is not None else None
         return _numpy64(pool), None if logits is None else _numpy64(logits)
