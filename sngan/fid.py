@@ -1,11 +1,11 @@
 """FID and Inception Score with pytorch-fid's Inception, so numbers match `python -m pytorch_fid`.
 
 The detector is pytorch-fid's port of the TF 2015-12-05 Inception (2048-d pool3 features, inputs
-in [0, 1] resized bilinearly to 299), run in strict float32. Two changes make it faster without
-changing what it computes: each batch norm is folded into the convolution before it, and on the
-CPU the network runs in channels_last, in chunks of 16 images. Features then agree with pytorch-fid's to about 1e-6. The
-statistics are pytorch-fid's, and the Frechet distance is the same formula, evaluated through
-symmetric eigendecompositions instead of SciPy's general `sqrtm`, about 6x faster at 2048-d.
+in [0, 1] resized bilinearly to 299), run in strict float32. It is made faster without changing
+what it computes: each batch norm is folded into the convolution before it, and on the CPU the
+network runs in channels_last, 16 images at a time. Features agree with pytorch-fid's to about
+1e-6. The statistics are pytorch-fid's, and the Frechet distance is the same formula, evaluated
+through symmetric eigendecompositions instead of SciPy's general `sqrtm`, about 6x faster.
 Reference statistics of named data sets are cached on disk under a hash of everything they
 depend on.
 """
@@ -38,7 +38,7 @@ OFFICIAL_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb912
 WEIGHTS_ENV = "SNGAN_INCEPTION_WEIGHTS"
 FEATURE_DIM, NUM_CLASSES = 2048, 1008
 # Bump when anything that changes cached statistics changes (feature path, file layout).
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: batch norms folded into the convolutions
 # Images per Inception forward on the CPU, whatever the batch size asked for (see Detector.features).
 CPU_CHUNK = 16
 # Arrays of a .npz of images, in order of preference (`arr_0`: np.savez without a name).

@@ -34,7 +34,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
                          "train.ema_decay 0); drop --ema to use its generator")
     kind = "ema" if has_ema and ema is not False else "raw"
     G, _ = models.build(cfg.model, cfg.data.resolution)
-    checkpoint.load_module_state(G, state["G_ema" if kind == "ema" else "G"], "EMA generator" if kind == "ema" else "generator", path)
+    key, what = ("G_ema", "EMA generator") if kind == "ema" else ("G", "generator")
+    checkpoint.load_module_state(G, state[key], what, path)
     return G.to(device).eval(), cfg, kind
 
 
