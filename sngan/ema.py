@@ -31,12 +31,10 @@ class EMA:
         params = list(self.model.parameters())
         source = [p.detach() for p in model.parameters()]
         if step <= self.start:
-            for p, s in zip(params, source):
-                p.copy_(s)
+            torch._foreach_copy_(params, source)
         else:
             torch._foreach_lerp_(params, source, 1.0 - self.decay)
-        for b, s in zip(self.model.buffers(), model.buffers()):
-            b.copy_(s)
+        torch._foreach_copy_(list(self.model.buffers()), list(model.buffers()))
 
     def state_dict(self) -> dict:
         return self.model.state_dict()

@@ -401,15 +401,16 @@ def _train(run: Run, run_dir: Path, tracker, resumed: bool, progress: bool) -> d
                     write_sample_grid(run)
                 if tracker is not None and (step % cfg.eval.every == 0 or step == tc.steps):
                     result = tracker.evaluate(run.G)  # every process generates and embeds a share
+                    headline = tracker.metric
                     if run.ema is not None:  # logged after the raw one: the run's headline FID
                         result.update(tracker.evaluate(run.ema.model, suffix="_ema"))
+                        headline += "_ema"
                     if ctx.main:
                         log.write({"step": step, **result})
                         bar.write(f"step {step}: " + ", ".join(f"{k} = {v:.3f}" for k, v in result.items()
                                                               if isinstance(v, float)), file=sys.stderr)
-                        headline = result[tracker.metric + ("_ema" if run.ema is not None else "")]
-                        if run.best_fid is None or headline < run.best_fid:
-                            run.best_fid = headline
+                        if run.best_fid is None or result[headline] < run.best_fid:
+                            run.best_fid = result[headline]
                             checkpoint.save(run.state_dict(), run_dir / "best.pt")
                 if step % tc.checkpoint_every == 0:
                     if tc.on_nonfinite == "stop":
