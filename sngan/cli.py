@@ -130,8 +130,9 @@ def eval_fid(
     checkpoint_path: Optional[str] = typer.Option(None, "--checkpoint", help="Generated side: a checkpoint; samples are generated in memory."),
     num: int = typer.Option(10_000, "--num", "-n", help="Samples to generate from --checkpoint."),
     ref: str = typer.Option("cifar10-train", "--ref", help="Reference: cifar10-train, cifar10-test, stl10-unlabeled, stl10-train, a folder of images, or a stats .npz (mu, sigma)."),
+    ref_images: int = typer.Option(0, "--ref-images", help="Use the first N images of a named reference (0: all; the paper uses 10000)."),
     save_stats: Optional[str] = typer.Option(None, "--save-stats", help="Also write the reference statistics to this .npz."),
-    inception_score: bool = typer.Option(False, "--is", help="Also compute the Inception Score (10 splits)."),
+    inception_score: bool = typer.Option(False, "--is", help="Also compute the Inception Score (10 splits, no fc bias, as the paper)."),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights", envvar="SNGAN_INCEPTION_WEIGHTS", help="Local copy of pt_inception-2015-12-05-6726825d.pth (default: torch hub cache, downloaded on first use)."),
     batch_size: int = typer.Option(100, "--batch-size", help="Images per Inception forward."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -149,10 +150,12 @@ def eval_fid(
         raise UsageError("--num must be at least 2 for FID")
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    if ref_images < 0:
+        raise UsageError("--ref-images must be 0 (all) or a positive count")
     result = run_eval(images=images, checkpoint=checkpoint_path, num=num, ref=ref, save_stats=save_stats,
                       inception_score=inception_score, inception_weights=inception_weights,
                       batch_size=batch_size, device=str(resolve_device(device)), data_root=data_root,
-                      download=download, seed=seed, ema=ema)
+                      download=download, seed=seed, ema=ema, ref_images=ref_images)
     typer.echo(json.dumps(result) if as_json else format_result(result))
 
 

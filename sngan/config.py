@@ -61,6 +61,9 @@ class ModelConfig:
     dcgan_d: str = _f("paper", choices="dcgan_d_variants")
     d_slope: float = _f(0.0, ge=0)  # 0: the variant's slope
     sync_bn: bool = False
+    # Weight initialisation: the official code's (standard CNN N(0, 0.02); ResNet Glorot-uniform)
+    # or PyTorch's per-layer default.
+    init: str = _f("official", choices="inits")
 
 
 @dataclass
@@ -115,6 +118,8 @@ class EvalConfig:
     every: int = _f(0, ge=0)  # generator steps between FID evaluations; 0 turns it off
     num_samples: int = _f(10_000, ge=2)
     ref: str = "cifar10-train"
+    # Use the first N images of a named reference set (0: all); the paper uses 10,000.
+    ref_images: int = _f(0, ge=0)
     batch_size: int = _f(100, ge=1)
     inception_score: bool = True
     inception_weights: str = ""  # local copy of the FID Inception weights; "" uses torch's hub cache
@@ -148,6 +153,9 @@ def choices(registry: str) -> list[str]:
     if registry == "d_norms":
         from sngan.models import D_NORMS
         return list(D_NORMS)
+    if registry == "inits":
+        from sngan.models import INITS
+        return list(INITS)
     if registry == "losses":
         from sngan.losses import LOSSES
         return sorted(LOSSES)

@@ -1,18 +1,26 @@
-"""An exponential moving average (EMA) of the generator's weights.
+"""An exponential moving average (EMA) of the generator's weights, with its own BatchNorm statistics.
 
 After every generator update, each EMA parameter moves towards G's:
 `ema <- decay * ema + (1 - decay) * g`. Averaging the late iterates smooths out the oscillation
-of adversarial training and usually lowers FID (Yazici et al., ICLR 2019). Buffers (BatchNorm's
-running statistics) are copied from G, not averaged. For the first `start` steps the EMA simply
-copies G, so the random initial weights do not linger in the average.
+of adversarial training and usually lowers FID (Yazici et al., ICLR 2019). For the first `start`
+steps the EMA simply copies G, so the random initial weights do not linger in the average.
+
+G's BatchNorm running statistics belong to G's weights, not to the averaged ones. Before the EMA
+generator is sampled, scored or saved, `standing_stats` recomputes them from forward passes of
+its own weights in train mode (BigGAN's "standing statistics"): the exact average of the batch
+statistics over a fixed set of latents, so the result depends on the weights alone.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+STANDING_BATCHES = 16  # forward passes that estimate the EMA generator's BatchNorm statistics
 
 
 class EMA:
@@ -34,7 +42,26 @@ class EMA:
             torch._foreach_copy_(params, source)
         else:
             torch._foreach_lerp_(params, source, 1.0 - self.decay)
-        torch._foreach_copy_(list(self.model.buffers()), list(model.buffers()))
+
+    @torch.no_grad()
+    def standing_stats(self, latents: Iterable[torch.Tensor]) -> None:
+        """Set every BatchNorm's running mean and variance to the average of its batch statistics
+        over forward passes of `latents` (batches of z) through the EMA weights, in train mode."""
+        norms = [m for m in self.model.modules() if isinstance(m, _BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average: each batch counts the same
+        self.model.train()
+        try:
+            for z in latents:
+                self.model(z)
+        finally:
+            self.model.eval()
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
 
     def state_dict(self) -> dict:
         return self.model.state_dict()

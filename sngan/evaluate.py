@@ -18,23 +18,36 @@ from sngan import fid
 from sngan.data import REFERENCES
 from sngan.errors import UsageError
 
+# Inception Score as the paper computes it (TF): 10 splits, the paper's over 50,000 samples.
 IS_SPLITS = 10
+PAPER_IS = "the paper's IS is over 50,000 samples in 10 splits of 5,000"
 # Resolution at which SN-GAN trains on each data set: used for a named reference's statistics
 # written on their own (next to generated images, the reference takes their resolution).
 PAPER_RESOLUTION = {"cifar10": 32, "stl10": 48}
 
 
-def metric_name(num_gen: int, ref: str) -> str:
-    """`fid<N>_<ref>`: N as `10k` for whole thousands, else the raw count (`fid500`); ref is the
-    named reference set, or `custom` for a folder or .npz (its path is in the result's `ref`)."""
-    count = f"{num_gen // 1000}k" if num_gen >= 1000 and num_gen % 1000 == 0 else str(num_gen)
-    return f"fid{count}_{ref if ref in REFERENCES else 'custom'}"
+def count_label(n: int) -> str:
+    """`10k` for whole thousands, else the raw count (`500`)."""
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def metric_name(num_gen: int, ref: str, num_ref: int = 0) -> str:
+    """`fid<N>_<ref>[<M>]`: N generated samples against the named reference set `ref` (all of it,
+    or its first M images), or `custom` for a folder or .npz (its path is in the result's `ref`).
+    `fid5k_cifar10-train10k` is the paper's protocol; `fid50k_cifar10-train` the usual one."""
+    name = ref if ref in REFERENCES else "custom"
+    return f"fid{count_label(num_gen)}_{name}{count_label(num_ref) if num_ref and ref in REFERENCES else ''}"
+
+
+def is_name(num: int) -> str:
+    """`is<N>`: the Inception Score of N samples (10 splits of N/10); `is50k` is the paper's."""
+    return f"is{count_label(num)}"
 
 
 def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, save_stats: str | None,
              inception_score: bool, inception_weights: str | None, batch_size: int, device: str,
              data_root: str, download: bool, seed: int, resolution: int | None = None,
-             ema: bool | None = None) -> dict:
+             ema: bool | None = None, ref_images: int = 0) -> dict:
     """FID of generated images against `ref`; returns the result dict that `format_result` prints.
 
     The generated side is exactly one of `images` (a folder or .npz of uint8 images, all of them;
@@ -43,12 +56,13 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     in `sngan.data.REFERENCES`, compared at the generated images' resolution, an image folder or
     .npz of images, or a statistics .npz. `save_stats` writes the reference's statistics; with
     neither `images` nor `checkpoint` that is all it does, a named reference then at `resolution`
-    (default: the one SN-GAN trains at on that data set).
+    (default: the one SN-GAN trains at on that data set). `ref_images` limits a named reference
+    to its first N images (0: all of it; the paper uses 10,000).
     """
     start = time.perf_counter()
     _check_args(images, checkpoint, num, save_stats, ema)
     detector = fid.load_detector(inception_weights, device)
-    ref_args = {"data_root": data_root, "download": download, "batch_size": batch_size}
+    ref_args = {"data_root": data_root, "download": download, "batch_size": batch_size, "num_images": ref_images}
     if images is None and checkpoint is None:
         if resolution is None and ref in REFERENCES:
             resolution = PAPER_RESOLUTION[REFERENCES[ref][0]]
@@ -69,7 +83,7 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     features, logits = fid.extract(detector, batches, batch_size, total=total, desc="generated features")
     mu, sigma = fid.statistics(features)
     result = {
-        "metric": metric_name(len(features), ref),
+        "metric": metric_name(len(features), ref, ref_images),
         "fid": fid.frechet_distance(mu, sigma, mu_ref, sigma_ref),
         "num_gen": len(features),
         **_ref_fields(info),
@@ -132,7 +146,7 @@ def _inception_score_fields(logits: np.ndarray | None) -> dict:
         return {"is": None, "is_note": "weights have no logits layer"}
     splits = min(IS_SPLITS, len(logits))
     mean, std = fid.inception_score(logits, splits)
-    return {"is_mean": mean, "is_std": std, "is_splits": splits}
+    return {"is_metric": is_name(len(logits)), "is_mean": mean, "is_std": std, "is_splits": splits}
 
 
 def format_result(result: dict) -> str:
@@ -148,7 +162,9 @@ def format_result(result: dict) -> str:
         f"  detector {result['detector']} ({result['weights']})",
     ]
     if "is_mean" in result:
-        lines.append(f"  IS = {result['is_mean']:.2f} ± {result['is_std']:.2f} ({result['is_splits']} splits)")
+        per_split = result["num_gen"] // result["is_splits"]
+        lines.append(f"  {result['is_metric']} = {result['is_mean']:.2f} ± {result['is_std']:.2f} (IS over "
+                     f"{result['num_gen']} samples in {result['is_splits']} splits of {per_split}; {PAPER_IS})")
     elif "is" in result:
         lines.append(f"  IS unavailable: {result['is_note']}")
     if "saved_stats" in result:
@@ -178,9 +194,9 @@ class FIDTracker:
         ec = cfg.eval
         self.cfg, self.device, self.ctx = cfg, device, ctx or distributed.Dist()
         self.detector = fid.load_detector(ec.inception_weights or None, device)
-        self.metric = metric_name(ec.num_samples, ec.ref)
+        self.metric = metric_name(ec.num_samples, ec.ref, ec.ref_images)
         ref_args = dict(data_root=cfg.data.root, resolution=cfg.data.resolution, download=cfg.data.download,
-                        batch_size=ec.batch_size)
+                        batch_size=ec.batch_size, num_images=ec.ref_images)
         # Rank 0 computes (and caches) the reference statistics first; the others then read them.
         if self.ctx.main:
             self.mu_ref, self.sigma_ref, self.ref_info = fid.reference_stats(ec.ref, self.detector, **ref_args)
@@ -190,8 +206,8 @@ class FIDTracker:
         self.sqrt_sigma_ref = fid.sqrt_psd(self.sigma_ref)  # once, not at every evaluation
 
     def evaluate(self, G: nn.Module, suffix: str = "") -> dict:
-        """`{metric: fid}`, plus `is_mean`/`is_std` when asked for and the weights have logits;
-        each key ends in `suffix` (`_ema` for the EMA generator).
+        """`{metric: fid}`, plus the Inception Score `is<N>` and its `is<N>_std` (10 splits) when
+        asked for and the weights have logits; each key ends in `suffix` (`_ema` for the EMA generator).
 
         G is evaluated in eval mode and left in the mode it came in. A collective call when
         several processes train: all of them must call it.
@@ -216,5 +232,6 @@ class FIDTracker:
                                                     sqrt_sigma2=self.sqrt_sigma_ref)}
         if ec.inception_score and logits is not None:
             mean, std = fid.inception_score(logits, min(IS_SPLITS, len(logits)))
-            result.update(is_mean=mean, is_std=std)
+            key = is_name(len(logits))
+            result.update({key: mean, key + "_std": std})
         return {k + suffix: v for k, v in result.items()}

@@ -158,8 +158,9 @@ class Detector:
             chunks = x.contiguous(memory_format=torch.channels_last).split(CPU_CHUNK)
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=False), strict_fp32():
             pool = torch.cat([self.net(c)[0] for c in chunks]).flatten(1)
-            # torchvision's Inception3 applies fc after avgpool, dropout (identity in eval), flatten.
-            logits = self.fc(pool) if self.fc is not None else None
+            # The Inception Score's logits as in TF (and the paper): pool3 features times the fc
+            # weights, without the fc bias.
+            logits = torch.nn.functional.linear(pool, self.fc.weight) if self.fc is not None else None
         return _numpy64(pool), None if logits is None else _numpy64(logits)
 
 

@@ -101,14 +101,28 @@ class DCGANDiscriminator(nn.Module):
 # ResNet (paper Tables 4 and 5)
 
 
+def _weight(m: nn.Module) -> torch.Tensor:
+    """The raw weight of a layer, under spectral norm too."""
+    return m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+
+
+def _init_dcgan(module: nn.Module) -> None:
+    """The official standard CNN's initialisation: weights N(0, 0.02), biases zero."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(_weight(m), 0.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
 def _init_resnet(module: nn.Module) -> None:
-    # As the official code: Glorot-uniform, gain sqrt(2) inside residual paths, 1 on shortcuts.
+    """The official ResNet's initialisation: Glorot-uniform with gain sqrt(2) on the convs inside
+    residual paths, gain 1 on shortcuts, linears and G's output conv; biases zero."""
     for name, m in module.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            gain = 1.0 if name.endswith("shortcut") or isinstance(m, nn.Linear) else math.sqrt(2)
-            w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
-            nn.init.xavier_uniform_(w, gain)
-            nn.init.zeros_(m.bias)
+            plain = name.endswith(("shortcut", "to_rgb")) or isinstance(m, nn.Linear)
+            nn.init.xavier_uniform_(_weight(m), 1.0 if plain else math.sqrt(2))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 class GBlock(nn.Module):
@@ -129,17 +143,19 @@ class GBlock(nn.Module):
 class DBlock(nn.Module):
     """ReLU-conv3x3-ReLU-conv3x3 [-avgpool]; shortcut conv1x1 [-avgpool] when shape changes.
 
-    `first=True` is the paper's "optimized" first block: conv-ReLU-conv-avgpool, with the
-    shortcut avgpool-conv1x1 (no ReLU on the raw image).
+    As in the official code, the hidden width (conv1's output) is the block's input width.
+    `first=True` is the paper's "optimized" first block: conv-ReLU-conv-avgpool, hidden width
+    c_out, with the shortcut avgpool-conv1x1 (no ReLU on the raw image).
     """
 
     def __init__(self, c_in: int, c_out: int, norm: _Norm, down: bool, first: bool = False):
         super().__init__()
         self.down, self.first = down, first
+        hidden = c_out if first else c_in
         self.bn1 = nn.Identity() if first else norm.bn(c_in)
-        self.conv1 = norm.layer(nn.Conv2d(c_in, c_out, 3, 1, 1))
-        self.bn2 = norm.bn(c_out)
-        self.conv2 = norm.layer(nn.Conv2d(c_out, c_out, 3, 1, 1))
+        self.conv1 = norm.layer(nn.Conv2d(c_in, hidden, 3, 1, 1))
+        self.bn2 = norm.bn(hidden)
+        self.conv2 = norm.layer(nn.Conv2d(hidden, c_out, 3, 1, 1))
         self.learnable_sc = first or down or c_in != c_out
         if self.learnable_sc:
             self.shortcut = norm.layer(nn.Conv2d(c_in, c_out, 1, 1, 0))
@@ -174,18 +190,18 @@ class ResNetGenerator(nn.Module):
         self.bottom, self.c0 = resolution // 8, widths[0]
         self.fc = nn.Linear(z_dim, self.bottom * self.bottom * widths[0])
         self.blocks = nn.Sequential(*[GBlock(a, b) for a, b in zip(widths[:-1], widths[1:])])
-        self.out = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(), nn.Conv2d(widths[-1], 3, 3, 1, 1), nn.Tanh())
-        _init_resnet(self)
+        self.bn = nn.BatchNorm2d(widths[-1])
+        self.to_rgb = nn.Conv2d(widths[-1], 3, 3, 1, 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.fc(z).view(-1, self.c0, self.bottom, self.bottom)
-        return self.out(self.blocks(h))
+        return torch.tanh(self.to_rgb(F.relu(self.bn(self.blocks(h)))))
 
 
 class ResNetDiscriminator(nn.Module):
     """x -> optimized block -> blocks -> ReLU -> global sum pool -> dense -> logit."""
 
-    def __init__(self, widths: list[int], downs: list[bool], norm: _Norm):
+    def __init__(self, widths: list[int], downs: list[bool], norm: _Norm, fc_bias: bool = True):
         super().__init__()
         blocks, c_in = [], 3
         for i, (c_out, down) in enumerate(zip(widths, downs)):
@@ -193,8 +209,7 @@ class ResNetDiscriminator(nn.Module):
             c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.bn = norm.bn(c_in)
-        self.fc = norm.layer(nn.Linear(c_in, 1))
-        _init_resnet(self)
+        self.fc = norm.layer(nn.Linear(c_in, 1, bias=fc_bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.bn(self.blocks(x))).sum(dim=(2, 3))
@@ -222,16 +237,28 @@ def _resnet(cfg: ModelConfig, resolution: int) -> tuple[nn.Module, nn.Module]:
     g_ch, d_ch = _base_widths(cfg, resolution)
     g_widths, d_widths, downs = _resnet_layout(resolution, g_ch, d_ch)
     norm = _Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
-    return ResNetGenerator(cfg.z_dim, resolution, g_widths), ResNetDiscriminator(d_widths, downs, norm)
+    # The official 32 px D's last linear has no bias; the 48 px one has.
+    D = ResNetDiscriminator(d_widths, downs, norm, fc_bias=resolution > 32)
+    return ResNetGenerator(cfg.z_dim, resolution, g_widths), D
 
 
-ARCHS = {"dcgan": _dcgan, "resnet": _resnet}
+# arch -> (builder of (G, D), the official code's initialisation)
+ARCHS = {"dcgan": (_dcgan, _init_dcgan), "resnet": (_resnet, _init_resnet)}
+INITS = ("official", "pytorch")
 
 
 def build(cfg: ModelConfig, resolution: int) -> tuple[nn.Module, nn.Module]:
-    """(G, D) for the config; the caller seeds torch beforehand for reproducible weights."""
+    """(G, D) for the config; the caller seeds torch beforehand for reproducible weights.
+
+    `model.init: official` initialises them as the official code does; `pytorch` keeps
+    PyTorch's default initialisation of each layer."""
     check_resolution(cfg.arch, resolution)
-    return ARCHS[cfg.arch](cfg, resolution)
+    builder, init = ARCHS[cfg.arch]
+    G, D = builder(cfg, resolution)
+    if cfg.init == "official":
+        init(G)
+        init(D)
+    return G, D
 
 
 def sample_z(n: int, cfg: ModelConfig, device, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,8 +151,9 @@ def summarise(run: Run) -> dict:
     values = fid_values(run, protocol)
     best = min(values, key=lambda sv: sv[1]) if values else (None, None)
     suffix = "_ema" if protocol.endswith("_ema") else ""
-    inception = [{"is_mean": e["is_mean" + suffix], "is_std": e.get("is_std" + suffix)} for e in run.entries
-                 if isinstance(e.get("is_mean" + suffix), (int, float))]
+    is_key = re.compile(r"^is\d+k?" + suffix + "$")  # `is10k` (or `is10k_ema`), named by its sample count
+    inception = [{"is_mean": e[k], "is_std": e.get(k[:len(k) - len(suffix)] + "_std" + suffix)}
+                 for e in run.entries for k in e if is_key.match(k) and isinstance(e[k], (int, float))]
     diverged = next((e for e in run.entries if e.get("diverged")), None)
     steps = run.config.get("train.steps")
     step = train[-1]["step"] if train else 0

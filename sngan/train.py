@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from sngan import checkpoint, config, data, distributed, models
-from sngan.ema import EMA
+from sngan.ema import EMA, STANDING_BATCHES
 from sngan.errors import SnganError, UsageError
 from sngan.losses import LOSSES, gradient_penalty
 from sngan.runs import MetricsLog, StopRequest, new_run_dir, run_lock, write_plots
@@ -106,6 +106,10 @@ class Run:
                              f"({ctx.world}): it is the global batch, split evenly across them")
         seed_everything(tc.seed)
         G, D = models.build(cfg.model, cfg.data.resolution)
+        # The EMA copies G before any SyncBatchNorm conversion: its standing statistics are
+        # computed by each process alone, on the same latents, so every replica gets the same.
+        self.ema = EMA(G, tc.ema_decay, tc.ema_start) if tc.ema_decay else None
+        self._ema_stats_step = -1  # the step whose weights the EMA's BatchNorm statistics belong to
         if cfg.model.sync_bn and ctx.enabled:
             if device.type != "cuda":
                 raise UsageError("model.sync_bn needs CUDA GPUs (SyncBatchNorm has no CPU kernel); set it to false")
@@ -113,7 +117,8 @@ class Run:
         self.memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
         self.G, self.D = (m.to(device, memory_format=self.memory_format) for m in (G, D))
         self.pair = DPair(self.D, concat=cfg.model.d_norm != "bn")
-        self.ema = EMA(self.G, tc.ema_decay, tc.ema_start) if tc.ema_decay else None
+        if self.ema is not None:
+            self.ema.model.to(device, memory_format=self.memory_format)
         # Forward wrappers share parameters with G and D, whose state dicts stay free of the
         # wrappers' prefixes. DDP all-reduces gradients of G (G step) and D (D steps) and
         # broadcasts rank 0's buffers (SN u, BN statistics) at each forward. In the G step D is
@@ -141,6 +146,9 @@ class Run:
         self.fixed_z = models.sample_z(tc.sample_grid, cfg.model, "cpu", fixed).to(device)
         self.step, self.elapsed, self.skipped = 0, 0.0, 0
         self.best_fid: float | None = None
+        # Linear lr decay runs from (step, scale) of this knot to 0 at train.steps; a resume that
+        # changes train.steps moves the knot, so the learning rate never jumps.
+        self.lr_knot = (0, 1.0)
 
     def draw_z(self, n_global: int) -> torch.Tensor:
         """This process's share of a global batch of `n_global` latent codes."""
@@ -153,8 +161,19 @@ class Run:
             "G": self.G.state_dict(), "D": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "batches": self.batches.state_dict(), "rng": rng_state(self.z_gen),
-            **({"G_ema": self.ema.state_dict()} if self.ema else {}),
+            "lr_knot": list(self.lr_knot),
+            **({"G_ema": self.ema_generator().state_dict()} if self.ema else {}),
         }
+
+    def ema_generator(self) -> nn.Module:
+        """The EMA generator, with BatchNorm statistics of its own weights (recomputed when stale)."""
+        if self._ema_stats_step != self.step:
+            g = torch.Generator().manual_seed(self.cfg.train.seed + 2)
+            n = self.cfg.train.batch_size
+            self.ema.standing_stats(models.sample_z(n, self.cfg.model, "cpu", g).to(self.device)
+                                    for _ in range(STANDING_BATCHES))
+            self._ema_stats_step = self.step
+        return self.ema.model
 
     def load_state_dict(self, state: dict, path: Path) -> None:
         targets = [("G", self.G), ("D", self.D), ("opt_g", self.opt_g), ("opt_d", self.opt_d)]
@@ -169,10 +188,22 @@ class Run:
         set_rng_state(state["rng"], self.z_gen)
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.skipped, self.best_fid = state["skipped"], state["best_fid"]
+        self._ema_stats_step = self.step  # saved statistics are those of the saved EMA weights
+        knot, saved_steps = tuple(state.get("lr_knot", (0, 1.0))), state["config"]["train"]["steps"]
+        self.lr_knot = (int(knot[0]), float(knot[1]))
+        if saved_steps != self.cfg.train.steps:  # train.steps changed: decay on from where it is
+            self.lr_knot = (self.step, self.lr_scale(self.step, saved_steps))
+
+    def lr_scale(self, step: int, steps: int | None = None) -> float:
+        """The learning-rate multiplier before generator step `step + 1`."""
+        if self.cfg.optim.lr_decay != "linear":
+            return 1.0
+        (s0, a0), end = self.lr_knot, steps or self.cfg.train.steps
+        return a0 * (end - step) / (end - s0)
 
     def set_lr(self, step: int) -> float:
-        """Linear decay to 0 over the run when configured; returns the multiplier."""
-        scale = 1.0 - step / self.cfg.train.steps if self.cfg.optim.lr_decay == "linear" else 1.0
+        """Set both optimisers' learning rates for the step after `step`; returns the multiplier."""
+        scale = self.lr_scale(step)
         for opt, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
             for group in opt.param_groups:
                 group["lr"] = lr * scale
@@ -403,7 +434,7 @@ def _train(run: Run, run_dir: Path, tracker, resumed: bool, progress: bool) -> d
                     result = tracker.evaluate(run.G)  # every process generates and embeds a share
                     headline = tracker.metric
                     if run.ema is not None:  # logged after the raw one: the run's headline FID
-                        result.update(tracker.evaluate(run.ema.model, suffix="_ema"))
+                        result.update(tracker.evaluate(run.ema_generator(), suffix="_ema"))
                         headline += "_ema"
                     if ctx.main:
                         log.write({"step": step, **result})
@@ -436,7 +467,7 @@ def write_sample_grid(run: Run) -> None:
         images = to_uint8(run.G(run.fixed_z))
         save_grid(images, run.folder / "samples" / f"step-{run.step:07d}.png")
         if run.ema is not None:
-            images = to_uint8(run.ema.model(run.fixed_z))
+            images = to_uint8(run.ema_generator()(run.fixed_z))
             save_grid(images, run.folder / "samples" / f"ema-step-{run.step:07d}.png")
     run.G.train()
 

@@ -15,7 +15,7 @@ from test_eval_in_training import _reference_folder
 from test_train import _assert_same_training_state, _run
 
 
-def test_update_averages_parameters_and_copies_buffers():
+def test_update_averages_parameters_and_leaves_buffers():
     g = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     ema = EMA(g, decay=0.9, start=1)
     assert not ema.model.training and not any(p.requires_grad for p in ema.model.parameters())
@@ -33,7 +33,8 @@ def test_update_averages_parameters_and_copies_buffers():
     ema.update(g, step=2)
     for p, b, q in zip(ema.model.parameters(), before, g.parameters()):
         torch.testing.assert_close(p, 0.9 * (b + 1.0) + 0.1 * q)
-    assert torch.equal(ema.model[1].running_mean, torch.full((2,), 5.0))  # copied, not averaged
+    # G's statistics belong to G's weights: they are neither copied nor averaged
+    assert torch.equal(ema.model[1].running_mean, torch.zeros(2))
     with pytest.raises(ValueError, match="decay"):
         EMA(g, decay=1.0)
 
@@ -51,9 +52,9 @@ def test_training_keeps_the_average_of_g(tiny, tmp_path):
     assert params and all(not torch.equal(g0[k], g1[k]) for k in params if k.endswith("weight"))
     for k in params:
         torch.testing.assert_close(ema[k], d * g0[k] + (1 - d) * g1[k])
-    for k in g1:
-        if k not in params:  # BatchNorm statistics: G's own
-            assert torch.equal(ema[k], g1[k]), k
+    # BatchNorm statistics: those of the EMA's own weights, not G's
+    stats = [k for k in g1 if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(not torch.equal(ema[k], g1[k]) for k in stats)
     samples = sorted(p.name for p in (run_dir / "samples").iterdir())
     assert samples == ["ema-step-0000001.png", "step-0000001.png"]
 
@@ -93,9 +94,10 @@ def test_fid_of_both_generators_best_by_ema_and_report(tiny, tmp_path, torch_hom
     evals = [e for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "fid10_custom" in e]
     assert [e["step"] for e in evals] == [1, 2]
     for e in evals:
-        assert {"fid10_custom", "fid10_custom_ema", "is_mean", "is_mean_ema", "is_std_ema"} <= e.keys()
-    # Up to ema_start the average is a copy of G: the same network, so the same FID.
-    assert evals[0]["fid10_custom_ema"] == pytest.approx(evals[0]["fid10_custom"], rel=1e-9)
+        assert {"fid10_custom", "fid10_custom_ema", "is10", "is10_ema", "is10_std_ema"} <= e.keys()
+    # Up to ema_start the average copies G's weights, but is scored with the standing BatchNorm
+    # statistics of those weights rather than G's running statistics, so the FIDs differ.
+    assert evals[0]["fid10_custom_ema"] != pytest.approx(evals[0]["fid10_custom"], rel=1e-6)
     assert evals[1]["fid10_custom_ema"] != evals[1]["fid10_custom"]
     best = min(evals, key=lambda e: e["fid10_custom_ema"])
     assert summary["best_fid"] == best["fid10_custom_ema"]
@@ -103,7 +105,7 @@ def test_fid_of_both_generators_best_by_ema_and_report(tiny, tmp_path, torch_hom
 
     row = report.summarise(report._run(run_dir, run_dir.name))
     assert row["fid_protocol"] == "fid10_custom_ema" and row["fid_final"] == evals[-1]["fid10_custom_ema"]
-    assert row["is_mean"] == evals[-1]["is_mean_ema"]
+    assert row["is_mean"] == evals[-1]["is10_ema"] and row["is_std"] == evals[-1]["is10_std_ema"]
     assert report.latest_sample(report._run(run_dir, run_dir.name)).name == "ema-step-0000002.png"
 
 
@@ -127,3 +129,44 @@ def test_cli_ema_flags(tmp_path, torch_home):
     assert result["source"] == f"{ckpt}, EMA generator"
     bad = sngan("eval-fid", "--images", ref, "--ref", ref, "--ema", env=env, check=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith("use them with --checkpoint")
+
+
+def test_standing_stats_are_the_statistics_of_the_ema_weights():
+    """The EMA generator's BatchNorm statistics are recomputed from its own weights: the mean of
+    each BN's batch means (and unbiased variances) over the latents, whatever G's were."""
+    torch.manual_seed(0)
+    g = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = EMA(g, decay=0.5)
+    with torch.no_grad():
+        for p in ema.model.parameters():
+            p.mul_(3.0).add_(0.5)  # weights of its own, unlike G's
+        g[1].running_mean.fill_(7.0)
+    batches = [torch.randn(16, 4, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    ema.standing_stats(batches)
+    m = ema.model
+    assert not m.training and m[1].momentum == g[1].momentum
+    with torch.no_grad():  # by hand: the inputs each BN sees in train mode, batch by batch
+        h1 = [m[0](z) for z in batches]
+        h2 = [m[3](torch.relu((h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + m[1].eps) * m[1].weight
+                              + m[1].bias)) for h in h1]
+    for bn, hs in ((m[1], h1), (m[4], h2)):
+        torch.testing.assert_close(bn.running_mean, torch.stack([h.mean(0) for h in hs]).mean(0))
+        torch.testing.assert_close(bn.running_var, torch.stack([h.var(0) for h in hs]).mean(0))
+    assert not torch.allclose(m[1].running_mean, g[1].running_mean)
+
+
+def test_samples_use_the_ema_statistics(tiny, tmp_path):
+    """A run's EMA checkpoint holds the standing statistics of its weights: recomputing them from
+    the saved EMA weights reproduces the saved statistics exactly."""
+    data = tiny(train={"steps": 3, "ema_decay": 0.5, "checkpoint_every": 3})
+    run_dir, _ = _run(data, tmp_path)
+    state = checkpoint.load(run_dir / "latest.pt")
+    run = train.Run(config.from_dict(data), torch.device("cpu"))
+    run.ema.model.load_state_dict(state["G_ema"])
+    for m in run.ema.model.modules():  # forget the saved statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+    run.step = 3
+    recomputed = run.ema_generator().state_dict()
+    for k, v in state["G_ema"].items():
+        assert torch.equal(recomputed[k], v), k

@@ -27,7 +27,7 @@ def test_fid_is_logged_best_kept_and_training_undisturbed(tiny, tmp_path, torch_
     entries = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in entries if "fid10_custom" in e]
     assert len(evals) == 1 and evals[0]["step"] == 2
-    assert evals[0]["fid10_custom"] > 0 and "is_mean" in evals[0]
+    assert evals[0]["fid10_custom"] > 0 and "is10" in evals[0] and "is10_std" in evals[0]
     assert summary["best_fid"] == evals[0]["fid10_custom"]
     assert (run_dir / "best.pt").is_file() and (run_dir / "fid.png").is_file()
     assert checkpoint.load(run_dir / "best.pt")["best_fid"] == evals[0]["fid10_custom"]

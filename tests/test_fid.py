@@ -23,7 +23,7 @@ from fid_fixtures import make_fid_weights
 from formats import write_cifar10
 from sngan import data, fid
 from sngan.errors import SnganError, UsageError
-from sngan.evaluate import eval_fid, format_result, metric_name
+from sngan.evaluate import eval_fid, format_result, is_name, metric_name
 
 NUM = 10  # images per test set: enough for distinct statistics, few enough for a CPU
 
@@ -87,7 +87,7 @@ def test_fid_matches_pytorch_fid(torch_home, image_dirs):
     assert ours["metric"] == "fid10_custom" and ours["num_gen"] == ours["num_ref"] == NUM
     assert ours["detector"].startswith("pytorch-fid-inception-custom-")
     assert Path(ours["weights"]) == torch_home / "hub" / "checkpoints" / fid.FID_WEIGHTS_FILE
-    assert ours["is_mean"] >= 1 and ours["is_splits"] == NUM
+    assert ours["is_mean"] >= 1 and ours["is_splits"] == NUM and ours["is_metric"] == "is10"
     assert format_result(ours).splitlines()[0] == f"fid10_custom = {ours['fid']:.2f}"
 
 
@@ -378,6 +378,24 @@ def test_metric_names():
     assert metric_name(50_000, "stl10-unlabeled") == "fid50k_stl10-unlabeled"
     assert metric_name(500, "cifar10-test") == "fid500_cifar10-test"
     assert metric_name(1500, "some/folder") == "fid1500_custom"
+    assert metric_name(5000, "cifar10-train", 10_000) == "fid5k_cifar10-train10k"  # the paper's protocol
+    assert metric_name(5000, "some/folder", 10_000) == "fid5k_custom"
+    assert is_name(50_000) == "is50k" and is_name(10) == "is10"
+
+
+def test_inception_score_logits_leave_out_the_fc_bias(detector, image_sets):
+    """TF's Inception Score (the paper's) uses pool3 features times the fc weights, without the bias."""
+    fc = detector.fc
+    saved = fc.bias.detach().clone()
+    try:
+        with torch.no_grad():
+            fc.bias.copy_(torch.linspace(-5, 5, len(saved)))
+        pool, logits = detector.features(image_sets["shapes"][:2])
+    finally:
+        with torch.no_grad():
+            fc.bias.copy_(saved)
+    expect = pool @ fc.weight.detach().double().numpy().T
+    np.testing.assert_allclose(logits, expect, rtol=1e-4, atol=1e-4 * np.abs(expect).max())
 
 
 def test_format_result_states_the_protocol():
@@ -385,11 +403,13 @@ def test_format_result_states_the_protocol():
         "metric": "fid10k_cifar10-train", "fid": 24.3137, "num_gen": 10000, "num_ref": 50000,
         "ref": "cifar10-train", "split": "train", "resolution": 32, "ref_cached": True, "source": "G.pt",
         "detector": "pytorch-fid-inception-2015-12-05", "weights": "w.pth",
-        "is_mean": 8.2, "is_std": 0.1, "is_splits": 10, "seconds": 1.0})
+        "is_metric": "is10k", "is_mean": 8.2, "is_std": 0.1, "is_splits": 10, "seconds": 1.0})
     lines = text.splitlines()
     assert lines[0] == "fid10k_cifar10-train = 24.31"
     assert "10000 generated" in lines[1] and "50000 reference" in lines[1] and "train split at 32px" in lines[1]
-    assert "pytorch-fid-inception-2015-12-05" in lines[2] and "IS = 8.20 ± 0.10 (10 splits)" in lines[3]
+    assert "pytorch-fid-inception-2015-12-05" in lines[2]
+    assert lines[3] == ("  is10k = 8.20 ± 0.10 (IS over 10000 samples in 10 splits of 1000; the paper's IS is "
+                        "over 50,000 samples in 10 splits of 5,000)")
 
 
 @pytest.mark.parametrize("kwargs, fragment", [

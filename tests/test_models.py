@@ -73,7 +73,7 @@ def test_resnet_paper_architecture_48():
     G, D = build(ModelConfig(arch="resnet"), 48)
     assert G.fc.out_features == 6 * 6 * 512
     assert [b.conv1.out_channels for b in G.blocks] == [256, 128, 64]
-    assert [b.conv1.out_channels for b in D.blocks] == [64, 128, 256, 512, 1024]
+    assert [b.conv2.out_channels for b in D.blocks] == [64, 128, 256, 512, 1024]  # block output widths
     assert [b.down for b in D.blocks] == [True, True, True, True, False]
 
 
@@ -93,3 +93,97 @@ def test_z_distributions():
     assert z.min() >= -1 and z.max() <= 1 and abs(float(z.mean())) < 0.05
     z = sample_z(4000, ModelConfig(z_dim=4), "cpu", g)
     assert abs(float(z.std()) - 1) < 0.05
+
+
+# Parameter counts derived by hand from the official definitions (sngan_projection's resblocks,
+# paper Table 3 for the standard CNN): a k x k conv from a to b channels with bias has
+# a*b*k*k + b parameters; BatchNorm has 2 per channel; SN adds buffers only.
+
+
+def _conv(a, b, k, bias=True):
+    return a * b * k * k + (b if bias else 0)
+
+
+def _official_resnet_d(widths, downs, fc_bias):
+    total, c_in = 0, 3
+    for i, (c_out, down) in enumerate(zip(widths, downs)):
+        if i == 0:  # optimized block: conv(3 -> c), conv(c -> c), shortcut 1x1(3 -> c)
+            total += _conv(3, c_out, 3) + _conv(c_out, c_out, 3) + _conv(3, c_out, 1)
+        else:  # hidden width = input width; 1x1 shortcut when it downsamples or changes width
+            total += _conv(c_in, c_in, 3) + _conv(c_in, c_out, 3)
+            total += _conv(c_in, c_out, 1) if down or c_in != c_out else 0
+        c_in = c_out
+    return total + c_in + (1 if fc_bias else 0)
+
+
+def _official_resnet_g(widths, bottom, z_dim=128):
+    total = z_dim * bottom * bottom * widths[0] + bottom * bottom * widths[0]
+    for a, b in zip(widths[:-1], widths[1:]):  # BN(a), conv(a -> b), BN(b), conv(b -> b), shortcut 1x1
+        total += 2 * a + _conv(a, b, 3) + 2 * b + _conv(b, b, 3) + _conv(a, b, 1)
+    return total + 2 * widths[-1] + _conv(widths[-1], 3, 3)
+
+
+def _paper_dcgan_d(widths, bottom):
+    total, c_in = 0, 3
+    for i, c_out in enumerate(widths):
+        total += _conv(c_in, c_out, 3 if i % 2 == 0 else 4)
+        c_in = c_out
+    return total + bottom * bottom * c_in + 1
+
+
+def _paper_dcgan_g(bottom, z_dim=128):
+    total = z_dim * bottom * bottom * 512 + bottom * bottom * 512 + 2 * 512
+    for a, b in ((512, 256), (256, 128), (128, 64)):
+        total += _conv(a, b, 4) + 2 * b
+    return total + _conv(64, 3, 3)
+
+
+def _count(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("norm", ["sn", "none"])
+def test_parameter_counts_match_the_official_definitions(norm):
+    G, D = build(ModelConfig(arch="resnet", d_norm=norm), 32)
+    assert _count(D) == _official_resnet_d([128] * 4, [True, True, False, False], fc_bias=False) == 1_053_824
+    assert _count(G) == _official_resnet_g([256] * 4, 4)
+    G, D = build(ModelConfig(arch="resnet", d_norm=norm), 48)
+    # Hidden width = input width: 10.1M parameters, where output-width hidden layers made 19.3M.
+    assert _count(D) == _official_resnet_d([64, 128, 256, 512, 1024], [True] * 4 + [False], fc_bias=True) == 10_141_441
+    assert _count(G) == _official_resnet_g([512, 256, 128, 64], 6)
+    for res, bottom in ((32, 4), (48, 6)):
+        G, D = build(ModelConfig(arch="dcgan", d_norm=norm), res)
+        assert _count(D) == _paper_dcgan_d([64, 64, 128, 128, 256, 256, 512], bottom)
+        assert _count(G) == _paper_dcgan_g(bottom)
+
+
+def test_resnet_d_hidden_width_is_the_input_width():
+    _, D = build(ModelConfig(arch="resnet"), 48)
+    assert [(b.conv1.in_channels, b.conv1.out_channels) for b in D.blocks] == [
+        (3, 64), (64, 64), (128, 128), (256, 256), (512, 512)]
+    assert [b.conv2.out_channels for b in D.blocks] == [64, 128, 256, 512, 1024]
+
+
+def _raw(m):
+    return m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+
+
+def test_official_initialisation():
+    torch.manual_seed(0)
+    G, D = build(ModelConfig(arch="dcgan"), 32)
+    layers = [m for m in [*G.modules(), *D.modules()] if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    for m in layers:
+        w = _raw(m)
+        assert abs(float(w.std()) - 0.02) < 0.02 * 0.15 and abs(float(w.mean())) < 0.002, m
+        assert not m.bias.any()
+    torch.manual_seed(0)
+    G2, _ = build(ModelConfig(arch="dcgan", init="pytorch"), 32)
+    assert abs(float(G2.main[3].weight.std()) - 0.02) > 0.005  # PyTorch's default is another scale
+    G, D = build(ModelConfig(arch="resnet"), 32)
+    assert D.fc.bias is None  # the official 32 px D's last linear has no bias
+    for m, gain in ((G.to_rgb, 1.0), (G.blocks[0].conv1, 2 ** 0.5), (G.blocks[0].shortcut, 1.0),
+                    (D.blocks[1].conv1, 2 ** 0.5), (D.blocks[1].shortcut, 1.0), (D.fc, 1.0)):
+        w = _raw(m)
+        fan_in, fan_out = w[0].numel(), w.shape[0] * w[0][0].numel()
+        limit = gain * (6 / (fan_in + fan_out)) ** 0.5  # Glorot-uniform bound
+        assert float(w.abs().max()) <= limit and float(w.abs().max()) > 0.9 * limit, m

@@ -34,9 +34,9 @@ def _train(step, time=1.0):
 def _runs(root: Path) -> list[Path]:
     fid = "fid10k_cifar10-train"
     return [
-        _run(root / "00000-a", entries=[_train(100), {"step": 100, fid: 40.0, "is_mean": 5.0, "is_std": 0.1},
-                                        _train(200), {"step": 200, fid: 30.0, "is_mean": 6.0, "is_std": 0.2},
-                                        _train(300, time=3725.0), {"step": 300, fid: 35.0, "is_mean": 6.5, "is_std": 0.3}],
+        _run(root / "00000-a", entries=[_train(100), {"step": 100, fid: 40.0, "is10k": 5.0, "is10k_std": 0.1},
+                                        _train(200), {"step": 200, fid: 30.0, "is10k": 6.0, "is10k_std": 0.2},
+                                        _train(300, time=3725.0), {"step": 300, fid: 35.0, "is10k": 6.5, "is10k_std": 0.3}],
              sample_steps=(100, 300)),
         _run(root / "00001-b", d_norm="bn", entries=[_train(100), {"step": 100, fid: 50.0},
                                                      _train(200), {"step": 200, "diverged": True, "first_nonfinite_step": 151}]),
