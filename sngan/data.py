@@ -11,6 +11,7 @@ column-major binaries); torchvision is used only to download and verify the arch
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -195,6 +196,57 @@ def load_folder(root: str | Path, resolution: int, limit: int = 0) -> torch.Tens
 
 
 # ---------------------------------------------------------------------------------------------
+# Arrays of images in .npz files: what `sngan sample` writes, and a common exchange format
+
+# The array holding the images, in order of preference: `images` (sngan sample, ADM, TTUR),
+# `x_train` and `x` (Keras-style data sets), `arr_0` (np.savez without a name).
+NPZ_IMAGE_KEYS = ("images", "x_train", "x", "arr_0")
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a .npz file (no pickles); a one-line error when it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise SnganError(f"file '{path}' does not exist") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise SnganError(f"cannot read '{path}' as a .npz file ({e})") from None
+
+
+def holds_images(arrays: dict[str, np.ndarray]) -> bool:
+    return "mu" not in arrays and any(k in arrays for k in NPZ_IMAGE_KEYS)
+
+
+def npz_images(arrays: dict[str, np.ndarray], path: Path) -> torch.Tensor:
+    """The images of a .npz's arrays as uint8 `(N, 3, H, W)`; stored `(N, H, W, 3)` or `(N, 3, H, W)`."""
+    key = next((k for k in NPZ_IMAGE_KEYS if k in arrays), None)
+    if key is None:
+        raise SnganError(f"'{path}' has no image array ({', '.join(NPZ_IMAGE_KEYS)}); it has: "
+                         f"{', '.join(arrays) or 'nothing'}")
+    x = arrays[key]
+    if x.dtype != np.uint8 or x.ndim != 4 or 3 not in (x.shape[1], x.shape[3]):
+        raise SnganError(f"'{path}' array '{key}' is {x.dtype} {x.shape}; expected uint8 images "
+                         "(N, H, W, 3) or (N, 3, H, W)")
+    images = torch.from_numpy(x)
+    if x.shape[3] == 3:  # NHWC, the layout of TTUR/ADM sample files and of most data sets
+        images = images.permute(0, 3, 1, 2)
+    return images.contiguous()
+
+
+def load_npz(path: str | Path) -> torch.Tensor:
+    """The uint8 images of a .npz file (`data.name: npz`, `data.root: FILE`) as `(N, 3, H, W)`."""
+    path = Path(path)
+    if path.suffix != ".npz" or not path.is_file():
+        raise SnganError(f"data.root '{path}' is not a .npz file; for data.name npz, set data.root to a .npz "
+                         "holding uint8 images (N, H, W, 3), such as `sngan sample --out samples.npz` writes")
+    images = npz_images(read_npz(path), path)
+    if images.shape[2] != images.shape[3]:
+        raise SnganError(f"'{path}' holds {images.shape[3]}x{images.shape[2]} images; training needs square images")
+    return images
+
+
+# ---------------------------------------------------------------------------------------------
 # Synthetic shapes: a built-in data set that a small GAN learns in a minute on a CPU
 
 
@@ -243,11 +295,16 @@ def _synthetic(cfg: DataConfig) -> torch.Tensor:
     return synthetic_shapes(cfg.num_images or 4096, cfg.resolution)
 
 
+def _npz(cfg: DataConfig) -> torch.Tensor:
+    return load_npz(cfg.root)
+
+
 # name -> loader returning uint8 (N, 3, H, W); resizing and limiting happen in load_images.
 DATASETS: dict[str, Callable[[DataConfig], torch.Tensor]] = {
     "cifar10": _cifar10,
     "stl10": _stl10,
     "folder": _folder,
+    "npz": _npz,
     "synthetic": _synthetic,
 }
 

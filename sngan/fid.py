@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import os
-import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,8 @@ from pytorch_fid import inception as pfi
 from tqdm import tqdm
 
 from sngan.checkpoint import atomic_write
-from sngan.data import REFERENCES, list_images, load_reference, read_image, reference_files
+from sngan.data import (REFERENCES, holds_images, list_images, load_reference, npz_images, read_image, read_npz,
+                        reference_files)
 from sngan.errors import SnganError, UsageError
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -41,8 +41,6 @@ FEATURE_DIM, NUM_CLASSES = 2048, 1008
 CACHE_VERSION = 2  # 2: batch norms folded into the convolutions
 # Images per Inception forward on the CPU, whatever the batch size asked for (see Detector.features).
 CPU_CHUNK = 16
-# Arrays of a .npz of images, in order of preference (`arr_0`: np.savez without a name).
-IMAGE_KEYS = ("images", "arr_0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,14 +363,6 @@ def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray, **meta) -> P
     return path
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise SnganError(f"cannot read '{path}' as a .npz file ({e})") from None
-
-
 def _stats_from(arrays: dict[str, np.ndarray], path: Path) -> tuple[np.ndarray, np.ndarray]:
     if "mu" not in arrays or "sigma" not in arrays:
         raise SnganError(f"'{path}' has no 'mu' and 'sigma' arrays (it has: {', '.join(arrays) or 'nothing'}); "
@@ -386,7 +376,7 @@ def _stats_from(arrays: dict[str, np.ndarray], path: Path) -> tuple[np.ndarray, 
 def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """`mu` `(D,)` and `sigma` `(D, D)` from a pytorch-fid/TTUR-style statistics .npz."""
     path = Path(path)
-    return _stats_from(_read_npz(path), path)
+    return _stats_from(read_npz(path), path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,12 +387,12 @@ def load_image_set(path: str | Path) -> torch.Tensor:
     """A folder of images or a .npz of images as uint8 `(N, 3, H, W)`.
 
     Folder images are read as pytorch-fid reads them: PIL `.convert("RGB")` at their own size,
-    never resized, so all must have the same size. A .npz holds uint8 `images` (or `arr_0`) as
-    `(N, H, W, 3)` or `(N, 3, H, W)`.
+    never resized, so all must have the same size. A .npz holds uint8 images as `(N, H, W, 3)`
+    or `(N, 3, H, W)` (see `sngan.data.NPZ_IMAGE_KEYS`).
     """
     path = Path(path)
     if path.suffix == ".npz" and path.is_file():
-        return _npz_images(_read_npz(path), path)
+        return npz_images(read_npz(path), path)
     return _folder_images(path)
 
 
@@ -416,24 +406,6 @@ def _folder_images(folder: Path) -> torch.Tensor:
         raise SnganError(f"images in '{folder}' have different sizes ({w1}x{h1}, {w2}x{h2}, ...); FID "
                          "reads them unresized like pytorch-fid, so resize them all to one size first")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-
-
-def _holds_images(arrays: dict[str, np.ndarray]) -> bool:
-    return "mu" not in arrays and any(k in arrays for k in IMAGE_KEYS)
-
-
-def _npz_images(arrays: dict[str, np.ndarray], path: Path) -> torch.Tensor:
-    key = next((k for k in IMAGE_KEYS if k in arrays), None)
-    if key is None:
-        raise SnganError(f"'{path}' has no 'images' or 'arr_0' array (it has: {', '.join(arrays) or 'nothing'})")
-    x = arrays[key]
-    if x.dtype != np.uint8 or x.ndim != 4 or 3 not in (x.shape[1], x.shape[3]):
-        raise SnganError(f"'{path}' array '{key}' is {x.dtype} {x.shape}; expected uint8 images "
-                         "(N, H, W, 3) or (N, 3, H, W)")
-    images = torch.from_numpy(x)
-    if x.shape[3] == 3:  # NHWC, the layout of TTUR/ADM sample files
-        images = images.permute(0, 3, 1, 2)
-    return images.contiguous()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,13 +434,13 @@ def reference_stats(ref: str, detector: Detector, *, data_root: str | Path = "da
     path = Path(ref)
     info = {"ref": ref, "detector": detector.name, "cached": False, "cache_file": None}
     if path.suffix == ".npz" and path.is_file():
-        arrays = _read_npz(path)
-        if not _holds_images(arrays):
+        arrays = read_npz(path)
+        if not holds_images(arrays):
             mu, sigma = _stats_from(arrays, path)
             _check_stats_detector(arrays, path, detector)
             num = int(arrays["num_images"]) if "num_images" in arrays else None
             return mu, sigma, {**info, "num_ref": num}
-        images = _npz_images(arrays, path)
+        images = npz_images(arrays, path)
     elif path.is_dir():
         # Folders are never cached: their contents can change without their path changing.
         images = _folder_images(path)
@@ -509,7 +481,7 @@ def _named_reference_stats(ref, detector, data_root, resolution, download, num_i
     info = {"ref": ref, "split": split, "resolution": resolution, "detector": detector.name}
     entry = cache_entry()
     if entry is not None and entry[0].is_file():
-        arrays = _read_npz(entry[0])
+        arrays = read_npz(entry[0])
         mu, sigma = _stats_from(arrays, entry[0])
         return mu, sigma, {**info, "num_ref": int(arrays["num_images"]), "cached": True, "cache_file": str(entry[0])}
     images = load_reference(ref, data_root, resolution, download)  # downloads when allowed

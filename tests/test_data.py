@@ -120,3 +120,34 @@ def test_batches_shard_the_global_batch_across_ranks():
 def test_batch_larger_than_data():
     with pytest.raises(SnganError, match="larger than the data set"):
         data.Batches(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), 8, 0, "cpu")
+
+
+def test_npz_data_set_nhwc_or_nchw_and_resized(tmp_path):
+    """`data.name: npz` reads uint8 images (N, H, W, 3) under any known key, as `sngan sample` writes."""
+    rng = np.random.default_rng(0)
+    nhwc = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / "train.npz", x_train=nhwc, y_train=np.arange(5))  # a Keras-style subset
+    images = data.load_images(DataConfig(name="npz", root=str(tmp_path / "train.npz"), resolution=16))
+    assert images.dtype == torch.uint8 and np.array_equal(images.permute(0, 2, 3, 1).numpy(), nhwc)
+    np.savez(tmp_path / "nchw.npz", images=nhwc.transpose(0, 3, 1, 2))
+    images = data.load_images(DataConfig(name="npz", root=str(tmp_path / "nchw.npz"), resolution=8, num_images=3))
+    assert images.shape == (3, 3, 8, 8)
+
+
+def test_npz_data_set_errors(tmp_path):
+    def load(path):
+        data.load_images(DataConfig(name="npz", root=str(path)))
+    with pytest.raises(SnganError, match="is not a .npz file; for data.name npz, set data.root"):
+        load(tmp_path / "missing.npz")
+    np.savez(tmp_path / "floats.npz", images=np.zeros((2, 32, 32, 3), dtype=np.float32))
+    with pytest.raises(SnganError, match=r"array 'images' is float32 \(2, 32, 32, 3\); expected uint8"):
+        load(tmp_path / "floats.npz")
+    np.savez(tmp_path / "labels.npz", y_train=np.arange(3))
+    with pytest.raises(SnganError, match="has no image array .*it has: y_train"):
+        load(tmp_path / "labels.npz")
+    np.savez(tmp_path / "wide.npz", images=np.zeros((2, 32, 48, 3), dtype=np.uint8))
+    with pytest.raises(SnganError, match="48x32 images; training needs square images"):
+        load(tmp_path / "wide.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(SnganError, match="cannot read .* as a .npz file"):
+        load(tmp_path / "bad.npz")
