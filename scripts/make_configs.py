@@ -1,7 +1,9 @@
-"""Write configs/{cifar10,stl10}_{dcgan,resnet}_{sn,bn,none}_{hinge,standard}.yaml.
+"""Write configs/{cifar10,stl10}_{dcgan,resnet}_{sn,bn,none}_{hinge,standard}.yaml and the
+config reference table of docs/configuration.md.
 
-The bundled grid is generated so that every file follows the same rules; tests check the
-committed files match this script. Run: python scripts/make_configs.py
+The bundled grid is generated so that every file follows the same rules, and the reference is
+generated from the help of each config field; tests check that the committed files match.
+Run: python scripts/make_configs.py
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from pathlib import Path
 
 import yaml
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the checkout, when sngan is not installed
+CONFIGS = ROOT / "configs"
+REFERENCE = ROOT / "docs" / "configuration.md"
+MARKERS = ("<!-- reference:start -->\n", "<!-- reference:end -->")
 
 DATA = {
     "cifar10": {"name": "cifar10", "root": "data", "resolution": 32, "download": True},
@@ -59,8 +65,17 @@ def render_all() -> dict[str, str]:
     return files
 
 
+def render_reference(doc: str) -> str:
+    """`doc` (docs/configuration.md) with the table between its markers regenerated."""
+    from sngan.config import reference
+
+    head, rest = doc.split(MARKERS[0], 1)
+    return head + MARKERS[0] + reference() + MARKERS[1] + rest.split(MARKERS[1], 1)[1]
+
+
 if __name__ == "__main__":
     CONFIGS.mkdir(exist_ok=True)
     for name, text in render_all().items():
         (CONFIGS / name).write_text(text)
-    print(f"wrote {len(render_all())} configs to {CONFIGS}", file=sys.stderr)
+    REFERENCE.write_text(render_reference(REFERENCE.read_text()))
+    print(f"wrote {len(render_all())} configs to {CONFIGS} and the reference in {REFERENCE}", file=sys.stderr)

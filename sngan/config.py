@@ -24,111 +24,113 @@ _HERE = Path(__file__).resolve().parent
 BUNDLED_CONFIG_DIRS = [_HERE / "configs", _HERE.parent / "configs"]
 
 
-def _f(default, **meta):
-    """A dataclass field with validation metadata: gt/ge/le bounds, `choices` (a registry name)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
+def _f(default, help: str, **meta):
+    """A dataclass field with its help text (the config reference is generated from it) and
+    validation metadata: gt/ge/lt/le bounds, `choices` (a registry name)."""
+    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass
 class DataConfig:
-    name: str = _f("cifar10", choices="datasets")
-    root: str = "data"
-    resolution: int = _f(32, ge=8)
-    download: bool = True
-    # Which split(s) to train on; "default" means the paper's: CIFAR-10 train, STL-10 unlabeled+train.
-    split: str = "default"
-    # Use at most this many images (0: all). The synthetic data set generates exactly this many.
-    num_images: int = _f(0, ge=0)
-    # Keep the uint8 data set on the training device (fast); "cpu" keeps it in host memory.
-    placement: str = _f("device", choices="placements")
+    name: str = _f("cifar10", "`cifar10`, `stl10`, `folder` (your own images), `npz` (uint8 images in an "
+                   ".npz file), `synthetic` (built-in shapes)", choices="datasets")
+    root: str = _f("data", "where data sets are downloaded or found; for `folder` the image folder, "
+                   "for `npz` the .npz file")
+    resolution: int = _f(32, "image size (STL-10: 48); a multiple of 8", ge=8)
+    download: bool = _f(True, "download a missing CIFAR-10 / STL-10")
+    split: str = _f("default", "CIFAR-10: `train`/`test`; STL-10: `unlabeled`, `train`, `test` or "
+                    "`unlabeled+train`. `default` is the paper's: CIFAR-10 train, STL-10 unlabeled+train")
+    num_images: int = _f(0, "use at most this many images (0: all); the size of the synthetic set "
+                         "(0: 4096)", ge=0)
+    placement: str = _f("device", "keep the uint8 data set on the training device, or in host memory "
+                        "(`cpu`)", choices="placements")
 
 
 @dataclass
 class ModelConfig:
-    arch: str = _f("dcgan", choices="archs")
-    z_dim: int = _f(128, ge=1)
-    z_dist: str = _f("normal", choices="z_dists")
-    # Base widths; 0 means the paper's widths for the architecture and resolution.
-    g_ch: int = _f(0, ge=0)
-    d_ch: int = _f(0, ge=0)
-    d_norm: str = _f("sn", choices="d_norms")
-    sn_iters: int = _f(1, ge=1)
-    sn_lipschitz: float = _f(1.0, gt=0)
-    # Standard-CNN discriminator: paper Table 3 (widths 64,64,128,128,256,256,512, slope 0.1)
-    # or the official chainer-gan-lib code (64,128,128,256,256,512,512, slope 0.2).
-    dcgan_d: str = _f("paper", choices="dcgan_d_variants")
-    d_slope: float = _f(0.0, ge=0)  # 0: the variant's slope
-    sync_bn: bool = False
-    # Weight initialisation: the official code's (standard CNN N(0, 0.02); ResNet Glorot-uniform)
-    # or PyTorch's per-layer default.
-    init: str = _f("official", choices="inits")
+    arch: str = _f("dcgan", "`dcgan` (standard CNN, paper Table 3) or `resnet` (Tables 4/5)", choices="archs")
+    z_dim: int = _f(128, "latent size", ge=1)
+    z_dist: str = _f("normal", "`normal` (paper) or `uniform` in [-1, 1] (official code)", choices="z_dists")
+    g_ch: int = _f(0, "G's base width; 0 means the paper's (dcgan 64; resnet 256 at 32 px, 64 at 48 px)", ge=0)
+    d_ch: int = _f(0, "D's base width; 0 means the paper's (dcgan 64; resnet 128 at 32 px, 64 at 48 px)", ge=0)
+    d_norm: str = _f("sn", "discriminator normalisation: `sn`, `bn`, `none` (G always uses BN)",
+                     choices="d_norms")
+    sn_iters: int = _f(1, "power iterations per forward pass", ge=1)
+    sn_lipschitz: float = _f(1.0, "target spectral norm of each layer", gt=0)
+    dcgan_d: str = _f("paper", "standard-CNN D: `paper` (widths 64,64,128,128,256,256,512; slope 0.1) or "
+                      "`official` (chainer-gan-lib: 64,128,128,256,256,512,512; slope 0.2)",
+                      choices="dcgan_d_variants")
+    d_slope: float = _f(0.0, "LeakyReLU slope override (0: the variant's)", ge=0)
+    sync_bn: bool = _f(False, "SyncBatchNorm across processes under torchrun (CUDA only)")
+    init: str = _f("official", "weight initialisation: `official` (standard CNN N(0, 0.02), biases 0; "
+                   "ResNet Glorot-uniform as the official code) or `pytorch` (each layer's default)",
+                   choices="inits")
 
 
 @dataclass
 class LossConfig:
-    name: str = _f("hinge", choices="losses")
-    # WGAN baselines (loss `wasserstein`): gradient-penalty weight (WGAN-GP; 10 in the paper) and
-    # weight clipping of D's parameters to [-clip, clip] (the original WGAN; 0 turns it off).
-    gp_weight: float = _f(10.0, ge=0)
-    clip: float = _f(0.0, ge=0)
+    name: str = _f("hinge", "`hinge`, `standard` (non-saturating) or `wasserstein` (the WGAN baselines); "
+                   "`loss: hinge` is shorthand", choices="losses")
+    gp_weight: float = _f(10.0, "WGAN-GP gradient penalty weight, with `wasserstein` only (0: none)", ge=0)
+    clip: float = _f(0.0, "clip D's parameters to [-clip, clip] after each D step (the original WGAN "
+                     "used 0.01); 0: off", ge=0)
 
 
 @dataclass
 class OptimConfig:
-    lr_g: float = _f(1e-4, gt=0)
-    lr_d: float = _f(4e-4, gt=0)
-    beta1: float = _f(0.5, ge=0, lt=1)
-    beta2: float = _f(0.999, ge=0, lt=1)
-    n_dis: int = _f(1, ge=1)
-    lr_decay: str = _f("none", choices="lr_decays")
-    # The generator's batch is batch_size * g_batch_mult (2 in the official ResNet setup).
-    g_batch_mult: int = _f(1, ge=1)
+    lr_g: float = _f(1e-4, "G's Adam learning rate", gt=0)
+    lr_d: float = _f(4e-4, "D's Adam learning rate", gt=0)
+    beta1: float = _f(0.5, "Adam beta1", ge=0, lt=1)
+    beta2: float = _f(0.999, "Adam beta2", ge=0, lt=1)
+    n_dis: int = _f(1, "discriminator updates per generator update", ge=1)
+    lr_decay: str = _f("none", "`linear`: decay both learning rates linearly to 0 at `train.steps` "
+                       "(raising train.steps on resume decays on from the current rate)", choices="lr_decays")
+    g_batch_mult: int = _f(1, "the generator batch is `batch_size * g_batch_mult` (2 in the paper's "
+                           "ResNet setup)", ge=1)
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = _f(64, ge=1)
-    steps: int = _f(100_000, ge=1)  # generator updates
-    seed: int = _f(0, ge=0)
-    device: str = _f("auto", choices="devices")
-    log_every: int = _f(100, ge=1)
-    sample_every: int = _f(1000, ge=1)
-    checkpoint_every: int = _f(5000, ge=1)
-    keep_checkpoints: int = _f(3, ge=1)  # periodic ckpt-*.pt files kept besides latest.pt/best.pt
-    sample_grid: int = _f(64, ge=1)  # images in each sample grid
-    # What to do when a loss or weight becomes NaN/inf: stop (keeping the last good checkpoint)
-    # or skip the step and count it.
-    on_nonfinite: str = _f("stop", choices="nonfinite_policies")
-    deterministic: bool = False
-    # Speed options (see docs/benchmarks.md). bf16 autocasts G and D; SN's power iteration and
-    # sigma stay in fp32 either way.
-    amp: str = _f("none", choices="amp_modes")
-    compile: bool = False  # torch.compile G and D
-    channels_last: bool = False
-    # An exponential moving average of G's weights (sngan/ema.py): 0 turns it off, 0.999 or
-    # 0.9999 are usual. When on, samples, FID-best and eval use the EMA generator by default.
-    ema_decay: float = _f(0.0, ge=0, lt=1)
-    ema_start: int = _f(0, ge=0)  # generator steps during which the EMA copies G
+    batch_size: int = _f(64, "discriminator batch (the global batch under torchrun)", ge=1)
+    steps: int = _f(100_000, "generator updates", ge=1)
+    seed: int = _f(0, "seeds weights, data order and z", ge=0)
+    device: str = _f("auto", "`auto` (CUDA when available), `cpu`, `cuda`", choices="devices")
+    log_every: int = _f(100, "steps between metrics lines (the only point where the loop waits for the GPU)", ge=1)
+    sample_every: int = _f(1000, "steps between sample grids of a fixed z", ge=1)
+    checkpoint_every: int = _f(5000, "steps between periodic checkpoints", ge=1)
+    keep_checkpoints: int = _f(3, "periodic `ckpt-*.pt` kept besides `latest.pt` and `best.pt`", ge=1)
+    sample_grid: int = _f(64, "images in each sample grid", ge=1)
+    on_nonfinite: str = _f("stop", "NaN/inf loss or weights: `stop` (keep the last good checkpoint) or "
+                           "`skip` the step and count it", choices="nonfinite_policies")
+    deterministic: bool = _f(False, "deterministic algorithms (slower on GPU), for this run only")
+    amp: str = _f("none", "`bf16`: autocast G and D in bfloat16 (SN's power iteration and sigma stay fp32)",
+                  choices="amp_modes")
+    compile: bool = _f(False, "`torch.compile` G and D")
+    channels_last: bool = _f(False, "channels-last memory layout for models and batches")
+    ema_decay: float = _f(0.0, "keep an exponential moving average of G's weights with this decay "
+                          "(0: off; 0.999 or 0.9999 are usual); samples, FID-best and eval then use it",
+                          ge=0, lt=1)
+    ema_start: int = _f(0, "generator steps during which the EMA copies G instead of averaging", ge=0)
 
 
 @dataclass
 class EvalConfig:
-    every: int = _f(0, ge=0)  # generator steps between FID evaluations; 0 turns it off
-    num_samples: int = _f(10_000, ge=2)
-    ref: str = "cifar10-train"
-    # Use the first N images of a named reference set (0: all); the paper uses 10,000.
-    ref_images: int = _f(0, ge=0)
-    batch_size: int = _f(100, ge=1)
-    inception_score: bool = True
-    inception_weights: str = ""  # local copy of the FID Inception weights; "" uses torch's hub cache
+    every: int = _f(0, "steps between FID evaluations (0: off)", ge=0)
+    num_samples: int = _f(10_000, "generated samples per FID (the paper's protocol: 5000)", ge=2)
+    ref: str = _f("cifar10-train", "FID reference: a named set (`cifar10-train`, ...), an image folder, "
+                  "an .npz of images, or a statistics .npz")
+    ref_images: int = _f(0, "use the first N images of a named reference (0: all; the paper's protocol: "
+                         "10000)", ge=0)
+    batch_size: int = _f(100, "images per Inception forward", ge=1)
+    inception_score: bool = _f(True, "also compute IS when the detector has logits")
+    inception_weights: str = _f("", "local copy of the FID Inception weights (\"\": torch's hub cache, "
+                                "downloaded on first use)")
 
 
 @dataclass
 class OutConfig:
-    root: str = "runs"
-    name: str = ""  # readable part of the run folder name; "" derives it from the config file
+    root: str = _f("runs", "folder under which run folders are created")
+    name: str = _f("", "readable part of the run folder name (default: the config file's name)")
 
 
 @dataclass
@@ -250,6 +252,16 @@ def from_dict(data: dict) -> Config:
     cfg = _build(Config, data or {}, "")
     validate(cfg)
     return cfg
+
+
+def reference() -> str:
+    """The config reference (docs/configuration.md) as a Markdown table, from each field's help."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for section, cls in typing.get_type_hints(Config).items():
+        for f in dataclasses.fields(cls):
+            default = yaml.safe_dump(f.default, default_style=None).removesuffix("\n...\n").strip()
+            lines.append(f"| `{section}.{f.name}` | `{default}` | {f.metadata['help']} |")
+    return "\n".join(lines) + "\n"
 
 
 def to_dict(cfg: Config) -> dict:

@@ -24,7 +24,7 @@ def test_defaults_are_the_users():
     ({"model": {"d_norm": "spectral"}}, "config key 'model.d_norm' is 'spectral'; valid choices: sn, bn, none"),
     ({"model": {"arch": "vit"}}, "valid choices: dcgan, resnet"),
     ({"loss": "wgan"}, "config key 'loss.name' is 'wgan'; valid choices: hinge, standard"),
-    ({"data": {"name": "mnist"}}, "valid choices: cifar10, folder, stl10, synthetic"),
+    ({"data": {"name": "mnist"}}, "valid choices: cifar10, folder, npz, stl10, synthetic"),
     ({"data": {"resolution": 36}}, "multiple of 8"),
     ({"train": {"deterministic": "yes"}}, "must be bool"),
     ({"model": 3}, "config section 'model.' must be a mapping"),
@@ -95,6 +95,16 @@ def test_committed_grid_matches_generator():
     assert len(files) == 24  # {cifar10, stl10} x {dcgan, resnet} x {sn, bn, none} x {hinge, standard}
     for name, text in files.items():
         assert (mod.CONFIGS / name).read_text() == text, f"{name} differs; run scripts/make_configs.py"
+    doc = mod.REFERENCE.read_text()
+    assert mod.render_reference(doc) == doc, "docs/configuration.md is stale; run scripts/make_configs.py"
+
+
+def test_reference_covers_every_key():
+    table = config.reference()
+    for section, values in config.to_dict(config.Config()).items():
+        for key in values:
+            assert f"| `{section}.{key}` |" in table
+    assert "| `model.init` | `official` |" in table and "| `data.download` | `true` |" in table
 
 
 def test_dump_round_trips():
