@@ -98,7 +98,7 @@ def _one_clean_line(code, err, expect_code, fragment):
     ("optim: {lr_d: -0.1}\n", 2, "'optim.lr_d' must be > 0"),
     ("train: {batch_size: 0}\n", 2, "'train.batch_size' must be >= 1"),
     ("train: {steps: -3}\n", 2, "'train.steps' must be >= 1"),
-    ("data: {name: imagenet}\n", 2, "valid choices: cifar10, folder, stl10, synthetic"),
+    ("data: {name: imagenet}\n", 2, "valid choices: cifar10, folder, npz, stl10, synthetic"),
     ("model: {arch: biggan}\n", 2, "valid choices: dcgan, resnet"),
     ("loss: {name: wgan}\n", 2, "valid choices: hinge, standard"),
     ("model: {d_norm: layer}\n", 2, "valid choices: sn, bn, none"),
