@@ -1,5 +1,5 @@
-"""README.md stays true: its set-up commands are the ones CI runs, and every `sngan` command
-line it shows uses options that exist."""
+"""README.md and docs/ stay true: the set-up commands are the ones CI runs, every `sngan` command
+line they show uses options that exist, and every link to a page or file resolves."""
 
 import re
 import shlex
@@ -11,10 +11,11 @@ from test_cli import sngan
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _code_lines():
-    blocks = re.findall(r"```(?:\w*)\n(.*?)```", README, flags=re.S)
+    blocks = [b for page in PAGES for b in re.findall(r"```(?:\w*)\n(.*?)```", page.read_text(), flags=re.S)]
     lines = []
     for block in blocks:
         for line in block.replace("\\\n", " ").splitlines():
@@ -49,10 +50,17 @@ def test_readme_shows_every_command():
     assert {cmd for cmd, _ in _sngan_invocations()} >= {"train", "sample", "eval-fid"}
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_links_resolve(page):
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+        if not target.startswith(("http://", "https://")):
+            assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
 @pytest.mark.parametrize("command", sorted({cmd for cmd, _ in _sngan_invocations()}))
 def test_every_option_in_readme_exists(command):
     help_text = sngan(command, "--help", env={"COLUMNS": "200"}).stdout
     for cmd, options in _sngan_invocations():
         if cmd == command:
             for option in options:
-                assert option in help_text, f"README uses `sngan {command} {option}`, which --help does not list"
+                assert option in help_text, f"the docs use `sngan {command} {option}`, which --help does not list"
