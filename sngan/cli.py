@@ -56,9 +56,8 @@ def train(
         run_dir, ckpt = _resume_target(resume)
         state = checkpoint.load(ckpt)
         for item in overrides:
-            if not training.RESUMABLE_OVERRIDES.match(item.split("=", 1)[0].strip()):
-                raise UsageError(f"'{item}' cannot change when resuming (only train.steps, the train.*_every "
-                                 "intervals, train.keep_checkpoints, train.device and eval.* can)")
+            if not training.resumable(item.split("=", 1)[0].strip()):
+                raise UsageError(f"'{item}' cannot change when resuming (only {', '.join(training.RESUMABLE)} can)")
         cfg = config.from_dict(config.apply_overrides(state["config"], overrides))
         if dry_run:
             typer.echo(config.dump(cfg), nl=False)
@@ -112,7 +111,7 @@ def sample(
 ):
     """Draw images from a checkpoint (the model is rebuilt from the config stored in it)."""
     from sngan.sample import load_generator, write_samples
-    from sngan.train import resolve_device
+    from sngan.distributed import resolve_device
 
     if num < 1:
         raise UsageError("--num must be at least 1")
@@ -144,7 +143,7 @@ def eval_fid(
 ):
     """FID (and IS) of a checkpoint or an image set against a reference, with its protocol."""
     from sngan.evaluate import eval_fid as run_eval, format_result
-    from sngan.train import resolve_device
+    from sngan.distributed import resolve_device
 
     if num < 2:
         raise UsageError("--num must be at least 2 for FID")

@@ -39,13 +39,20 @@ def from_env() -> Dist:
     return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def resolve_device(name: str) -> torch.device:
+    """`auto` (CUDA when available), `cpu` or `cuda`; a one-line error when CUDA is asked for but absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("train.device is 'cuda' but no CUDA GPU is visible; use train.device=auto or cpu")
+    return torch.device(name)
+
+
 def setup(device_name: str) -> tuple[Dist, torch.device]:
     """(process info, this process's device); joins the process group when launched by torchrun.
 
     Backend: NCCL on GPUs, gloo on CPUs. Each process uses the GPU of its local rank.
     """
-    from sngan.train import resolve_device
-
     ctx = from_env()
     device = resolve_device(device_name)
     if not ctx.enabled:

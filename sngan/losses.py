@@ -1,20 +1,25 @@
-"""GAN losses as pure functions of discriminator logits.
+"""GAN losses as pure functions of discriminator logits, and the objective a config asks for.
 
 Each loss is a pair: `d(real_logits, fake_logits) -> scalar` for the discriminator and
-`g(fake_logits) -> scalar` for the generator; both are minimised.
+`g(fake_logits) -> scalar` for the generator; both are minimised. The WGAN baselines add what
+keeps D Lipschitz besides spectral norm: a gradient penalty (WGAN-GP) or weight clipping.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from sngan.config import LossConfig
+
 
 class Loss(NamedTuple):
     d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     g: Callable[[torch.Tensor], torch.Tensor]
+    takes_penalty: bool = False  # WGAN-GP's gradient penalty (loss.gp_weight) applies to it
 
 
 def standard_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -51,7 +56,7 @@ def wasserstein_g(fake: torch.Tensor) -> torch.Tensor:
 LOSSES: dict[str, Loss] = {
     "standard": Loss(standard_d, standard_g),
     "hinge": Loss(hinge_d, hinge_g),
-    "wasserstein": Loss(wasserstein_d, wasserstein_g),
+    "wasserstein": Loss(wasserstein_d, wasserstein_g, takes_penalty=True),
 }
 
 
@@ -65,3 +70,36 @@ def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor, generator: torch
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The configured loss with its Lipschitz devices: D's loss (plus the gradient penalty when
+    the loss takes one) and, after each D step, weight clipping when `loss.clip` is set."""
+
+    loss: Loss
+    gp_weight: float = 0.0
+    clip: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: LossConfig) -> "Objective":
+        loss = LOSSES[cfg.name]
+        return cls(loss, cfg.gp_weight if loss.takes_penalty else 0.0, cfg.clip)
+
+    def d(self, D, real: torch.Tensor, fake: torch.Tensor, d_real: torch.Tensor, d_fake: torch.Tensor,
+          generator: torch.Generator | None = None) -> torch.Tensor:
+        """D's loss from its logits on `real` and `fake` (images `(N, 3, H, W)`), penalty included."""
+        loss = self.loss.d(d_real, d_fake)
+        if self.gp_weight:
+            loss = loss + self.gp_weight * gradient_penalty(D, real, fake, generator)
+        return loss
+
+    def g(self, d_fake: torch.Tensor) -> torch.Tensor:
+        return self.loss.g(d_fake)
+
+    @torch.no_grad()
+    def after_d_step(self, D: torch.nn.Module) -> None:
+        """The original WGAN's weight clipping of D's parameters to [-clip, clip]."""
+        if self.clip:
+            for p in D.parameters():
+                p.clamp_(-self.clip, self.clip)

@@ -23,6 +23,31 @@ from tqdm import tqdm
 from sngan import checkpoint, plots
 from sngan.errors import SnganError
 
+# The run folder's layout: every other module names these files through here.
+CONFIG, METRICS, LATEST, BEST, SAMPLES = "config.yaml", "metrics.jsonl", "latest.pt", "best.pt", "samples"
+
+
+def checkpoint_name(step: int) -> str:
+    """The periodic checkpoint of `step`: `ckpt-0005000.pt`."""
+    return f"ckpt-{step:07d}.pt"
+
+
+def grid_name(step: int, ema: bool = False) -> str:
+    """The sample grid of `step`, relative to the run folder: `samples/[ema-]step-0005000.png`."""
+    return f"{SAMPLES}/{'ema-' if ema else ''}step-{step:07d}.png"
+
+
+def prepare(folder: Path, config_text: bytes, truncate_after: int | None = None) -> None:
+    """Write the resolved config (on resume too, where train.steps or the intervals may have
+    changed) and the samples folder; on resume, drop metrics logged after the checkpoint's step."""
+    if truncate_after is not None:
+        dropped = MetricsLog(folder / METRICS).truncate_after(truncate_after)
+        if dropped:
+            tqdm.write(f"dropped {dropped} metrics entries logged after step {truncate_after} by the "
+                       "interrupted run", file=sys.stderr)
+    checkpoint.atomic_write(folder / CONFIG, lambda f: f.write(config_text), "config")
+    (folder / SAMPLES).mkdir(exist_ok=True)
+
 
 def new_run_dir(root: str | Path, name: str) -> Path:
     """Create `root/NNNNN-name`, numbered one past the highest existing run; never reuses one."""

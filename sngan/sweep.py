@@ -249,14 +249,13 @@ def plan(target: str, overrides: list[str], out: str | Path | None) -> Sweep:
 
 def from_folder(folder: Path, overrides: list[str]) -> Sweep:
     """Continue a sweep from its index.json alone; `overrides` may only change how long and how often."""
-    from sngan.train import RESUMABLE_OVERRIDES
+    from sngan.train import RESUMABLE, resumable
 
     index = read_index(folder)
     for item in overrides:
-        if not RESUMABLE_OVERRIDES.match(item.split("=", 1)[0].strip()):
-            raise UsageError(f"'{item}' cannot change when continuing a sweep folder (only train.steps, the "
-                             "train.*_every intervals, train.keep_checkpoints, train.device and eval.* can); "
-                             "edit the spec and run it instead")
+        if not resumable(item.split("=", 1)[0].strip()):
+            raise UsageError(f"'{item}' cannot change when continuing a sweep folder (only "
+                             f"{', '.join(RESUMABLE)} can); edit the spec and run it instead")
     cells = []
     for entry in index["cells"]:
         cfg = _validated(config.apply_overrides(entry["config"], overrides), f"sweep cell '{entry['name']}'")
@@ -333,12 +332,12 @@ def prepare(sweep: Sweep) -> None:
 
 def _check_same_experiment(cell: Cell, cell_dir: Path) -> None:
     """A cell with results may only differ from the spec in how long and how often it trains."""
-    from sngan.train import RESUMABLE_OVERRIDES
+    from sngan.train import resumable
 
     old = flatten(config.to_dict(config.from_dict(config.read_yaml(cell_dir / "config.yaml"))))
     new = flatten(config.to_dict(cell.cfg))
     for key in new:
-        if old.get(key) != new[key] and not key.startswith("out.") and not RESUMABLE_OVERRIDES.match(key):
+        if old.get(key) != new[key] and not key.startswith("out.") and not resumable(key):
             raise UsageError(f"sweep cell '{cell.name}' in '{cell_dir}' was trained with {key}={old.get(key)!r}, "
                              f"the spec now says {new[key]!r}; restore the spec, use another --out, or delete "
                              "that cell folder to train it again")

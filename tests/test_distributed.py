@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from sngan import checkpoint, config, distributed, models, train
+from sngan import checkpoint, config, distributed, models, state, train
 from sngan.sample import generate_batches
 
 ARGS = ["--set", "data.num_images=128", "--set", "model.g_ch=4", "--set", "model.d_ch=4", "--set", "model.z_dim=16",
@@ -28,7 +28,7 @@ def _train(out, nproc, resume=None, steps=3):
 
 def _updates(state, cfg):
     """Flattened weight changes of G and D since initialisation (same seed -> same init)."""
-    train.seed_everything(cfg.train.seed)
+    state.seed_everything(cfg.train.seed)
     G0, D0 = models.build(cfg.model, cfg.data.resolution)
     out = {}
     for name, m0 in (("G", G0), ("D", D0)):
@@ -87,7 +87,7 @@ def test_fid_samples_split_across_processes_are_the_single_process_set(tiny, tmp
 def test_global_batch_must_split_evenly(tiny):
     cfg = config.from_dict(tiny(train={"batch_size": 9}))
     with pytest.raises(Exception, match="must be divisible by the number of processes"):
-        train.Run(cfg, torch.device("cpu"), distributed.Dist(rank=0, world=2))
+        state.Run(cfg, torch.device("cpu"), distributed.Dist(rank=0, world=2))
 
 
 def test_each_process_takes_its_slice_of_the_global_batch():

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from sngan import checkpoint, config, report, train
+from sngan.state import Run
 from sngan.ema import EMA
 from sngan.errors import UsageError
 from sngan.sample import load_generator
@@ -43,7 +44,7 @@ def test_training_keeps_the_average_of_g(tiny, tmp_path):
     """After one step from G0 to G1 the checkpoint's G_ema is d * G0 + (1 - d) * G1."""
     d = 0.75
     data = tiny(train={"steps": 1, "ema_decay": d})
-    g0 = {k: v.clone() for k, v in train.Run(config.from_dict(data), torch.device("cpu")).G.state_dict().items()}
+    g0 = {k: v.clone() for k, v in Run(config.from_dict(data), torch.device("cpu")).G.state_dict().items()}
     run_dir, _ = _run(data, tmp_path)
     state = checkpoint.load(run_dir / "latest.pt")
     g1, ema = state["G"], state["G_ema"]
@@ -161,7 +162,7 @@ def test_samples_use_the_ema_statistics(tiny, tmp_path):
     data = tiny(train={"steps": 3, "ema_decay": 0.5, "checkpoint_every": 3})
     run_dir, _ = _run(data, tmp_path)
     state = checkpoint.load(run_dir / "latest.pt")
-    run = train.Run(config.from_dict(data), torch.device("cpu"))
+    run = Run(config.from_dict(data), torch.device("cpu"))
     run.ema.model.load_state_dict(state["G_ema"])
     for m in run.ema.model.modules():  # forget the saved statistics
         if isinstance(m, nn.BatchNorm2d):

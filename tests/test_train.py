@@ -4,9 +4,10 @@ import json
 import pytest
 import torch
 
-from sngan import checkpoint, config, runs, train
+from sngan import checkpoint, config, distributed, losses, runs, train
 from sngan.errors import SnganError
-from sngan.losses import LOSSES
+from sngan.losses import LOSSES, Objective
+from sngan.state import Run
 
 
 def _run(cfg_data, tmp_path, name="t"):
@@ -53,10 +54,10 @@ def test_a_new_run_never_reuses_a_folder(tiny, tmp_path):
 
 def test_one_step_changes_both_networks(tiny, tmp_path):
     cfg = config.from_dict(tiny())
-    run = train.Run(cfg, torch.device("cpu"))
+    run = Run(cfg, torch.device("cpu"))
     g0 = {k: v.clone() for k, v in run.G.state_dict().items()}
     d0 = {k: v.clone() for k, v in run.D.state_dict().items()}
-    train.train_step(run, LOSSES["hinge"])
+    train.train_step(run, Objective.from_config(cfg.loss))
     assert any(not torch.equal(g0[k], v) for k, v in run.G.state_dict().items() if "weight" in k)
     assert any(not torch.equal(d0[k], v) for k, v in run.D.state_dict().items() if "original" in k)
     assert all(p.requires_grad for p in run.D.parameters())  # G's step must not leave D frozen
@@ -64,8 +65,8 @@ def test_one_step_changes_both_networks(tiny, tmp_path):
 
 def test_n_dis_draws_n_dis_real_batches(tiny, tmp_path):
     cfg = config.from_dict(tiny(optim={"n_dis": 3}))
-    run = train.Run(cfg, torch.device("cpu"))
-    train.train_step(run, LOSSES["hinge"])
+    run = Run(cfg, torch.device("cpu"))
+    train.train_step(run, Objective.from_config(cfg.loss))
     assert run.batches.state_dict()["pos"] == 3 * cfg.train.batch_size
 
 
@@ -73,21 +74,21 @@ def test_deterministic_flags_last_for_the_run_only(tiny, tmp_path):
     """Runs sharing a process (a sweep's cells) must not inherit each other's settings."""
     assert not torch.are_deterministic_algorithms_enabled()
     seen = []
-    real_train = train._train
+    real_loop = train._loop
 
     def spy(*args, **kwargs):
         seen.append(torch.are_deterministic_algorithms_enabled())
-        return real_train(*args, **kwargs)
+        return real_loop(*args, **kwargs)
 
     import unittest.mock
-    with unittest.mock.patch.object(train, "_train", spy):
+    with unittest.mock.patch.object(train, "_loop", spy):
         _run(tiny(train={"steps": 1, "deterministic": True}), tmp_path, "det")
     assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
 
 
 def test_linear_lr_decay(tiny, tmp_path):
     cfg = config.from_dict(tiny(optim={"lr_decay": "linear"}, train={"steps": 4}))
-    run = train.Run(cfg, torch.device("cpu"))
+    run = Run(cfg, torch.device("cpu"))
     assert run.set_lr(0) == 1.0 and run.set_lr(2) == 0.5
     assert run.opt_d.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr_d * 0.5)
 
@@ -180,26 +181,26 @@ def test_non_finite_step_can_be_skipped(tiny, tmp_path, monkeypatch):
 def test_cuda_request_without_gpu_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SnganError, match="no CUDA GPU is visible"):
-        train.resolve_device("cuda")
-    assert train.resolve_device("auto") == torch.device("cpu")
+        distributed.resolve_device("cuda")
+    assert distributed.resolve_device("auto") == torch.device("cpu")
 
 
 def test_wgan_gp_and_weight_clipping_train(tiny, tmp_path):
     _, summary = _run(tiny(loss={"name": "wasserstein"}, model={"d_norm": "none"}, train={"steps": 2}), tmp_path, "gp")
     assert summary["step"] == 2
     cfg = config.from_dict(tiny(loss={"name": "wasserstein", "gp_weight": 0.0, "clip": 0.01}, model={"d_norm": "none"}))
-    run = train.Run(cfg, torch.device("cpu"))
-    train.train_step(run, LOSSES["wasserstein"])
+    run = Run(cfg, torch.device("cpu"))
+    train.train_step(run, Objective.from_config(cfg.loss))
     assert all(float(p.abs().max()) <= 0.01 + 1e-7 for p in run.D.parameters())
     assert any(float(p.abs().max()) > 0.01 for p in run.G.parameters())  # only D is clipped
 
 
 def test_gradient_penalty_is_only_added_for_wasserstein(tiny, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(train, "gradient_penalty", lambda *a, **k: calls.append(1) or torch.zeros(()))
+    monkeypatch.setattr(losses, "gradient_penalty", lambda *a, **k: calls.append(1) or torch.zeros(()))
     for name, expected in (("hinge", 0), ("wasserstein", 2)):
         cfg = config.from_dict(tiny(loss={"name": name}, optim={"n_dis": 2}))
-        train.train_step(train.Run(cfg, torch.device("cpu")), LOSSES[name])
+        train.train_step(Run(cfg, torch.device("cpu")), Objective.from_config(cfg.loss))
         assert len(calls) == expected
         calls.clear()
 
@@ -234,17 +235,17 @@ def test_linear_decay_stays_continuous_when_steps_grow_on_resume(tiny, tmp_path)
     """Raising train.steps on resume decays on from the current rate to 0 at the new end,
     instead of jumping to the rate of the longer schedule (1 - t/T with the new T)."""
     data = tiny(optim={"lr_decay": "linear"}, train={"steps": 4})
-    run = train.Run(config.from_dict(data), torch.device("cpu"))
+    run = Run(config.from_dict(data), torch.device("cpu"))
     assert [run.lr_scale(s) for s in range(5)] == pytest.approx([1, 0.75, 0.5, 0.25, 0])
     run.step = 2
     state = run.state_dict()  # a checkpoint half-way through the 4-step schedule (scale 0.5)
-    longer = train.Run(config.from_dict({**data, "train": {**data["train"], "steps": 6}}), torch.device("cpu"))
+    longer = Run(config.from_dict({**data, "train": {**data["train"], "steps": 6}}), torch.device("cpu"))
     longer.load_state_dict(state, tmp_path / "ckpt.pt")
     assert [longer.lr_scale(s) for s in range(2, 7)] == pytest.approx([0.5, 0.375, 0.25, 0.125, 0])
-    again = train.Run(config.from_dict({**data, "train": {**data["train"], "steps": 8}}), torch.device("cpu"))
+    again = Run(config.from_dict({**data, "train": {**data["train"], "steps": 8}}), torch.device("cpu"))
     again.step = 4
     again.load_state_dict({**longer.state_dict(), "step": 4}, tmp_path / "ckpt.pt")  # extended twice
     assert again.lr_scale(4) == pytest.approx(0.25) and again.lr_scale(8) == 0
-    same = train.Run(config.from_dict(data), torch.device("cpu"))
+    same = Run(config.from_dict(data), torch.device("cpu"))
     same.load_state_dict(state, tmp_path / "ckpt.pt")  # steps unchanged: the original schedule
     assert same.lr_scale(3) == pytest.approx(0.25)
