@@ -112,7 +112,7 @@ def test_no_data_still_writes_a_png(tmp_path):
         assert img.size == (800, 500)
 
 
-def test_grid_plot_tiles_panels(tmp_path):
+def test_grid_figure_tiles_panels(tmp_path):
     panels = [(f"panel {i}", {"a": (XS, _low_series()), "b": (XS, XS)}) for i in range(5)]
     panels.append(("empty", {}))
     fig = grid_figure(panels, cols=2, panel_size=(300, 200))
@@ -160,7 +160,7 @@ def _bars(ax) -> dict:
     return {c.get_label(): [(p.get_x() + p.get_width() / 2, p.get_height()) for p in c] for c in ax.containers}
 
 
-def test_bar_plot_groups_bars_by_series_and_skips_missing_values(tmp_path):
+def test_bar_figure_groups_bars_by_series_and_skips_missing_values(tmp_path):
     fig = bar_figure(["A", "B", "C"], {"SN": [30.0, 20.0, 10.0], "BN": [60.0, None, float("nan")]},
                      title="final FID", xlabel="setting", ylabel="FID", size=(600, 400))
     with Image.open(save(fig, tmp_path / "b.png")) as img:
@@ -178,7 +178,7 @@ def test_bar_plot_groups_bars_by_series_and_skips_missing_values(tmp_path):
     assert same_color(ax.containers[1].patches[0].get_facecolor(), "C1")
 
 
-def test_bar_plot_without_values_says_no_data(tmp_path):
+def test_bar_figure_without_values_says_no_data(tmp_path):
     for name, args in [("empty", ([], {})), ("none", (["A"], {"x": [None]}))]:
         fig = bar_figure(*args, size=(300, 200))
         assert _says_no_data(fig.axes[0]) and not fig.axes[0].containers
