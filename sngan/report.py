@@ -22,13 +22,16 @@ import json
 import math
 import os
 import re
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from PIL import Image, ImageDraw
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 
 from sngan import plots
+from sngan.checkpoint import atomic_write
 from sngan.errors import SnganError, UsageError
 
 NONE = "—"  # a number a run does not have (no FID yet, no IS without logits)
@@ -237,7 +240,7 @@ def _csv(runs: list[Run], axes: list[str], rows: list[dict], out: Path) -> str:
 # Plots and samples
 
 
-def fid_by_setting(runs: list[Run], axes: list[str], rows: list[dict], path: Path) -> Path | None:
+def fid_by_setting(runs: list[Run], axes: list[str], rows: list[dict]) -> Figure | None:
     """Final FID as grouped bars: groups are the first axis' labels (settings A-F), one bar per
     label of the other axes (the method). Runs outside a sweep are grouped by their name, one
     bar per D normalisation. Repeated (group, bar) pairs, such as seeds, are averaged."""
@@ -256,45 +259,26 @@ def fid_by_setting(runs: list[Run], axes: list[str], rows: list[dict], path: Pat
         return None
     groups = list(dict.fromkeys(g for g, _ in values))
     bars = list(dict.fromkeys(b for _, b in values))
-    series = {b: [_mean(values.get((g, b))) for g in groups] for b in bars}
+    series = {b: [statistics.fmean(values[g, b]) if (g, b) in values else None for g in groups] for b in bars}
     protocols = sorted({r["fid_protocol"] for r in rows if r["fid_protocol"]})
-    return plots.bar_plot(groups, series, path, title=f"final FID ({', '.join(protocols)}), lower is better",
-                          xlabel=axes[0] if axes else "run", ylabel="FID")
+    return plots.bar_figure(groups, series, title=f"final FID ({', '.join(protocols)}), lower is better",
+                            xlabel=axes[0] if axes else "run", ylabel="FID")
 
 
-def _mean(vs):
-    return sum(vs) / len(vs) if vs else None
+def fid_curves(runs: list[Run]) -> Figure | None:
+    """Each run's headline FID over steps, one line per run; None when no run has FID."""
+    series = {r.name: plots.metric_series(r.entries, [p])[p] for r in runs if (p := fid_protocol(r))}
+    return plots.line_figure(series, title="FID over training", ylabel="FID") if series else None
 
 
-def fid_curves(runs: list[Run], path: Path) -> Path | None:
-    series = {}
-    for run in runs:
-        fid = fid_values(run, fid_protocol(run))
-        if fid:
-            series[run.name] = ([s for s, _ in fid], [v for _, v in fid])
-    if not series:
-        return None
-    return plots.line_plot(series, path, title="FID over training", ylabel="FID")
+def loss_panels(runs: list[Run]) -> Figure:
+    panels = [(r.name, plots.metric_series(r.entries, ("loss_d", "loss_g"))) for r in runs]
+    return plots.grid_figure(panels, cols=min(4, len(panels)))
 
 
-def loss_panels(runs: list[Run], path: Path) -> Path:
-    panels = []
-    for run in runs:
-        train = [e for e in run.entries if "loss_d" in e]
-        steps = [e["step"] for e in train]
-        panels.append((run.name, {k: (steps, [e[k] for e in train]) for k in ("loss_d", "loss_g")}))
-    return plots.grid_plot(panels, path, cols=min(4, len(panels)))
-
-
-def sigma_panels(runs: list[Run], path: Path) -> Path:
-    panels = []
-    for run in runs:
-        train = [e for e in run.entries if isinstance(e.get("sigma"), dict)]
-        steps = [e["step"] for e in train]
-        layers = list(train[-1]["sigma"]) if train else []
-        panels.append((f"{run.name}: sigma per D layer",
-                       {k: (steps, [e["sigma"].get(k, float("nan")) for e in train]) for k in layers}))
-    return plots.grid_plot(panels, path, cols=min(4, len(panels)), logy=True)
+def sigma_panels(runs: list[Run]) -> Figure:
+    panels = [(f"{r.name}: sigma per D layer", plots.metric_series(r.entries, within="sigma")) for r in runs]
+    return plots.grid_figure(panels, cols=min(4, len(panels)), logy=True)
 
 
 def latest_sample(run: Run) -> Path | None:
@@ -308,28 +292,29 @@ def sample_sheet(runs: list[Run], path: Path, tile: int = 256) -> Path:
     """Each run's latest sample grid, scaled to `tile` pixels, captioned with name and step."""
     cols = max(1, min(4, len(runs)))
     rows = math.ceil(len(runs) / cols) or 1
-    font = plots._font(13)
+    font = ImageFont.load_default(size=13)  # scalable; Pillow without FreeType gives its bitmap font
+    ink, grey = (40, 40, 40), (150, 150, 150)
     caption = 40
     sheet = Image.new("RGB", (cols * (tile + 16), rows * (tile + caption + 16)), "white")
     draw = ImageDraw.Draw(sheet)
     for i, run in enumerate(runs):
         x, y = (i % cols) * (tile + 16) + 8, (i // cols) * (tile + caption + 16) + 8
         grid = latest_sample(run)
-        draw.text((x, y), run.name, fill=plots.INK, font=font)
+        draw.text((x, y), run.name, fill=ink, font=font)
         draw.text((x, y + 18), f"step {int(grid.stem.split('-')[-1])}" if grid else "no samples yet",
-                  fill=plots.FRAME, font=font)
+                  fill=grey, font=font)
         if grid is None:
-            draw.rectangle([x, y + caption, x + tile, y + caption + tile], outline=plots.FRAME)
+            draw.rectangle([x, y + caption, x + tile, y + caption + tile], outline=grey)
             continue
         try:
             with Image.open(grid) as img:
                 # NEAREST keeps the pixels of small images sharp instead of blurring them
                 thumb = img.convert("RGB").resize((tile, tile), Image.NEAREST)
         except OSError:
-            draw.text((x, y + caption), "unreadable sample grid", fill=plots.INK, font=font)
+            draw.text((x, y + caption), "unreadable sample grid", fill=ink, font=font)
             continue
         sheet.paste(thumb, (x, y + caption))
-    return plots._save(sheet, path)
+    return atomic_write(path, lambda f: sheet.save(f, format="PNG"), "sample sheet")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,12 +331,12 @@ def build(paths: list[Path], out: Path) -> list[Path]:
         raise SnganError(f"cannot create report folder '{out}': {e.strerror}") from None
     rows = [summarise(r) for r in runs]
     header, body = table(runs, axes, rows)
-    figures = [("Final FID per setting", fid_by_setting(runs, axes, rows, out / "fid_by_setting.png")),
-               ("FID over training", fid_curves(runs, out / "fid.png")),
-               ("Losses over training", loss_panels(runs, out / "losses.png")),
-               ("Spectral norm of each D layer (raw weight)", sigma_panels(runs, out / "sigmas.png")),
-               ("Latest samples", sample_sheet(runs, out / "samples.png"))]
-    figures = [(title, p) for title, p in figures if p is not None]
+    plotted = [("Final FID per setting", "fid_by_setting.png", fid_by_setting(runs, axes, rows)),
+               ("FID over training", "fid.png", fid_curves(runs)),
+               ("Losses over training", "losses.png", loss_panels(runs)),
+               ("Spectral norm of each D layer (raw weight)", "sigmas.png", sigma_panels(runs))]
+    figures = [(title, plots.save(fig, out / name)) for title, name, fig in plotted if fig is not None]
+    figures.append(("Latest samples", sample_sheet(runs, out / "samples.png")))
     note = "" if any(r["fid_protocol"] for r in rows) else \
         "No run has an FID entry yet (eval.every: 0, or no evaluation reached), so the FID plots are left out.\n\n"
     md = (f"# sngan report\n\n{len(runs)} runs from {', '.join(str(p) for p in paths)}.\n\n{note}"

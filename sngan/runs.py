@@ -101,19 +101,16 @@ class MetricsLog:
 
 def write_plots(run_dir: Path, entries: list[dict]) -> None:
     """losses.png, sigmas.png and (when tracked) fid.png from the metrics entries."""
-    train = [e for e in entries if "loss_d" in e]
-    if train:
-        steps = [e["step"] for e in train]
-        plots.line_plot({k: (steps, [e[k] for e in train]) for k in ("loss_d", "loss_g", "d_real", "d_fake")},
-                        run_dir / "losses.png", title="losses and mean D outputs", ylabel="value")
-        layers = list(train[-1].get("sigma", {}))
-        plots.line_plot({k: (steps, [e.get("sigma", {}).get(k, float("nan")) for e in train]) for k in layers},
-                        run_dir / "sigmas.png", title="spectral norm of each D layer (raw weight)",
-                        ylabel="sigma", logy=True)
+    if any("loss_d" in e for e in entries):
+        losses = plots.metric_series(entries, ("loss_d", "loss_g", "d_real", "d_fake"))
+        plots.save(plots.line_figure(losses, title="losses and mean D outputs", ylabel="value"),
+                   run_dir / "losses.png")
+        plots.save(plots.line_figure(plots.metric_series(entries, within="sigma"), ylabel="sigma", logy=True,
+                                     title="spectral norm of each D layer (raw weight)"), run_dir / "sigmas.png")
     fid_keys = sorted({k for e in entries for k in e if k.startswith("fid")})
     if fid_keys:
-        series = {k: ([e["step"] for e in entries if k in e], [e[k] for e in entries if k in e]) for k in fid_keys}
-        plots.line_plot(series, run_dir / "fid.png", title="FID over training", ylabel="FID")
+        plots.save(plots.line_figure(plots.metric_series(entries, fid_keys), title="FID over training",
+                                     ylabel="FID"), run_dir / "fid.png")
 
 
 class StopRequest:

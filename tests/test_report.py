@@ -84,7 +84,26 @@ def test_report_files(tmp_path, capsys):
     assert html.count("<tr>") == 4 and 'href="../runs/00000-a/"' in html
 
 
-def test_sweep_index_gives_axes_and_the_figure_1_grouping(tmp_path, monkeypatch):
+def test_figures_plot_each_runs_metrics(tmp_path):
+    """fid.png: one line per run with FID, at its steps; losses.png and sigmas.png: one panel per run."""
+    _runs(tmp_path / "runs")
+    runs, axes = report.collect([tmp_path / "runs"])
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+             for line in report.fid_curves(runs).axes[0].get_lines()}
+    assert lines == {"00000-a": ([100, 200, 300], [40.0, 30.0, 35.0]), "00001-b": ([100], [50.0])}
+    losses = report.loss_panels(runs)
+    assert [ax.get_title() for ax in losses.axes] == ["00000-a", "00001-b", "00002-c"]
+    a = {line.get_label(): list(line.get_ydata()) for line in losses.axes[0].get_lines()}
+    assert a == {"loss_d": [1 / 100, 1 / 200, 1 / 300], "loss_g": [0.5] * 3}
+    sigmas = report.sigma_panels(runs)
+    assert len(sigmas.axes) == 3 and all(ax.get_yscale() == "log" for ax in sigmas.axes)
+    assert [line.get_label() for line in sigmas.axes[1].get_lines()] == list(SIGMA)
+    assert list(sigmas.axes[1].get_lines()[1].get_xdata()) == [100, 200]
+    no_fid = [r for r in runs if r.name == "00002-c"]
+    assert report.fid_curves(no_fid) is None and report.fid_by_setting(no_fid, axes, [report.summarise(no_fid[0])]) is None
+
+
+def test_sweep_index_gives_axes_and_the_figure_1_grouping(tmp_path):
     """With a sweep, rows show the axis labels and the bars group by the first axis."""
     sweep_dir = tmp_path / "sw"
     cells = []
@@ -106,12 +125,13 @@ def test_sweep_index_gives_axes_and_the_figure_1_grouping(tmp_path, monkeypatch)
     assert header[:4] == ["run", "setting", "method", "status"]
     assert body[-1][:5] == ["B-none", "B", "none", "pending", "0/300"]
 
-    calls, draw = {}, report.plots.bar_plot
-    monkeypatch.setattr(report.plots, "bar_plot", lambda groups, series, path, **kw:
-                        calls.update(groups=groups, series=series) or draw(groups, series, path, **kw))
-    with Image.open(report.fid_by_setting(runs, axes, rows, tmp_path / "bars.png")) as img:
+    fig = report.fid_by_setting(runs, axes, rows)
+    with Image.open(report.plots.save(fig, tmp_path / "bars.png")) as img:
         img.verify()
-    assert calls["groups"] == ["A", "B"] and calls["series"] == {"SN": [25.0, 26.0], "BN": [50.0, 51.0]}
+    ax, = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "B"]
+    assert {c.get_label(): [p.get_height() for p in c] for c in ax.containers} == {"SN": [25.0, 26.0],
+                                                                                  "BN": [50.0, 51.0]}
 
 
 @pytest.mark.parametrize("make, fragment", [
