@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from sngan import plots
+from sngan.runs import headline, read_metrics, status as run_status
 from sngan.checkpoint import atomic_write
 from sngan.errors import SnganError, UsageError
 
@@ -94,22 +95,7 @@ def _run(folder: Path, name: str) -> Run:
         cfg = yaml.safe_load((folder / "config.yaml").read_text()) or {}
     except (yaml.YAMLError, OSError) as e:
         raise SnganError(f"cannot read '{folder / 'config.yaml'}': {e}") from None
-    return Run(name, folder, _flatten(cfg), read_metrics(folder / "metrics.jsonl"))
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The JSON lines of a metrics file; a line cut short by a crash is skipped."""
-    if not path.is_file():
-        return []
-    entries = []
-    for line in path.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and "step" in entry:
-            entries.append(entry)
-    return entries
+    return Run(name, folder, _flatten(cfg), read_metrics(folder))
 
 
 def _flatten(data, prefix=""):
@@ -137,10 +123,8 @@ def _unique_names(runs: list[Run]) -> None:
 
 
 def fid_protocol(run: Run) -> str:
-    """The run's headline FID key, e.g. `fid10k_cifar10-train`: the last one logged, which is
-    the EMA generator's (`..._ema`) when the run keeps an EMA. "" when FID was not tracked."""
-    keys = [k for e in run.entries for k in e if k.startswith("fid") and isinstance(e[k], (int, float))]
-    return keys[-1] if keys else ""
+    """The run's headline FID key, e.g. `fid5k_cifar10-train10k` (see `sngan.runs.headline`)."""
+    return headline(run.entries)
 
 
 def fid_values(run: Run, protocol: str) -> list[tuple[int, float]]:
@@ -160,8 +144,7 @@ def summarise(run: Run) -> dict:
     diverged = next((e for e in run.entries if e.get("diverged")), None)
     steps = run.config.get("train.steps")
     step = train[-1]["step"] if train else 0
-    status = run.status or ("diverged" if diverged else "done" if steps and step >= steps
-                            else "incomplete" if run.entries else "pending")
+    status = run.status or run_status(run.entries, step, steps or float("inf"))
     if status == "running" and steps and step >= steps:  # an index written before the cell ended
         status = "done"
     return {

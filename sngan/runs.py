@@ -99,6 +99,36 @@ class MetricsLog:
         return len(entries) - len(keep)
 
 
+def read_metrics(folder: Path) -> list[dict]:
+    """A run folder's metrics entries (dicts with a step); a line cut short by a crash is skipped."""
+    return [e for e in MetricsLog(Path(folder) / METRICS).read() if isinstance(e, dict) and "step" in e]
+
+
+def headline(entries: list[dict]) -> str:
+    """The run's headline FID key, as its evaluation lines name it (`"headline"`: the EMA
+    generator's when kept); for runs written before that key, the last FID key logged. ""
+    when FID was not tracked."""
+    named = [e["headline"] for e in entries if "headline" in e]
+    if named:
+        return named[-1]
+    keys = [k for e in entries for k in e if k.startswith("fid") and isinstance(e[k], (int, float))]
+    return keys[-1] if keys else ""
+
+
+# A run's status, in one vocabulary for sweeps and reports.
+STATUSES = ("done", "diverged", "interrupted", "pending")
+
+
+def status(entries: list[dict], step: int, steps: int) -> str:
+    """`diverged` when the log has a divergence line, `done` when `step` reached `steps`,
+    `interrupted` short of it, `pending` before the first step."""
+    if any(e.get("diverged") for e in entries):
+        return "diverged"
+    if step >= steps:
+        return "done"
+    return "interrupted" if step else "pending"
+
+
 def write_plots(run_dir: Path, entries: list[dict]) -> None:
     """losses.png, sigmas.png and (when tracked) fid.png from the metrics entries."""
     if any("loss_d" in e for e in entries):

@@ -292,19 +292,11 @@ def write_index(sweep: Sweep) -> Path:
 
 def cell_state(cell_dir: Path, steps: int) -> tuple[str, int]:
     """(status, step of its latest checkpoint) read from a cell's folder."""
+    from sngan import runs
 
-    latest = cell_dir / "latest.pt"
+    latest = cell_dir / runs.LATEST
     step = checkpoint.load(latest)["step"] if latest.is_file() else 0
-    if _diverged(cell_dir):
-        return "diverged", step
-    if step >= steps:
-        return "done", step
-    return ("interrupted", step) if step else ("pending", 0)
-
-
-def _diverged(cell_dir: Path) -> bool:
-    path = cell_dir / "metrics.jsonl"
-    return path.is_file() and any('"diverged": true' in line for line in path.read_text().splitlines())
+    return runs.status(runs.read_metrics(cell_dir), step, steps), step
 
 
 def refresh(sweep: Sweep) -> None:

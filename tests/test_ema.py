@@ -96,6 +96,7 @@ def test_fid_of_both_generators_best_by_ema_and_report(tiny, tmp_path, torch_hom
     assert [e["step"] for e in evals] == [1, 2]
     for e in evals:
         assert {"fid10_custom", "fid10_custom_ema", "is10", "is10_ema", "is10_std_ema"} <= e.keys()
+        assert e["headline"] == "fid10_custom_ema"  # the evaluation line names its headline metric
     # Up to ema_start the average copies G's weights, but is scored with the standing BatchNorm
     # statistics of those weights rather than G's running statistics, so the FIDs differ.
     assert evals[0]["fid10_custom_ema"] != pytest.approx(evals[0]["fid10_custom"], rel=1e-6)

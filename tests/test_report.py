@@ -56,7 +56,7 @@ def test_rows_name_final_and_best_fid_with_protocol_is_and_divergence(tmp_path):
     rb = rows["00001-b"]
     assert rb["status"] == "diverged" and rb["diverged_step"] == 151 and rb["fid_final"] == 50.0 and rb["is_mean"] is None
     rc = rows["00002-c"]
-    assert rc["status"] == "incomplete" and rc["fid_final"] is None and rc["step"] == 100
+    assert rc["status"] == "interrupted" and rc["fid_final"] is None and rc["step"] == 100
     assert report.varying_keys(runs) == ["model.d_norm", "optim.lr_d"]  # out.* is where, not what
 
 
@@ -69,7 +69,7 @@ def test_report_files(tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "| 00000-a | sn | 0.0004 | done | 300/300 | 35.00 | 30.00 (200) | fid10k_cifar10-train | 6.50 ± 0.30 | 1h02m | — |" in md
     assert "| 00001-b | bn | 0.0004 | diverged | 200/300 | 50.00 | 50.00 (100) | fid10k_cifar10-train | — | 1.0s | step 151 |" in md
-    assert "| 00002-c | none | 0.0002 | incomplete | 100/300 | — | — | — | — |" in md
+    assert "| 00002-c | none | 0.0002 | interrupted | 100/300 | — | — | — | — |" in md
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert [r["run"] for r in rows] == ["00000-a", "00001-b", "00002-c"]
     assert rows[0]["fid_best"] == "30.0" and rows[2]["fid_final"] == "" and rows[0]["folder"] == "../runs/00000-a"
