@@ -111,6 +111,8 @@ class TrainConfig:
                           "(0: off; 0.999 or 0.9999 are usual); samples, FID-best and eval then use it",
                           ge=0, lt=1)
     ema_start: int = _f(0, "generator steps during which the EMA copies G instead of averaging", ge=0)
+    tensorboard: bool = _f(True, "also write TensorBoard event files (`tensorboard/` in the run folder) when "
+                           "the `tensorboard` package is installed")
 
 
 @dataclass

@@ -96,10 +96,12 @@ def write_samples(G: nn.Module, cfg: config.Config, num: int, out: Path, seed: i
     return out
 
 
-def save_grid(images: torch.Tensor, path: Path) -> None:
-    """Save uint8 `(N, 3, R, R)` images as a square-ish grid PNG, atomically."""
+def save_grid(images: torch.Tensor, path: Path) -> torch.Tensor:
+    """Save uint8 `(N, 3, R, R)` images as a square-ish grid PNG, atomically; returns the grid
+    as uint8 `(3, H, W)`."""
     from PIL import Image
     from torchvision.utils import make_grid
 
     grid = make_grid(images.cpu(), nrow=math.ceil(math.sqrt(len(images))), padding=2)
     checkpoint.atomic_write(path, lambda f: Image.fromarray(grid.permute(1, 2, 0).numpy()).save(f, format="PNG"), "image")
+    return grid

@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from sngan import checkpoint, config, distributed, runs
+from sngan.events import Events
 from sngan.errors import SnganError
 from sngan.losses import Objective
 from sngan.sample import save_grid, to_uint8
@@ -25,7 +26,7 @@ from sngan.state import Run
 
 # Keys that may change when resuming: they affect how long and how often, not what is trained.
 RESUMABLE = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
-             "train.keep_checkpoints", "train.device", "eval.*")
+             "train.keep_checkpoints", "train.device", "train.tensorboard", "eval.*")
 
 
 def resumable(key: str) -> bool:
@@ -128,7 +129,7 @@ def _loop(run: Run, tracker, resumed: bool, progress: bool) -> dict:
                     guard.check()
                     bar.set_postfix(book.log(lr_scale))
                 if ctx.main and _due(run.step, tc.sample_every, tc.steps):
-                    write_sample_grid(run)
+                    write_sample_grid(run, book.events)
                 if tracker is not None and _due(run.step, cfg.eval.every, tc.steps):
                     book.evaluate(tracker)
                 if run.step % tc.checkpoint_every == 0:
@@ -142,6 +143,7 @@ def _loop(run: Run, tracker, resumed: bool, progress: bool) -> dict:
                 book.checkpoint(periodic=False)  # which also redraws the plots
         finally:
             bar.close()
+            book.events.close()
     return {"step": run.step, "steps": tc.steps, "stopped_by": stopped_by, "run_dir": str(run.folder),
             "skipped": run.skipped, "best_fid": run.best_fid}
 
@@ -162,6 +164,7 @@ class Book:
         self.count, self.t_last, self.step_last = 0, time.perf_counter(), run.step
         if self.ctx.main:
             runs.prepare(run.folder, _config_text(run.cfg, self.ctx), truncate_after=run.step if resumed else None)
+        self.events = Events(run.folder, run.cfg.train.tensorboard and self.ctx.main, run.step if resumed else 0)
 
     def accumulate(self, out: tuple[torch.Tensor, ...]) -> None:
         self.sums += torch.stack(out)
@@ -174,11 +177,13 @@ class Book:
         now = time.perf_counter()
         means = (self.sums / max(self.count * self.ctx.world, 1)).tolist()
         if self.ctx.main:
-            self.log_file.write({
+            entry = {
                 "step": run.step, "loss_d": means[0], "loss_g": means[1], "d_real": means[2], "d_fake": means[3],
                 "lr_g": cfg.optim.lr_g * lr_scale, "lr_d": cfg.optim.lr_d * lr_scale,
                 "it_s": (run.step - self.step_last) / (now - self.t_last), "time": round(run.elapsed, 3),
-                "skipped": run.skipped, "sigma": layer_sigmas(run.D)})
+                "skipped": run.skipped, "sigma": layer_sigmas(run.D)}
+            self.log_file.write(entry)
+            self.events.scalars(entry)
         self.sums.zero_()
         self.count, self.t_last, self.step_last = 0, now, run.step
         return {"loss_d": f"{means[0]:.3f}", "loss_g": f"{means[1]:.3f}"}
@@ -194,6 +199,7 @@ class Book:
         if not self.ctx.main:
             return
         self.log_file.write({"step": run.step, **result, "headline": headline})
+        self.events.scalars({"step": run.step, **result})
         tqdm.write(f"step {run.step}: " + ", ".join(f"{k} = {v:.3f}" for k, v in result.items()
                                                    if isinstance(v, float)), file=sys.stderr)
         if run.best_fid is None or result[headline] < run.best_fid:
@@ -296,13 +302,15 @@ def weights_finite(*modules: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters())
 
 
-def write_sample_grid(run: Run) -> None:
+def write_sample_grid(run: Run, events: Events) -> None:
     """`samples/step-N.png` from G and, with an EMA, `samples/ema-step-N.png` from it; same z."""
     run.G.eval()
     with torch.no_grad():
-        save_grid(to_uint8(run.G(run.fixed_z)), run.folder / runs.grid_name(run.step))
+        grid = save_grid(to_uint8(run.G(run.fixed_z)), run.folder / runs.grid_name(run.step))
+        events.image("samples/G", grid, run.step)
         if run.ema is not None:
-            save_grid(to_uint8(run.ema_generator()(run.fixed_z)), run.folder / runs.grid_name(run.step, ema=True))
+            grid = save_grid(to_uint8(run.ema_generator()(run.fixed_z)), run.folder / runs.grid_name(run.step, ema=True))
+            events.image("samples/G_ema", grid, run.step)
     run.G.train()
 
 
