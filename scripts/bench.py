@@ -1,8 +1,8 @@
 """`sngan bench` from a source checkout: `python scripts/bench.py --quick --out bench.json`.
 
 Times training (steps/s and images/s per architecture and D normalisation, the SN overhead, the
-speed options) and FID (eval-fid against PNGs + pytorch-fid's CLI) on this device; see
-docs/benchmarks.md. The options are those of `sngan bench --help`.
+speed options) and FID's Inception (images/s) on this device; see docs/benchmarks.md. The options
+are those of `sngan bench --help`. The project's acceptance checks are in benchmarks/.
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ def eval_fid(
 
 @app.command()
 def bench(
-    quick: bool = typer.Option(False, "--quick", help="CPU-sized (under two minutes): widths x0.25, batch 16, 16 FID samples, no compile."),
+    quick: bool = typer.Option(False, "--quick", help="CPU-sized (under two minutes): widths x0.25, batch 16, 16 FID images, no compile."),
     out: Path = typer.Option(Path("bench.json"), "--out", "-o", help="Where to write the results as JSON."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     archs: Optional[str] = typer.Option(None, "--archs", help="Comma-separated: dcgan32, dcgan48, resnet32, resnet48 (default: all)."),
@@ -171,12 +171,12 @@ def bench(
     steps: Optional[int] = typer.Option(None, "--steps", help="Steps per timed repeat."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed repeats per config (the best is reported, the median too)."),
     overrides: List[str] = typer.Option([], "--set", "-s", help="Override a value in every training config: section.key=value (repeatable)."),
-    fid: bool = typer.Option(True, "--fid/--no-fid", help="Also time FID (eval-fid against PNGs + pytorch-fid's CLI)."),
-    fid_num: Optional[int] = typer.Option(None, "--fid-num", help="Samples for the FID timing (default 10000 on a GPU, 500 on a CPU, 16 with --quick)."),
+    fid: bool = typer.Option(True, "--fid/--no-fid", help="Also time FID's Inception features and Frechet distance (skipped, saying why, without the Inception weights)."),
+    fid_num: Optional[int] = typer.Option(None, "--fid-num", help="Images for the FID timing (default 10000 on a GPU, 500 on a CPU, 16 with --quick)."),
     fid_batch: Optional[int] = typer.Option(None, "--fid-batch", help="Images per Inception forward."),
-    inception_weights: Optional[str] = typer.Option(None, "--inception-weights", envvar="SNGAN_INCEPTION_WEIGHTS", help="The FID Inception weights, or 'random' (default: the torch hub cache, else random weights, labelled as such)."),
+    inception_weights: Optional[str] = typer.Option(None, "--inception-weights", envvar="SNGAN_INCEPTION_WEIGHTS", help="The FID Inception weights (default: as eval-fid finds them: the torch hub cache, a download, or the offline conversion)."),
 ):
-    """Time training (steps/s, SN overhead, speed options) and FID on this device: a table, and JSON."""
+    """Time training (steps/s, SN overhead, speed options) and FID's Inception on this device: a table, and JSON."""
     from sngan import bench as benchmark
 
     if out.parent != Path("") and not out.parent.is_dir():
