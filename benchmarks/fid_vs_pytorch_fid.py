@@ -32,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, wh
 
 import torch  # noqa: E402
 
-from sngan import bench, checkpoint, data, evaluate, fid, train  # noqa: E402
+from sngan import bench, checkpoint, data, evaluate, fid  # noqa: E402
+from sngan.distributed import resolve_device  # noqa: E402
+from sngan.state import Run  # noqa: E402
 from sngan.errors import SnganError  # noqa: E402
 from sngan.sample import load_generator, write_samples  # noqa: E402
 
@@ -106,7 +108,7 @@ def compare(num: int, batch: int, device: torch.device, weights: Path, tmp: Path
 
     # An untrained standard CNN at the paper's width: only the generator's speed matters here.
     settings = bench.make_settings(device=str(device), width_scale=1.0, options="none", fid=False)
-    ckpt = checkpoint.save(train.Run(bench.train_config(settings, "dcgan", 32, "sn"), device).state_dict(),
+    ckpt = checkpoint.save(Run(bench.train_config(settings, "dcgan", 32, "sn"), device).state_dict(),
                            tmp / "G.pt")
 
     log(f"sngan eval_fid of {num} samples from a checkpoint")
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.num < 2 or args.batch_size < 1:
         p.error("--num must be at least 2 and --batch-size at least 1")
-    device = train.resolve_device(args.device)
+    device = resolve_device(args.device)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     try:
         weights = fid.resolve_weights(args.inception_weights)

@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, wh
 import torch  # noqa: E402
 
 from sngan import bench, train  # noqa: E402
+from sngan.state import Run  # noqa: E402
 from sngan.errors import SnganError  # noqa: E402
-from sngan.losses import LOSSES  # noqa: E402
+from sngan.losses import Objective  # noqa: E402
 
 SCHEMA = "sngan-training-targets/1"
 SN_OVERHEAD_TARGET = 1.10
@@ -36,8 +37,8 @@ def host_syncs_per_step(s: bench.Settings, arch: str, resolution: int, d_norm: s
     """Host-device synchronisations per training step over one epoch (CUDA only, else None)."""
     if not s.device.startswith("cuda"):
         return None
-    run = train.Run(bench.train_config(s, arch, resolution, d_norm), torch.device(s.device))
-    loss = LOSSES[run.cfg.loss.name]
+    run = Run(bench.train_config(s, arch, resolution, d_norm), torch.device(s.device))
+    loss = Objective.from_config(run.cfg.loss)
     train.train_step(run, loss)  # the first step's one-off set-up is not the hot loop
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

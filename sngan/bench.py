@@ -22,8 +22,10 @@ from pathlib import Path
 import torch
 
 from sngan import checkpoint, config, data, models, train
+from sngan.distributed import resolve_device
+from sngan.state import Run
 from sngan.errors import SnganError, UsageError
-from sngan.losses import LOSSES
+from sngan.losses import Objective
 
 SCHEMA = "sngan-bench/2"
 ARCHS = {"dcgan32": ("dcgan", 32), "dcgan48": ("dcgan", 48), "resnet32": ("resnet", 32), "resnet48": ("resnet", 48)}
@@ -64,7 +66,7 @@ def make_settings(*, quick: bool = False, device: str = "auto", archs: str | Non
     fid_batch) not given take the default of the mode and device: the paper's widths at batch 64,
     or with `quick` what fits a CPU in under two minutes (no torch.compile: a minute of compiling).
     """
-    dev = str(train.resolve_device(device))
+    dev = str(resolve_device(device))
     cuda = dev.startswith("cuda")
     names = _names(archs, ARCHS, "--archs") if archs else list(ARCHS)
     if not names:
@@ -126,9 +128,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(run: train.Run, n: int) -> float:
+def time_steps(run: Run, n: int) -> float:
     """Seconds per step over `n` training steps, waiting for the device at both ends only."""
-    loss = LOSSES[run.cfg.loss.name]
+    loss = Objective.from_config(run.cfg.loss)
     _sync(run.device)
     start = time.perf_counter()
     for _ in range(n):
@@ -150,7 +152,7 @@ def measure(s: Settings, cfgs: dict[str, config.Config]) -> dict[str, dict]:
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
         start = time.perf_counter()
-        runs[name] = train.Run(cfg, device)
+        runs[name] = Run(cfg, device)
         time_steps(runs[name], s.warmup)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
         out[name] = {"warmup_s": round(time.perf_counter() - start, 3),
@@ -173,7 +175,7 @@ def bench_training(s: Settings, log) -> tuple[list[dict], list[dict]]:
     rows, overhead = [], []
     # One untimed step first: the process's one-off costs (thread pools, kernel libraries) would
     # otherwise land in the first config's warm-up time.
-    time_steps(train.Run(train_config(s, *ARCHS[s.archs[0]], "sn"), torch.device(s.device)), 1)
+    time_steps(Run(train_config(s, *ARCHS[s.archs[0]], "sn"), torch.device(s.device)), 1)
     for name in s.archs:
         arch, res = ARCHS[name]
         cfgs = {norm: train_config(s, arch, res, norm) for norm in NORMS}

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from sngan import checkpoint, config, distributed, models, state, train
+from sngan import checkpoint, config, distributed, models, state
 from sngan.sample import generate_batches
 
 ARGS = ["--set", "data.num_images=128", "--set", "model.g_ch=4", "--set", "model.d_ch=4", "--set", "model.z_dim=16",

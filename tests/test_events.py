@@ -1,14 +1,10 @@
 """TensorBoard event files (sngan/events.py): the tags and steps of metrics.jsonl, read back with
 TensorBoard's own reader; a resumed run continues the curves without duplicated steps."""
 
-import json
-
 import pytest
-import torch
 
 from sngan import checkpoint, config, runs, train
 from sngan.events import FOLDER
-from sngan.state import Run
 from test_eval_in_training import _reference_folder
 
 EventAccumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator").EventAccumulator
