@@ -1,4 +1,4 @@
-"""The `sngan` command line: train, sample, eval-fid, bench, sweep, report."""
+"""The `sngan` command line: train, sample, export, eval-fid, bench, sweep, report."""
 
 from __future__ import annotations
 
@@ -121,6 +121,25 @@ def sample(
     G, cfg, kind = load_generator(checkpoint_path, dev, ema)
     path = write_samples(G, cfg, num, out, seed, batch_size, dev, force)
     typer.echo(f"wrote {num} samples to {path}" + (" (EMA generator)" if kind == "ema" else ""), err=True)
+
+
+@app.command()
+def export(
+    checkpoint_path: Path = typer.Option(..., "--checkpoint", help="Checkpoint file, or a run folder (uses latest.pt)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The file to write, e.g. generator.pt2 (load it with torch.export.load)."),
+    device: str = typer.Option("cpu", "--device", help="Where the exported weights live: cpu (the default, runs anywhere), cuda or auto."),
+    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help=EMA_HELP),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+):
+    """Write the generator as one file that runs with PyTorch alone: same z, same images."""
+    from sngan.api import load
+    from sngan.export import check_out
+
+    check_out(out, force)  # before the slow part: loading and exporting
+    G = load(checkpoint_path, device, ema)
+    G.export(out, force)
+    typer.echo(f"wrote {out}: the {'EMA ' if G.kind == 'ema' else ''}generator, z (N, {G.z_dim}) {G.z_dist} "
+               f"-> images (N, 3, {G.resolution}, {G.resolution}) in [-1, 1]", err=True)
 
 
 @app.command("eval-fid")

@@ -39,19 +39,24 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
     return G.to(device).eval(), cfg, kind
 
 
-def generate_batches(G: nn.Module, cfg: config.Config, num: int, batch_size: int, seed: int,
-                     device: str | torch.device, share: tuple[int, int] = (0, 1)) -> Iterator[torch.Tensor]:
-    """`num` samples as uint8 batches `(B, 3, R, R)` on `device`.
+def latents(cfg: config.Config, num: int, batch_size: int, seed: int,
+            share: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, ...]:
+    """The z behind `--seed`: `num` latents as CPU batches `(B, z_dim)`.
 
     z is drawn on the CPU from its own generator so a seed gives the same images on any device.
-    With `share=(rank, world)` only that contiguous part of the same `num` samples is generated,
+    With `share=(rank, world)` only that contiguous part of the same `num` latents is returned,
     so `world` processes together produce exactly the single-process set.
     """
     g = torch.Generator().manual_seed(seed)
     z_all = models.sample_z(num, cfg.model, "cpu", g)
     rank, world = share
-    z_all = z_all[rank * num // world:(rank + 1) * num // world]
-    for z in z_all.split(batch_size):
+    return z_all[rank * num // world:(rank + 1) * num // world].split(batch_size)
+
+
+def generate_batches(G: nn.Module, cfg: config.Config, num: int, batch_size: int, seed: int,
+                     device: str | torch.device, share: tuple[int, int] = (0, 1)) -> Iterator[torch.Tensor]:
+    """`num` samples as uint8 batches `(B, 3, R, R)` on `device`, from the z of `latents`."""
+    for z in latents(cfg, num, batch_size, seed, share):
         with torch.inference_mode():
             yield to_uint8(G(z.to(device)))
 

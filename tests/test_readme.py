@@ -41,7 +41,7 @@ def _sngan_invocations():
         words = shlex.split(line.replace("...", ""))
         if "sngan" in words:
             words = words[words.index("sngan") + 1:]
-            if words and words[0] in {"train", "sample", "eval-fid", "sweep", "report", "bench"}:
+            if words and words[0] in {"train", "sample", "export", "eval-fid", "sweep", "report", "bench"}:
                 found.append((words[0], [w.split("=")[0] for w in words if w.startswith("--")]))
     return found
 

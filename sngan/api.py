@@ -1,0 +1,119 @@
+"""`sngan.load`: a trained generator as a ready `nn.Module`, for use from Python.
+
+Everything here is built on sample.py (`load_generator`, `latents`, `generate_batches`), the
+functions behind `sngan sample` and `sngan eval-fid --checkpoint`, so
+`sngan.load(ckpt).sample_uint8(n, seed=s)` is exactly what
+`sngan sample --checkpoint ckpt --num n --seed s --out x.npz` writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sngan import config, sample
+from sngan.distributed import resolve_device
+from sngan.errors import UsageError
+
+# The same default as `sngan sample --batch-size`: batch size can change the last bits of a
+# convolution's result, so the defaults agree to keep the API's images identical to the CLI's.
+BATCH_SIZE = 256
+
+
+class Generator(nn.Module):
+    """A trained generator: z `(N, z_dim)` -> images `(N, 3, R, R)` in `[-1, 1]`.
+
+    Returned by `sngan.load` in eval mode. `G(z)` runs the network (`G.net`) as any module;
+    `sample` and `sample_uint8` draw the seeded z of `sngan sample --seed` themselves.
+
+    Attributes: `config` (the run's `sngan.config.Config`), `kind` ("ema" or "raw"), `source`
+    (the checkpoint or run folder it came from); properties `z_dim`, `z_dist` ("normal":
+    N(0, I), or "uniform": U(-1, 1)), `resolution` (R) and `device`.
+    """
+
+    def __init__(self, net: nn.Module, cfg: config.Config, kind: str, source: str | Path | None = None):
+        super().__init__()
+        self.net = net
+        self.config, self.kind, self.source = cfg, kind, source
+
+    @property
+    def z_dim(self) -> int:
+        return self.config.model.z_dim
+
+    @property
+    def z_dist(self) -> str:
+        return self.config.model.z_dist
+
+    @property
+    def resolution(self) -> int:
+        return self.config.data.resolution
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (follows `G.to(...)`)."""
+        return next(self.net.parameters()).device
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z `(N, z_dim)` on `G.device` -> images `(N, 3, R, R)`, float in `[-1, 1]`."""
+        return self.net(z)
+
+    def sample_z(self, n: int, seed: int = 0) -> torch.Tensor:
+        """The z behind `sample(n, seed)`: `(n, z_dim)` float on the CPU, the same on any device."""
+        _check_n(n)
+        return torch.cat(sample.latents(self.config, n, n, seed))
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, batch_size: int = BATCH_SIZE) -> torch.Tensor:
+        """`n` images `(n, 3, R, R)`, float32 in `[-1, 1]` on `G.device`, from seeded z."""
+        _check_n(n, batch_size)
+        device = self.device
+        return torch.cat([self.net(z.to(device)) for z in sample.latents(self.config, n, batch_size, seed)])
+
+    def sample_uint8(self, n: int, seed: int = 0, batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """`n` images as a uint8 numpy array `(n, R, R, 3)` in `[0, 255]`: the images of
+        `sngan sample --num n --seed seed --out x.npz` (its key `images`)."""
+        _check_n(n, batch_size)
+        batches = sample.generate_batches(self.net, self.config, n, batch_size, seed, self.device)
+        return torch.cat([b.cpu() for b in batches]).permute(0, 2, 3, 1).numpy()
+
+    def export(self, path: str | Path, force: bool = False) -> Path:
+        """Write this generator as a file that runs with PyTorch alone; see `sngan.export`."""
+        from sngan import export
+
+        return export.export(self, Path(path), force)
+
+    def extra_repr(self) -> str:
+        return (f"kind={self.kind!r}, z_dim={self.z_dim}, z_dist={self.z_dist!r}, "
+                f"resolution={self.resolution}, source={str(self.source)!r}")
+
+
+def load(path: str | Path, device: str | torch.device = "auto", ema: bool | None = None) -> Generator:
+    """The generator of a checkpoint file, or of a run folder's `latest.pt`, ready to sample.
+
+    `device`: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N". `ema`: True for the EMA
+    generator, False for the raw one, None (default) for the EMA one when the checkpoint has it.
+    The model is rebuilt from the config stored in the checkpoint alone, in eval mode.
+    """
+    dev = _device(device)
+    net, cfg, kind = sample.load_generator(path, dev, ema)
+    return Generator(net, cfg, kind, path).eval()
+
+
+def _device(device: str | torch.device) -> torch.device:
+    name = str(device)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device '{name}' asked for, but no CUDA GPU is visible; use device 'auto' or 'cpu'")
+    try:
+        return resolve_device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device '{name}'; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+
+
+def _check_n(n: int, batch_size: int = 1) -> None:
+    if n < 1:
+        raise UsageError(f"the number of samples must be at least 1, got {n}")
+    if batch_size < 1:
+        raise UsageError(f"batch_size must be at least 1, got {batch_size}")
