@@ -62,6 +62,14 @@ def test_weights_that_are_not_a_state_dict(tmp_path):
         inception.load_detector(str(bad))
 
 
+def test_weights_of_another_network_are_one_line(tmp_path):
+    other = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, other)
+    with pytest.raises(SnganError, match="do not fit pytorch-fid's FID Inception") as e:
+        inception.load_detector(str(other))
+    assert "\n" not in str(e.value)
+
+
 # ---------------------------------------------------------------------------------------------
 # Detector
 
@@ -171,3 +179,14 @@ def test_inception_score_logits_leave_out_the_fc_bias(detector, image_sets):
             fc.bias.copy_(saved)
     expect = pool @ fc.weight.detach().double().numpy().T
     np.testing.assert_allclose(logits, expect, rtol=1e-4, atol=1e-4 * np.abs(expect).max())
+
+
+def test_extract_splits_batches_and_keeps_order(detector, image_sets):
+    """`extract` bounds each forward to `batch_size` images and returns features in input order."""
+    images = image_sets["noise"][:3]
+    features, logits = inception.extract(detector, [images[:2], images[2:]], batch_size=1)
+    one_by_one = np.concatenate([detector.features(images[i:i + 1])[0] for i in range(3)])
+    assert features.shape == (3, 2048) and logits.shape == (3, 1008)
+    np.testing.assert_allclose(features, one_by_one, rtol=1e-6, atol=1e-6 * np.abs(one_by_one).max())
+    with pytest.raises(SnganError, match="no images"):
+        inception.extract(detector, [])

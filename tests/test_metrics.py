@@ -1,6 +1,9 @@
 """FID's statistics and Frechet distance, and the Inception Score (`sngan.metrics`), against
 pytorch-fid's own distance and by hand."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -36,6 +39,15 @@ def test_frechet_distance_by_hand():
         metrics.frechet_distance(mu1, np.diag(a), mu2[:2], np.diag(b[:2]))
 
 
+def test_statistics_are_numpys_mean_and_covariance():
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    mu, sigma = metrics.statistics(x)
+    np.testing.assert_array_equal(mu, x.mean(axis=0))
+    np.testing.assert_array_equal(sigma, np.cov(x, rowvar=False))
+    with pytest.raises(SnganError, match="at least 2 images"):
+        metrics.statistics(x[:1])
+
+
 def test_inception_score_by_hand():
     assert metrics.inception_score(np.zeros((20, 1008))) == pytest.approx((1.0, 0.0))
     k = 10
@@ -45,3 +57,8 @@ def test_inception_score_by_hand():
     assert metrics.inception_score(confident[:k], splits=1)[0] == pytest.approx(k, rel=1e-6)
     assert metrics.inception_score(confident[:3], splits=10) == pytest.approx((1.0, 0.0))  # 3 splits of 1
 
+
+def test_metrics_need_no_torch():
+    """The maths is numpy alone: importing it pulls in neither torch nor pytorch-fid."""
+    code = "import sys, sngan.metrics; sys.exit(int(any(m in sys.modules for m in ('torch', 'pytorch_fid'))))"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
