@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from sngan import detector, metrics
-from sngan.detector import (_SHA256_MEMO, FID_WEIGHTS_FILE, WEIGHTS_ENV, Detector, extract,  # noqa: F401
+from sngan.detector import (_SHA256_MEMO, FID_WEIGHTS_FILE, WEIGHTS_ENV, extract,  # noqa: F401
                             hub_weights_path, load_detector, resolve_weights)
 from sngan.fid_stats import save_stats  # noqa: F401
 from sngan.metrics import frechet_distance, statistics  # noqa: F401
