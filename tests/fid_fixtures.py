@@ -17,10 +17,11 @@ from pytorch_fid import inception as pfi
 from PIL import Image
 
 from sngan import data
-from sngan.detector import FID_WEIGHTS_FILE, Detector, fid_inception, load_detector
+from sngan.detector import FEATURE_DIM, FID_WEIGHTS_FILE, Detector, fid_inception, load_detector
 
 # The fixtures, for conftest's `import *`; the helpers are imported by name.
-__all__ = ["fid_weights_file", "torch_home", "detector", "pool3_only_weights", "image_sets", "image_dirs"]
+__all__ = ["fid_weights_file", "torch_home", "detector", "pool3_only_weights", "image_sets", "image_dirs",
+           "pixel_mean_detector"]
 
 NUM = 10  # images per test set: enough for distinct statistics, few enough for a CPU
 
@@ -95,6 +96,23 @@ def torch_home(fid_weights_file, tmp_path, monkeypatch) -> Path:
 def detector(fid_weights_file) -> Detector:
     """sngan's detector with the test weights (loading one takes 2-4 s, so once per session)."""
     return load_detector(str(fid_weights_file))
+
+
+@pytest.fixture
+def pixel_mean_detector() -> Detector:
+    """A Detector whose "network" is each image's mean pixel in [0, 1], repeated 2048 times: for
+    tests of what happens around the features, in microseconds instead of seconds. `.sizes`
+    records how many images each forward got."""
+    class PixelMean(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sizes = []
+
+        def forward(self, x):
+            self.sizes.append(len(x))
+            return x.mean(dim=(1, 2, 3))[:, None].expand(-1, FEATURE_DIM)
+
+    return Detector(PixelMean(), None, torch.device("cpu"), Path("pixel-mean.pth"), "f" * 64)
 
 
 @pytest.fixture(scope="session")

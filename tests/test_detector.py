@@ -7,6 +7,7 @@ pytorch-fid's own network.
 """
 
 import hashlib
+import types
 import urllib.error
 from pathlib import Path
 
@@ -93,13 +94,25 @@ def test_pool3_only_weights_have_no_logits(pool3_only_weights):
 
 def test_loading_leaves_pytorch_fid_alone(fid_weights_file, monkeypatch):
     """With weights at hand, building the detector neither downloads nor replaces anything in
-    pytorch-fid: its download is never called and is the same function afterwards."""
+    pytorch-fid's module, even for a moment (a pytorch-fid user in another thread would see it)."""
     def no_download(*args, **kwargs):
         raise AssertionError("the detector must not download weights it was given")
 
     monkeypatch.setattr(pfi, "load_state_dict_from_url", no_download)
-    assert inception.load_detector(str(fid_weights_file)).has_logits
-    assert pfi.load_state_dict_from_url is no_download
+    replaced = []
+
+    class Watched(types.ModuleType):
+        def __setattr__(self, name, value):
+            if name != "__class__":
+                replaced.append(name)
+            super().__setattr__(name, value)
+
+    pfi.__class__ = Watched
+    try:
+        assert inception.load_detector(str(fid_weights_file)).has_logits
+    finally:
+        pfi.__class__ = types.ModuleType
+    assert replaced == [] and pfi.load_state_dict_from_url is no_download
 
 
 def test_features_equal_pytorch_fid_networks(detector, fid_weights_file):
@@ -181,12 +194,12 @@ def test_inception_score_logits_leave_out_the_fc_bias(detector, image_sets):
     np.testing.assert_allclose(logits, expect, rtol=1e-4, atol=1e-4 * np.abs(expect).max())
 
 
-def test_extract_splits_batches_and_keeps_order(detector, image_sets):
+def test_extract_splits_batches_and_keeps_order(pixel_mean_detector):
     """`extract` bounds each forward to `batch_size` images and returns features in input order."""
-    images = image_sets["noise"][:3]
-    features, logits = inception.extract(detector, [images[:2], images[2:]], batch_size=1)
-    one_by_one = np.concatenate([detector.features(images[i:i + 1])[0] for i in range(3)])
-    assert features.shape == (3, 2048) and logits.shape == (3, 1008)
-    np.testing.assert_allclose(features, one_by_one, rtol=1e-6, atol=1e-6 * np.abs(one_by_one).max())
+    images = torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1).expand(5, 3, 2, 2).contiguous()
+    features, logits = inception.extract(pixel_mean_detector, [images[:3], images[3:]], batch_size=2)
+    assert pixel_mean_detector.net.sizes == [2, 1, 2] and logits is None
+    assert features.shape == (5, inception.FEATURE_DIM) and features.dtype == np.float64
+    np.testing.assert_allclose(features[:, 0], np.arange(5) / 255, rtol=1e-6)
     with pytest.raises(SnganError, match="no images"):
-        inception.extract(detector, [])
+        inception.extract(pixel_mean_detector, [])

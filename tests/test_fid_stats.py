@@ -111,10 +111,10 @@ def test_named_reference_stats_are_cached_by_what_they_depend_on(detector, pool3
         Path(i["cache_file"]).name for i in entries)  # no temporary files left
 
 
-def test_named_reference_cache_defaults_to_sngan_cache(detector, tmp_path, monkeypatch):
+def test_named_reference_cache_defaults_to_sngan_cache(pixel_mean_detector, tmp_path, monkeypatch):
     """Without `cache_dir`, named reference statistics go to $SNGAN_CACHE/fid-stats."""
     write_cifar10(tmp_path / "data", n_per_batch=1)
     monkeypatch.setenv("SNGAN_CACHE", str(tmp_path / "sngan-cache"))
-    _, _, info = fid_stats.reference_stats("cifar10-train", detector, data_root=tmp_path / "data",
+    _, _, info = fid_stats.reference_stats("cifar10-train", pixel_mean_detector, data_root=tmp_path / "data",
                                            download=False, batch_size=5)
     assert Path(info["cache_file"]).parent == tmp_path / "sngan-cache" / "fid-stats"
