@@ -138,8 +138,8 @@ def _ref_fields(info: dict) -> dict:
 def _save_reference(path: str, mu: np.ndarray, sigma: np.ndarray, detector: inception.Detector, info: dict) -> None:
     """The reference's statistics as a pytorch-fid .npz, with its protocol as extra keys."""
     fid_stats.save_stats(path, mu, sigma, ref=info["ref"], num_images=info["num_ref"], detector=detector.name,
-                   detector_sha256=detector.weights_sha256,
-                   **{k: info[k] for k in ("split", "resolution") if k in info})
+                         detector_sha256=detector.weights_sha256,
+                         **{k: info[k] for k in ("split", "resolution") if k in info})
 
 
 def _inception_score_fields(logits: np.ndarray | None) -> dict:
@@ -230,7 +230,7 @@ class FIDTracker:
         logits = None if parts[0][1] is None else np.concatenate([lg for _, lg in parts])
         mu, sigma = metrics.statistics(features)
         result = {self.metric: metrics.frechet_distance(mu, sigma, self.mu_ref, self.sigma_ref,
-                                                    sqrt_sigma2=self.sqrt_sigma_ref)}
+                                                        sqrt_sigma2=self.sqrt_sigma_ref)}
         if ec.inception_score and logits is not None:
             mean, std = metrics.inception_score(logits, min(IS_SPLITS, len(logits)))
             key = is_name(len(logits))
