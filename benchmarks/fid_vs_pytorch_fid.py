@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, wh
 
 import torch  # noqa: E402
 
-from sngan import bench, checkpoint, data, evaluate, fid  # noqa: E402
+from sngan import bench, checkpoint, data, evaluate, fid_stats, metrics  # noqa: E402
+from sngan import detector as fid_detector  # noqa: E402
 from sngan.distributed import resolve_device  # noqa: E402
 from sngan.state import Run  # noqa: E402
 from sngan.errors import SnganError  # noqa: E402
@@ -62,14 +63,14 @@ def pytorch_fid_cli(png_dir: Path, stats_file: Path, weights: Path, tmp: Path, d
     """(FID, seconds) of `python -m pytorch_fid PNG_DIR STATS.npz` with `weights` where it looks."""
     hub = tmp / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True, exist_ok=True)
-    target = hub / fid.FID_WEIGHTS_FILE
+    target = hub / fid_detector.FID_WEIGHTS_FILE
     if not target.exists():
         state = torch.load(weights, map_location="cpu", weights_only=True)
         if "fc.weight" in state:
             target.symlink_to(Path(weights).resolve())
         else:  # pool3-only (the offline conversion): pytorch-fid loads strictly, but never uses fc
-            torch.save({**state, "fc.weight": torch.zeros(fid.NUM_CLASSES, fid.FEATURE_DIM),
-                        "fc.bias": torch.zeros(fid.NUM_CLASSES)}, target)
+            torch.save({**state, "fc.weight": torch.zeros(fid_detector.NUM_CLASSES, fid_detector.FEATURE_DIM),
+                        "fc.bias": torch.zeros(fid_detector.NUM_CLASSES)}, target)
     cmd = [sys.executable, "-m", "pytorch_fid", str(png_dir), str(stats_file), "--device", str(device),
            "--batch-size", str(batch)]
     start = time.perf_counter()
@@ -92,17 +93,17 @@ def import_seconds() -> float:
 def compare(num: int, batch: int, device: torch.device, weights: Path, tmp: Path, log) -> dict:
     """Both routes on the same N samples; the fields that docs/benchmarks.md describes."""
     out: dict = {"num": num, "batch_size": batch, "weights": str(weights)}
-    detector = fid.load_detector(weights, device)
+    detector = fid_detector.load_detector(weights, device)
     out["detector"] = detector.name
     log(f"Inception features of {num} reference images")
     ref = data.synthetic_shapes(num, 32, seed=1)
-    fid.extract(detector, ref[:batch], batch)  # warm-up
+    fid_detector.extract(detector, ref[:batch], batch)  # warm-up
     _sync(device)
     start = time.perf_counter()
-    features, _ = fid.extract(detector, ref, batch)
+    features, _ = fid_detector.extract(detector, ref, batch)
     _sync(device)
     out["extract_images_per_s"] = round(num / (time.perf_counter() - start), 2)
-    stats_file = fid.save_stats(tmp / "ref-stats.npz", *fid.statistics(features), num_images=num,
+    stats_file = fid_stats.save_stats(tmp / "ref-stats.npz", *metrics.statistics(features), num_images=num,
                                 detector=detector.name, detector_sha256=detector.weights_sha256)
     del detector, features
 
@@ -112,7 +113,7 @@ def compare(num: int, batch: int, device: torch.device, weights: Path, tmp: Path
                            tmp / "G.pt")
 
     log(f"sngan eval_fid of {num} samples from a checkpoint")
-    fid._SHA256_MEMO.clear()  # a fresh `sngan eval-fid` hashes the weights again; so does this run
+    fid_detector._SHA256_MEMO.clear()  # a fresh `sngan eval-fid` hashes the weights again; so does this run
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(args.device)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        weights = fid.resolve_weights(args.inception_weights)
+        weights = fid_detector.resolve_weights(args.inception_weights)
         with tempfile.TemporaryDirectory(prefix="sngan-fid-vs-pytorch-fid-") as tmp:
             result = compare(args.num, args.batch_size, device, weights, Path(tmp), log)
     except SnganError as e:

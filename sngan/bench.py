@@ -228,25 +228,25 @@ def bench_options(s: Settings, log) -> tuple[list[dict], dict[str, str]]:
 def bench_fid(s: Settings, log) -> dict:
     """Inception feature extraction (images/s) and the Frechet distance's time, with the real
     detector as `sngan eval-fid` loads it; {"skipped": why} when it cannot be loaded."""
-    from sngan import fid
+    from sngan import detector as fid_detector, metrics
 
     device, n, b = torch.device(s.device), s.fid_num, s.fid_batch
     try:
-        detector = fid.load_detector(s.inception_weights, device)
+        detector = fid_detector.load_detector(s.inception_weights, device)
     except SnganError as e:
         log(f"FID: skipped: {e}")
         return {"skipped": str(e)}
     log(f"FID: Inception features of {n} images")
     images = data.synthetic_shapes(n, 32, seed=1)
-    fid.extract(detector, images[:b], b)  # warm-up
+    fid_detector.extract(detector, images[:b], b)  # warm-up
     _sync(device)
     start = time.perf_counter()
-    features, _ = fid.extract(detector, images, b)
+    features, _ = fid_detector.extract(detector, images, b)
     _sync(device)
     extract_s = time.perf_counter() - start
-    mu, sigma = fid.statistics(features)
+    mu, sigma = metrics.statistics(features)
     start = time.perf_counter()
-    fid.frechet_distance(mu, sigma, mu, sigma)  # the same cost as against any 2048-d reference
+    metrics.frechet_distance(mu, sigma, mu, sigma)  # the same cost as against any 2048-d reference
     return {"num": n, "batch_size": b, "detector": detector.name, "weights": str(detector.weights_path),
             "extract_s": round(extract_s, 3), "extract_images_per_s": round(n / extract_s, 2),
             "distance_s": round(time.perf_counter() - start, 3)}

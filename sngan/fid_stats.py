@@ -1,0 +1,177 @@
+"""What FID compares: image sets, statistics files, and the cached statistics of named data sets.
+
+Statistics files have pytorch-fid's (and TTUR's) layout, arrays `mu` `(2048,)` and `sigma`
+`(2048, 2048)` in a .npz, so either tool reads the other's. Reference statistics of named data
+sets are cached on disk under a hash of everything they depend on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sngan import detector as inception
+from sngan.checkpoint import atomic_write
+from sngan.data import (REFERENCES, holds_images, list_images, load_reference, npz_images, read_image, read_npz,
+                        reference_files)
+from sngan.errors import SnganError, UsageError
+from sngan.metrics import statistics
+
+# Bump when anything that changes cached statistics changes (feature path, file layout).
+CACHE_VERSION = 2  # 2: batch norms folded into the convolutions
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics files
+
+
+def stats_path(path: str | Path) -> Path:
+    """`path` as a statistics file name; checked early so a long run cannot fail at the end."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise UsageError(f"statistics file '{path}' must end in .npz (pytorch-fid recognises them by it)")
+    return path
+
+
+def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray, **meta) -> Path:
+    """Write `mu`, `sigma` (and `meta` as extra 0-d arrays) to a .npz, atomically."""
+    path = stats_path(path)
+    buf = io.BytesIO()
+    # None would be stored as a pickled object, which loading with allow_pickle=False rejects.
+    meta = {k: np.asarray(v) for k, v in meta.items() if v is not None}
+    np.savez_compressed(buf, mu=mu, sigma=sigma, **meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(buf.getvalue()), "statistics")
+    return path
+
+
+def _stats_from(arrays: dict[str, np.ndarray], path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if "mu" not in arrays or "sigma" not in arrays:
+        raise SnganError(f"'{path}' has no 'mu' and 'sigma' arrays (it has: {', '.join(arrays) or 'nothing'}); "
+                         "write statistics with `sngan eval-fid --save-stats` or `pytorch_fid --save-stats`")
+    mu, sigma = arrays["mu"].astype(np.float64), arrays["sigma"].astype(np.float64)
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+        raise SnganError(f"'{path}' holds mu {mu.shape} and sigma {sigma.shape}; expected (D,) and (D, D)")
+    return mu, sigma
+
+
+def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """`mu` `(D,)` and `sigma` `(D, D)` from a pytorch-fid/TTUR-style statistics .npz."""
+    path = Path(path)
+    return _stats_from(read_npz(path), path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Image sets
+
+
+def load_image_set(path: str | Path) -> torch.Tensor:
+    """A folder of images or a .npz of images as uint8 `(N, 3, H, W)`.
+
+    Folder images are read as pytorch-fid reads them: PIL `.convert("RGB")` at their own size,
+    never resized, so all must have the same size. A .npz holds uint8 images as `(N, H, W, 3)`
+    or `(N, 3, H, W)` (see `sngan.data.NPZ_IMAGE_KEYS`).
+    """
+    path = Path(path)
+    if path.suffix == ".npz" and path.is_file():
+        return npz_images(read_npz(path), path)
+    return _folder_images(path)
+
+
+def _folder_images(folder: Path) -> torch.Tensor:
+    files = list_images(folder)
+    arrays = [np.asarray(read_image(p)) for p in tqdm(files, desc=f"reading {folder}", unit="img",
+                                                    leave=False, disable=len(files) < 2000)]
+    sizes = {a.shape[:2] for a in arrays}
+    if len(sizes) > 1:
+        (h1, w1), (h2, w2) = sorted(sizes)[:2]
+        raise SnganError(f"images in '{folder}' have different sizes ({w1}x{h1}, {w2}x{h2}, ...); FID "
+                         "reads them unresized like pytorch-fid, so resize them all to one size first")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference statistics
+
+
+def reference_stats(ref: str, detector: inception.Detector, *, data_root: str | Path = "data",
+                    resolution: int = 32, download: bool = True, num_images: int = 0, batch_size: int = 100,
+                    cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Reference `mu` `(2048,)`, `sigma` `(2048, 2048)` and `info` describing the protocol.
+
+    `ref` is a name in `sngan.data.REFERENCES` (its first `num_images` images, or all when 0,
+    resized to `resolution`; cached in `<cache_dir>/fid-stats/`, `cache_dir` defaulting to
+    `sngan.detector.default_cache_dir()`), a folder or .npz of images, or a statistics .npz.
+    `info` has at least ref, num_ref (None when a stats file does not record it), detector,
+    cached, cache_file.
+    """
+    if ref in REFERENCES:
+        return _named_reference_stats(ref, detector, data_root, resolution, download, num_images, batch_size,
+                                      Path(cache_dir or inception.default_cache_dir()) / "fid-stats")
+    path = Path(ref)
+    info = {"ref": ref, "detector": detector.name, "cached": False, "cache_file": None}
+    if path.suffix == ".npz" and path.is_file():
+        arrays = read_npz(path)
+        if not holds_images(arrays):
+            mu, sigma = _stats_from(arrays, path)
+            _check_stats_detector(arrays, path, detector)
+            num = int(arrays["num_images"]) if "num_images" in arrays else None
+            return mu, sigma, {**info, "num_ref": num}
+        images = npz_images(arrays, path)
+    elif path.is_dir():
+        # Folders are never cached: their contents can change without their path changing.
+        images = _folder_images(path)
+    else:
+        raise UsageError(f"reference '{ref}' is not a named set ({', '.join(REFERENCES)}), an image "
+                         "folder, or an existing .npz of statistics or images")
+    mu, sigma = statistics(inception.extract(detector, images, batch_size, desc="reference features")[0])
+    return mu, sigma, {**info, "num_ref": len(images)}
+
+
+def _check_stats_detector(arrays: dict[str, np.ndarray], path: Path, detector: inception.Detector) -> None:
+    """Statistics written by sngan record their detector; FIDs across detectors are meaningless."""
+    if "detector_sha256" in arrays and str(arrays["detector_sha256"]) != detector.weights_sha256:
+        raise SnganError(f"'{path}' was computed with other Inception weights (sha256 "
+                         f"{str(arrays['detector_sha256'])[:8]}, now {detector.weights_sha256[:8]}); "
+                         "recompute it with these weights or pass the ones it was made with")
+
+
+def _named_reference_stats(ref, detector, data_root, resolution, download, num_images, batch_size,
+                           cache_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    name, split = REFERENCES[ref]
+
+    def cache_entry() -> tuple[Path, dict] | None:
+        """The cache file and its key, when the source files are on disk to fingerprint.
+
+        The key holds the requested count and each source file's name and size, so a hit costs
+        one stat() per file instead of decoding the data set (STL-10 is 2.7 GB)."""
+        files = reference_files(ref, data_root)
+        if not all(p.is_file() for p in files):
+            return None
+        key = {"version": CACHE_VERSION, "ref": ref, "dataset": name, "split": split, "resolution": resolution,
+               "num_images": num_images or "all", "files": [[p.name, p.stat().st_size] for p in files],
+               "detector_sha256": detector.weights_sha256}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        count = f"n{num_images}" if num_images else "all"
+        return cache_dir / f"{ref}-{resolution}px-{count}-{digest}.npz", key
+
+    info = {"ref": ref, "split": split, "resolution": resolution, "detector": detector.name}
+    entry = cache_entry()
+    if entry is not None and entry[0].is_file():
+        arrays = read_npz(entry[0])
+        mu, sigma = _stats_from(arrays, entry[0])
+        return mu, sigma, {**info, "num_ref": int(arrays["num_images"]), "cached": True, "cache_file": str(entry[0])}
+    images = load_reference(ref, data_root, resolution, download)  # downloads when allowed
+    if num_images:
+        images = images[:num_images]
+    mu, sigma = statistics(inception.extract(detector, images, batch_size, desc=f"{ref} features")[0])
+    cache_file, key = cache_entry()
+    save_stats(cache_file, mu, sigma, num_images=len(images), detector_sha256=detector.weights_sha256,
+               cache_key=json.dumps(key, sort_keys=True))
+    return mu, sigma, {**info, "num_ref": len(images), "cached": False, "cache_file": str(cache_file)}
