@@ -96,13 +96,8 @@ def compare(num: int, batch: int, device: torch.device, weights: Path, tmp: Path
     detector = fid_detector.load_detector(weights, device)
     out["detector"] = detector.name
     log(f"Inception features of {num} reference images")
-    ref = data.synthetic_shapes(num, 32, seed=1)
-    fid_detector.extract(detector, ref[:batch], batch)  # warm-up
-    _sync(device)
-    start = time.perf_counter()
-    features, _ = fid_detector.extract(detector, ref, batch)
-    _sync(device)
-    out["extract_images_per_s"] = round(num / (time.perf_counter() - start), 2)
+    features, seconds = bench.time_extract(detector, data.synthetic_shapes(num, 32, seed=1), batch)
+    out["extract_images_per_s"] = round(num / seconds, 2)
     stats_file = fid_stats.save_stats(tmp / "ref-stats.npz", *metrics.statistics(features), num_images=num,
                                 detector=detector.name, detector_sha256=detector.weights_sha256)
     del detector, features
