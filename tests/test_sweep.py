@@ -59,7 +59,8 @@ def test_table1_grid_is_the_papers(tmp_path):
         o = c.cfg.optim
         assert (o.lr_g, o.beta1, o.beta2, o.n_dis) == paper[c.axes["setting"]] and o.lr_d == o.lr_g
         assert c.cfg.model.arch == "dcgan" and c.cfg.train.steps == 100_000 and c.cfg.train.batch_size == 64
-        assert c.cfg.eval.every and c.cfg.eval.num_samples == 10_000 and c.cfg.eval.ref == "cifar10-train"
+        assert c.cfg.eval.every and c.cfg.eval.ref == "cifar10-train"
+        assert (c.cfg.eval.num_samples, c.cfg.eval.ref_images) == (5_000, 10_000)  # the paper's protocol
         method = c.axes["method"]
         assert c.cfg.loss.name == ("wasserstein" if method == "WGAN-GP" else "standard")
         assert c.cfg.model.d_norm == {"SN": "sn", "BN": "bn", "none": "none", "WGAN-GP": "none"}[method]
