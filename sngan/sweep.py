@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from sngan import checkpoint, config, runs, train
@@ -53,8 +54,8 @@ class Sweep:
     folder: Path
     cells: list[Cell]
     axes: dict[str, list[str]]  # axis name -> its labels, in order
-    spec: str = ""  # the spec file, or "" when continued from the folder
-    spec_text: str = ""
+    spec: str = ""  # the spec file it came from
+    spec_text: str = ""  # "" when continued from the folder: sweep.yaml stays as it is
     overrides: list[str] = field(default_factory=list)  # --set given with the spec
 
     def cell_dir(self, cell: Cell) -> Path:
@@ -288,19 +289,6 @@ def _check_same_experiment(cell: Cell, cell_dir: Path) -> None:
 # Running cells: in this process one after another, or as `python -m sngan.sweep CELL_DIR`
 
 
-def run_cell(cell_dir: Path, progress: bool) -> dict:
-    """Train a cell's folder to the end: resume from latest.pt, or start afresh. Returns train()'s summary."""
-    cfg = config.from_dict(config.read_yaml(cell_dir / runs.CONFIG))
-    latest = cell_dir / runs.LATEST
-    if latest.is_file():
-        return train.train(cfg, cell_dir, resume=checkpoint.load(latest), resume_path=latest, progress=progress)
-    # Stopped before its first checkpoint: start afresh, so its new metrics do not follow the old.
-    for name in (runs.METRICS, runs.BEST, "losses.png", "sigmas.png", "fid.png"):
-        (cell_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(cell_dir / runs.SAMPLES, ignore_errors=True)
-    return train.train(cfg, cell_dir, progress=progress)
-
-
 class _Stop(BaseException):
     def __init__(self, signum: int):
         super().__init__(signum)
@@ -313,33 +301,31 @@ class Outcome:
     failed: list[Cell] = field(default_factory=list)
 
 
-class _InProcess:
-    """A cell trained in this process when first polled, exiting as the worker would: 0,
-    128+signal when stopped on request, or the error's exit code (with `message`)."""
+def train_cell(cell_dir: Path, progress: bool, outcome: Outcome) -> tuple[int, str]:
+    """Train a cell's folder to the end here: resume from latest.pt, or start afresh. Returns
+    (exit code, error) as its subprocess exits: 0, 128+signal when stopped, or the error's code."""
 
-    def __init__(self, cell_dir: Path, progress: bool, outcome: Outcome):
-        self.cell_dir, self.progress, self.outcome, self.message = cell_dir, progress, outcome, ""
-
-    @staticmethod
-    def _stop(signum, frame):
+    def stop(signum, frame):  # until train() puts its own handler in place: stop at once
         raise _Stop(signum)
 
-    def poll(self) -> int:
-        try:  # a signal stops the cell at once until train() puts its own handler in place
-            with runs.stop_signals(self._stop):
-                if self.outcome.signum:  # the sweep was stopped just before
-                    raise _Stop(self.outcome.signum)
-                signum = run_cell(self.cell_dir, self.progress)["stopped_by"]
-        except (_Stop, KeyboardInterrupt) as e:  # KeyboardInterrupt: a second Ctrl-C in train()
-            signum = getattr(e, "signum", signal.SIGINT)
-        except SnganError as e:
-            self.message = str(e)
-            return e.exit_code
-        self.outcome.signum = self.outcome.signum or signum
-        return 128 + signum if signum else 0
-
-    def send_signal(self, signum: int) -> None:  # it sees the sweep's stop in outcome instead
-        pass
+    latest = cell_dir / runs.LATEST
+    try:
+        with runs.stop_signals(stop):
+            if outcome.signum:  # the sweep was stopped while this cell was being announced
+                raise _Stop(outcome.signum)
+            cfg = config.from_dict(config.read_yaml(cell_dir / runs.CONFIG))
+            state = checkpoint.load(latest) if latest.is_file() else None
+            if state is None:  # stopped before its first checkpoint: new metrics must not follow the old
+                for name in (runs.METRICS, runs.BEST, "losses.png", "sigmas.png", "fid.png"):
+                    (cell_dir / name).unlink(missing_ok=True)
+                shutil.rmtree(cell_dir / runs.SAMPLES, ignore_errors=True)
+            signum = train.train(cfg, cell_dir, resume=state, resume_path=latest, progress=progress)["stopped_by"]
+    except (_Stop, KeyboardInterrupt) as e:  # KeyboardInterrupt: a second Ctrl-C in train()
+        signum = getattr(e, "signum", signal.SIGINT)
+    except SnganError as e:
+        return e.exit_code, str(e)
+    outcome.signum = outcome.signum or signum
+    return (128 + signum if signum else 0), ""
 
 
 def _spawn(cell_dir: Path, stdin: int, env: dict) -> subprocess.Popen:
@@ -358,19 +344,6 @@ def _stop_at_eof() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _worker(argv: list[str]) -> int:
-    """`python -m sngan.sweep CELL_DIR`: one cell, started by `run` with stdin a pipe it holds."""
-    if len(argv) != 1:
-        print("usage: python -m sngan.sweep CELL_DIR", file=sys.stderr)
-        return 2
-    threading.Thread(target=_stop_at_eof, daemon=True).start()
-    cell = _InProcess(Path(argv[0]), False, Outcome())
-    rc = cell.poll()
-    if cell.message:
-        print(f"error: {cell.message}", file=sys.stderr)
-    return rc
-
-
 def run(sweep: Sweep, slots: list[dict] | None = None, *, progress: bool = True,
         say: Callable[[str], None] = print, launch: Callable | None = None, poll_s: float = 0.2) -> Outcome:
     """Run every unfinished cell: one after another in this process (`slots` None), or as
@@ -381,12 +354,22 @@ def run(sweep: Sweep, slots: list[dict] | None = None, *, progress: bool = True,
     every cell alike), no new cell starts, and `run` returns once the running ones have ended.
     `launch(cell, env)` starts a cell and returns a Popen-like object (tests pass their own).
     """
+    try:
+        sweep.folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SnganError(f"cannot create sweep folder '{sweep.folder}': {e.strerror}") from None
+    # One `sngan sweep` per sweep folder; the OS drops the lock when the process dies.
+    with checkpoint.folder_lock(sweep.folder, f"sweep folder '{sweep.folder}' is in use by another sngan sweep"):
+        prepare(sweep)
+        return _run(sweep, slots, progress, say, launch, poll_s)
+
+
+def _run(sweep: Sweep, slots, progress, say, launch, poll_s) -> Outcome:
     outcome, running = Outcome(), {}  # slot -> (cell, process)
+    todo = [c for c in sweep.cells if c.status not in FINAL]
     for c in sweep.cells:
         if c.status in FINAL:
             say(f"{c.name}: {c.status} at step {c.step}, skipped")
-    todo = [c for c in sweep.cells if c.status not in FINAL]
-    total = len(todo)
     write_index(sweep)
 
     def stop(signum, frame):
@@ -396,20 +379,25 @@ def run(sweep: Sweep, slots: list[dict] | None = None, *, progress: bool = True,
                 proc.send_signal(signum)
 
     watched, held = os.pipe()  # the cells' stdin, closed when this process ends (_stop_at_eof)
-    launch = launch or ((lambda c, env: _InProcess(sweep.cell_dir(c), progress, outcome)) if slots is None
-                        else (lambda c, env: _spawn(sweep.cell_dir(c), watched, env)))
+
+    def here(cell: Cell, env: dict) -> SimpleNamespace:  # trains it now; then it is polled like a subprocess
+        rc, message = train_cell(sweep.cell_dir(cell), progress, outcome)
+        return SimpleNamespace(poll=lambda: rc, send_signal=lambda signum: None, message=message)
+
+    launch = launch or (here if slots is None else lambda cell, env: _spawn(sweep.cell_dir(cell), watched, env))
+    n, total = 0, len(todo)
     try:
         with runs.stop_signals(stop):
             while running or (todo and outcome.signum is None and not outcome.failed):
                 for slot, env in enumerate(slots or [{}]):
                     if slot in running or not todo or outcome.signum is not None or outcome.failed:
                         continue
-                    cell, cell.status = todo.pop(0), "running"
+                    cell, n = todo.pop(0), n + 1
+                    cell.status = "running"
                     write_index(sweep)
-                    say(f"[{total - len(todo)}/{total}] {cell.name}: " +
-                        (f"resuming from step {cell.step}" if cell.step else "starting") +
-                        (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in env else "") +
-                        (f" (log: {sweep.cell_dir(cell) / LOG})" if slots else ""))
+                    say(f"[{n}/{total}] {cell.name}: " + (f"resuming from step {cell.step}" if cell.step else "starting")
+                        + (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in env else "")
+                        + (f" (log: {sweep.cell_dir(cell) / LOG})" if slots else ""))
                     running[slot] = (cell, launch(cell, env))
                 for slot, (cell, proc) in list(running.items()):
                     if (rc := proc.poll()) is not None:
@@ -441,7 +429,9 @@ def _ended(sweep: Sweep, cell: Cell, rc: int, message: str, outcome: Outcome, sa
 
 
 def describe(sweep: Sweep) -> str:
-    """The cells as `sngan sweep --dry-run` lists them."""
+    """The cells as `sngan sweep --dry-run` lists them, with their status when the folder exists."""
+    if (sweep.folder / "cells").is_dir():
+        refresh(sweep)
     lines = [f"sweep folder: {sweep.folder}" + ("" if sweep.folder.is_dir() else " (new)"),
              f"{len(sweep.cells)} cells:"]
     width = max(len(c.name) for c in sweep.cells)
@@ -452,44 +442,9 @@ def describe(sweep: Sweep) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cli_run(target: str, overrides: list[str], out: str | None, dry_run: bool, gpus: str | None,
-            jobs: int, progress: bool) -> int:
-    """`sngan sweep`: returns the exit code (0, 1 when a cell failed, 128+signal when stopped)."""
-    if gpus is not None and jobs != 1:
-        raise UsageError("give --gpus (one cell per listed GPU) or --jobs (cells at once), not both")
-    if jobs < 1:
-        raise UsageError("--jobs must be at least 1")
-    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus is not None else None
-    if gpus is not None and not gpu_list:
-        raise UsageError("--gpus takes a comma-separated list of GPU indices, e.g. --gpus 0,1")
-    sweep = plan(target, overrides, out)
-    if dry_run:
-        if (sweep.folder / "cells").is_dir():
-            refresh(sweep)
-        sys.stdout.write(describe(sweep))
-        return 0
-    slots = [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_list] if gpu_list else [{}] * jobs if jobs > 1 else None
-    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    try:
-        sweep.folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SnganError(f"cannot create sweep folder '{sweep.folder}': {e.strerror}") from None
-    # One `sngan sweep` per sweep folder; the OS drops the lock when the process dies.
-    with checkpoint.folder_lock(sweep.folder, f"sweep folder '{sweep.folder}' is in use by another sngan sweep"):
-        prepare(sweep)
-        outcome = run(sweep, slots, progress=progress, say=say)
-    counts = {s: sum(c.status == s for c in sweep.cells) for s in ("done", "diverged", "interrupted", "pending", "failed")}
-    say(f"sweep {sweep.folder}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
-    if outcome.signum is not None:
-        say(f"sweep stopped by {signal.Signals(outcome.signum).name}; finished cells are kept and interrupted "
-            f"ones resume from their checkpoints. Resume with: sngan sweep {sweep.folder}")
-        return 128 + outcome.signum
-    if outcome.failed:
-        cell = outcome.failed[0]
-        raise SnganError(f"sweep cell '{cell.name}' failed: {cell.message}; fix it, then run: sngan sweep {sweep.folder}")
-    say(f"report with: sngan report {sweep.folder} --out {sweep.folder / 'report'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_worker(sys.argv[1:]))
+if __name__ == "__main__":  # a cell run as a subprocess, with stdin a pipe the sweep holds
+    threading.Thread(target=_stop_at_eof, daemon=True).start()
+    rc, error = train_cell(Path(sys.argv[1]), False, Outcome())
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+    sys.exit(rc)

@@ -234,7 +234,6 @@ class FakeProc:
 def _run_fakes(tmp_path, n, slots, procs, log):
     """sweep.run over n prepared cells (seed0, seed1, ...) that launches FakeProcs instead of training."""
     s = _expand(_spec(tmp_path, f"base: quickstart\naxes: {{train.seed: {list(range(n))}}}\n"), out=tmp_path / "s")
-    sweep.prepare(s)
 
     def launch(cell, env):
         gpu = env.get("CUDA_VISIBLE_DEVICES")
