@@ -256,17 +256,17 @@ def test_run_puts_one_cell_per_gpu(tmp_path):
 
 def test_run_passes_a_stop_on_once_and_starts_nothing_new(tmp_path):
     class RunsUntilSignalled(FakeProc):
-        def poll(self):  # the sweep gets SIGINT (a real one) while both first cells run
-            if len(log) == 2 and not sent:
-                sent.append(os.kill(os.getpid(), signal.SIGINT))
+        def poll(self):  # the sweep gets SIGINT, then SIGTERM (real ones) while both first cells run
+            if len(log) == 2 and len(sent) < 2:
+                sent.append(os.kill(os.getpid(), (signal.SIGINT, signal.SIGTERM)[len(sent)]))
             return super().poll()
 
-    log, sent = [], []
-    procs = {"seed0": RunsUntilSignalled(polls=10**9), "seed1": RunsUntilSignalled(polls=10**9)}
+    log, sent = [], []  # unsignalled, the cells would end "done" after 10**4 polls
+    procs = {"seed0": RunsUntilSignalled(polls=10**4), "seed1": RunsUntilSignalled(polls=10**4)}
     outcome = _run_fakes(tmp_path, 4, [{}, {}], procs, log)
     assert outcome.signum == signal.SIGINT
     assert [n for n, _ in log] == ["seed0", "seed1"]
-    assert procs["seed0"].signals == [signal.SIGINT] and procs["seed1"].signals == [signal.SIGINT]
+    assert len(sent) == 2 and procs["seed0"].signals == procs["seed1"].signals == [signal.SIGINT]  # once
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the sweep's handler is gone again
 
 
