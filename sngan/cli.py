@@ -221,11 +221,33 @@ def sweep(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar (in-process cells)."),
 ):
     """Run a grid of configs; finished cells are skipped, interrupted ones resumed."""
-    from sngan.sweep import cli_run
+    import signal
 
-    code = cli_run(spec, overrides, None if out is None else str(out), dry_run, gpus, jobs, progress)
-    if code:
-        raise typer.Exit(code)
+    from sngan import runs, sweep as sweeps
+
+    if gpus is not None and jobs != 1:
+        raise UsageError("give --gpus (one cell per listed GPU) or --jobs (cells at once), not both")
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    gpu_list = [g.strip() for g in (gpus or "").split(",") if g.strip()]
+    if gpus is not None and not gpu_list:
+        raise UsageError("--gpus takes a comma-separated list of GPU indices, e.g. --gpus 0,1")
+    plan = sweeps.plan(spec, overrides, out)
+    if dry_run:
+        typer.echo(sweeps.describe(plan), nl=False)
+        return
+    slots = [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_list] or ([{}] * jobs if jobs > 1 else None)
+    outcome = sweeps.run(plan, slots, progress=progress, say=lambda line: typer.echo(line, err=True))
+    counts = {s: sum(c.status == s for c in plan.cells) for s in (*runs.STATUSES, "failed")}
+    typer.echo(f"sweep {plan.folder}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), err=True)
+    if outcome.signum is not None:
+        typer.echo(f"sweep stopped by {signal.Signals(outcome.signum).name}; finished cells are kept and "
+                   f"interrupted ones resume from their checkpoints. Resume with: sngan sweep {plan.folder}", err=True)
+        raise typer.Exit(128 + outcome.signum)
+    if outcome.failed:
+        raise SnganError(f"sweep cell '{outcome.failed[0].name}' failed: {outcome.failed[0].message}; fix it, "
+                         f"then run: sngan sweep {plan.folder}")
+    typer.echo(f"report with: sngan report {plan.folder} --out {plan.folder / 'report'}", err=True)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -59,7 +60,8 @@ def test_table1_grid_is_the_papers(tmp_path):
         o = c.cfg.optim
         assert (o.lr_g, o.beta1, o.beta2, o.n_dis) == paper[c.axes["setting"]] and o.lr_d == o.lr_g
         assert c.cfg.model.arch == "dcgan" and c.cfg.train.steps == 100_000 and c.cfg.train.batch_size == 64
-        assert c.cfg.eval.every and c.cfg.eval.num_samples == 10_000 and c.cfg.eval.ref == "cifar10-train"
+        assert c.cfg.eval.every and c.cfg.eval.ref == "cifar10-train"
+        assert (c.cfg.eval.num_samples, c.cfg.eval.ref_images) == (5_000, 10_000)  # the paper's protocol
         method = c.axes["method"]
         assert c.cfg.loss.name == ("wasserstein" if method == "WGAN-GP" else "standard")
         assert c.cfg.model.d_norm == {"SN": "sn", "BN": "bn", "none": "none", "WGAN-GP": "none"}[method]
@@ -217,64 +219,70 @@ class FakeProc:
     """Finishes with `rc` after `polls` polls; records signals."""
 
     def __init__(self, rc=0, polls=2):
-        self.rc, self.polls, self.signals = rc, polls, []
+        self.rc, self.polls, self.signals, self.ended = rc, polls, [], False
 
     def poll(self):
         self.polls -= 1
-        return self.rc if self.polls <= 0 else None
+        self.ended = self.polls <= 0
+        return self.rc if self.ended else None
 
     def send_signal(self, s):  # a cell checkpoints and exits with 128+signal
         self.signals.append(s)
         self.rc, self.polls = 128 + s, 1
 
 
-def _cells(n):
-    return [sweep.Cell(f"c{i}", {}, {}, None) for i in range(n)]
+def _run_fakes(tmp_path, n, slots, procs, log):
+    """sweep.run over n prepared cells (seed0, seed1, ...) that launches FakeProcs instead of training."""
+    s = _expand(_spec(tmp_path, f"base: quickstart\naxes: {{train.seed: {list(range(n))}}}\n"), out=tmp_path / "s")
 
-
-def _scheduler(slots, procs, log, finished=lambda cell, rc: "done" if rc == 0 else "interrupted"):
     def launch(cell, env):
-        log.append((cell.name, env.get("CUDA_VISIBLE_DEVICES"), [c.name for c, _ in s.running.values()]))
+        gpu = env.get("CUDA_VISIBLE_DEVICES")
+        assert _index(s.folder)[cell.name]["status"] == "running"  # the index is rewritten as a cell starts
+        busy = [g for name, g in log if not procs[name].ended]
+        log.append((cell.name, gpu))
+        assert gpu is None or gpu not in busy, "two cells on one GPU"
         return procs.setdefault(cell.name, FakeProc())
 
-    s = sweep.Scheduler(slots, launch, lambda cell, env: None, finished, poll_s=0)
-    return s
+    return sweep.run(s, slots, launch=launch, poll_s=0, say=lambda line: None)
 
 
-def test_scheduler_runs_one_cell_per_gpu():
+def test_run_puts_one_cell_per_gpu(tmp_path):
     log, procs = [], {}
-    outcome = _scheduler([{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}], procs, log).run(_cells(5))
+    outcome = _run_fakes(tmp_path, 5, [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}], procs, log)
     assert outcome.signum is None and not outcome.failed
-    assert sorted(n for n, *_ in log) == ["c0", "c1", "c2", "c3", "c4"]  # each cell once
-    assert all(len(running) < 2 for *_, running in log)  # never more than one cell per GPU
-    assert [(n, g) for n, g, _ in log[:2]] == [("c0", "0"), ("c1", "1")]
+    assert sorted(n for n, _ in log) == [f"seed{i}" for i in range(5)]  # each cell once
+    assert log[:2] == [("seed0", "0"), ("seed1", "1")]
 
 
-def test_scheduler_stop_forwards_the_signal_once_and_starts_nothing_new():
+def test_run_passes_a_stop_on_once_and_starts_nothing_new(tmp_path):
     class RunsUntilSignalled(FakeProc):
-        def poll(self):  # the sweep gets SIGINT while both first cells run
-            if len(s.running) == 2 and s.signum is None:
-                s.request_stop(signal.SIGINT)
+        def poll(self):  # the sweep gets SIGINT, then SIGTERM (real ones) while both first cells run
+            if len(log) == 2 and len(sent) < 2:
+                sent.append(os.kill(os.getpid(), (signal.SIGINT, signal.SIGTERM)[len(sent)]))
             return super().poll()
 
-    log, procs = [], {"c0": RunsUntilSignalled(polls=10**9), "c1": RunsUntilSignalled(polls=10**9)}
-    s = _scheduler([{}, {}], procs, log)
-    outcome = s.run(_cells(4))
+    log, sent = [], []  # unsignalled, the cells would end "done" after 10**4 polls
+    procs = {"seed0": RunsUntilSignalled(polls=10**4), "seed1": RunsUntilSignalled(polls=10**4)}
+    outcome = _run_fakes(tmp_path, 4, [{}, {}], procs, log)
     assert outcome.signum == signal.SIGINT
-    assert [n for n, *_ in log] == ["c0", "c1"]
-    assert procs["c0"].signals == [signal.SIGINT] and procs["c1"].signals == [signal.SIGINT]
+    assert [n for n, _ in log] == ["seed0", "seed1"]
+    assert len(sent) == 2 and procs["seed0"].signals == procs["seed1"].signals == [signal.SIGINT]  # once
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the sweep's handler is gone again
 
 
-def test_scheduler_stops_starting_cells_after_a_failure():
-    log, procs = [], {"c0": FakeProc(rc=1, polls=1)}
-    outcome = _scheduler([{}], procs, log, finished=lambda cell, rc: "failed" if rc else "done").run(_cells(3))
-    assert [c.name for c in outcome.failed] == ["c0"] and [n for n, *_ in log] == ["c0"]
+def test_run_starts_no_cell_after_a_failure(tmp_path):
+    log, procs = [], {"seed0": FakeProc(rc=1, polls=1)}
+    outcome = _run_fakes(tmp_path, 3, [{}], procs, log)
+    assert [c.name for c in outcome.failed] == ["seed0"] and [n for n, _ in log] == ["seed0"]
+    index = _index(tmp_path / "s")
+    assert [index[n]["status"] for n in ("seed0", "seed1", "seed2")] == ["failed", "pending", "pending"]
+    assert index["seed0"]["message"] == "exit code 1"
 
 
 def test_gpus_run_cells_as_subprocesses(tmp_path):
     """`--gpus 0` runs the cell through `python -m sngan.sweep CELL_DIR` with CUDA_VISIBLE_DEVICES
-    set (ignored here: the cell trains on the CPU). One cell keeps it quick; the scheduler tests
-    above cover several at once."""
+    set (ignored here: the cell trains on the CPU). One cell keeps it quick; the run tests above
+    cover several at once."""
     spec = _spec(tmp_path, "base: quickstart\naxes: {model.d_norm: [sn]}\n")
     out = tmp_path / "sweep"
     err = sngan("sweep", spec, "--out", out, "--gpus", "0", *TINY, *STEPS, "--set", "train.steps=2").stderr
@@ -294,9 +302,10 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux-only")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the cell's process in /proc")
 def test_cells_checkpoint_and_stop_when_the_sweep_is_killed(tmp_path):
-    """SIGKILL gives the sweep no chance to forward anything; the kernel SIGTERMs its cells."""
+    """SIGKILL gives the sweep no chance to forward anything; its cells see their stdin pipe
+    from the sweep close, and stop as on SIGTERM."""
     spec = _spec(tmp_path, "base: quickstart\naxes: {model.d_norm: [sn]}\n")
     out = tmp_path / "sweep"
     proc = subprocess.Popen([sys.executable, "-m", "sngan", "sweep", str(spec), "--out", str(out), "--jobs", "2",
