@@ -146,32 +146,29 @@ class Config:
     out: OutConfig = field(default_factory=OutConfig)
 
 
+# The names a choice field accepts. The config is their home: the registries that implement them
+# (data.DATASETS, models.ARCHS, models.D_NORMS, losses.LOSSES, train.NONFINITE) are
+# keyed by these names, and a test checks that each implements exactly its list. Keeping them
+# here lets config validate without importing the models, so imports flow one way.
+CHOICES = {
+    "datasets": ("cifar10", "folder", "npz", "stl10", "synthetic"),
+    "archs": ("dcgan", "resnet"),
+    "d_norms": ("sn", "bn", "none"),
+    "inits": ("official", "pytorch"),
+    "losses": ("hinge", "standard", "wasserstein"),
+    "placements": ("device", "cpu"),
+    "z_dists": ("normal", "uniform"),
+    "dcgan_d_variants": ("paper", "official"),
+    "lr_decays": ("none", "linear"),
+    "devices": ("auto", "cpu", "cuda"),
+    "nonfinite_policies": ("stop", "skip"),
+    "amp_modes": ("none", "bf16"),
+}
+
+
 def choices(registry: str) -> list[str]:
-    """Valid names for a choice field, read from the registry that implements them."""
-    if registry == "datasets":
-        from sngan.data import DATASETS
-        return sorted(DATASETS)
-    if registry == "archs":
-        from sngan.models import ARCHS
-        return sorted(ARCHS)
-    if registry == "d_norms":
-        from sngan.models import D_NORMS
-        return list(D_NORMS)
-    if registry == "inits":
-        from sngan.models import INITS
-        return list(INITS)
-    if registry == "losses":
-        from sngan.losses import LOSSES
-        return sorted(LOSSES)
-    return {
-        "placements": ["device", "cpu"],
-        "z_dists": ["normal", "uniform"],
-        "dcgan_d_variants": ["paper", "official"],
-        "lr_decays": ["none", "linear"],
-        "devices": ["auto", "cpu", "cuda"],
-        "nonfinite_policies": ["stop", "skip"],
-        "amp_modes": ["none", "bf16"],
-    }[registry]
+    """Valid names for a choice field."""
+    return list(CHOICES[registry])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,10 +267,17 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def check_resolution(arch: str, resolution: int) -> None:
+    """The resolutions each architecture's layout supports."""
+    if resolution % 8:
+        raise UsageError(f"config key 'data.resolution' must be a multiple of 8 for arch '{arch}', got {resolution}")
+    if arch == "resnet" and resolution > 32 and resolution % 16:
+        raise UsageError("config key 'data.resolution' must be 32 or a multiple of 16 for arch 'resnet' "
+                         f"(the STL-10 layout halves it four times), got {resolution}")
+
+
 def validate(cfg: Config) -> None:
     """Checks that involve more than one key."""
-    from sngan.models import check_resolution
-
     check_resolution(cfg.model.arch, cfg.data.resolution)
     if cfg.eval.every and cfg.eval.num_samples < 2:
         raise UsageError("config key 'eval.num_samples' must be at least 2 for FID")

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from sngan.config import ModelConfig
+from sngan.config import CHOICES, ModelConfig, check_resolution
 from sngan.errors import UsageError
 from sngan.spectral_norm import spectral_norm
 
-D_NORMS = ("sn", "bn", "none")
+D_NORMS = CHOICES["d_norms"]
 
 # Paper widths as multiples of the base width (g_ch / d_ch) and the paper's base widths.
 DCGAN_D_WIDTHS = {"paper": (1, 1, 2, 2, 4, 4, 8), "official": (1, 2, 2, 4, 4, 8, 8)}
@@ -27,14 +27,6 @@ DEFAULT_CH = {  # arch -> resolution layout -> (g_ch, d_ch)
     "dcgan": {"any": (64, 64)},
     "resnet": {32: (256, 128), 48: (64, 64)},
 }
-
-
-def check_resolution(arch: str, resolution: int) -> None:
-    if resolution % 8:
-        raise UsageError(f"config key 'data.resolution' must be a multiple of 8 for arch '{arch}', got {resolution}")
-    if arch == "resnet" and resolution > 32 and resolution % 16:
-        raise UsageError("config key 'data.resolution' must be 32 or a multiple of 16 for arch 'resnet' "
-                         f"(the STL-10 layout halves it four times), got {resolution}")
 
 
 class _Norm:
@@ -244,7 +236,6 @@ def _resnet(cfg: ModelConfig, resolution: int) -> tuple[nn.Module, nn.Module]:
 
 # arch -> (builder of (G, D), the official code's initialisation)
 ARCHS = {"dcgan": (_dcgan, _init_dcgan), "resnet": (_resnet, _init_resnet)}
-INITS = ("official", "pytorch")
 
 
 def build(cfg: ModelConfig, resolution: int) -> tuple[nn.Module, nn.Module]:
@@ -252,7 +243,7 @@ def build(cfg: ModelConfig, resolution: int) -> tuple[nn.Module, nn.Module]:
 
     `model.init: official` initialises them as the official code does; `pytorch` keeps
     PyTorch's default initialisation of each layer."""
-    check_resolution(cfg.arch, resolution)
+    check_resolution(cfg.arch, resolution)  # the config's rule, for models built without a Config
     builder, init = ARCHS[cfg.arch]
     G, D = builder(cfg, resolution)
     if cfg.init == "official":

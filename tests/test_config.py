@@ -111,3 +111,14 @@ def test_dump_round_trips():
     cfg = config.from_dict({"model": {"d_norm": "none"}, "loss": "standard"})
     import yaml
     assert config.from_dict(yaml.safe_load(config.dump(cfg))) == cfg
+
+
+def test_every_choice_has_an_implementation_and_no_more():
+    """The config names the choices; each registry must implement exactly those names, or a
+    valid config would fail at run time (or an implementation would be unreachable)."""
+    from sngan import data, losses, models, train
+
+    for registry, implemented in (("datasets", data.DATASETS), ("archs", models.ARCHS),
+                                  ("d_norms", models.D_NORMS), ("losses", losses.LOSSES),
+                                  ("nonfinite_policies", train.NONFINITE)):
+        assert set(config.choices(registry)) == set(implemented), registry
