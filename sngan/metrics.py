@@ -79,8 +79,8 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
 
 KID_SUBSETS, KID_SUBSET_SIZE, KID_SEED = 100, 1000, 2020  # torch-fidelity's defaults, so numbers compare
 PR_NEIGHBOURS = 3  # Kynkaanniemi et al. 2019
-# Generated rows per block of distances in precision/recall: bounds memory at
-# PR_BLOCK x max(N_gen, N_real) float64 (80 MB per 10,000 images) besides the features.
+# Rows per block of distances in precision/recall: memory is about one PR_BLOCK x max(N_gen, N_real)
+# float64 block (80 MB per 10,000 images) besides the features, instead of all N_gen x N_real.
 PR_BLOCK = 1000
 
 
@@ -126,15 +126,23 @@ def kernel_inception_distance(generated: np.ndarray, real: np.ndarray, subsets: 
 
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Euclidean distances `(len(a), len(b))` of float64 rows."""
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
-    return np.sqrt(np.clip(sq, 0, None))  # round-off can make a distance to oneself slightly negative
+    d = a @ b.T
+    d *= -2  # in place from here on: one (len(a), len(b)) array at a time, not five
+    d += (a * a).sum(1)[:, None]
+    d += (b * b).sum(1)[None, :]
+    np.clip(d, 0, None, out=d)  # round-off can make a distance to oneself slightly negative
+    return np.sqrt(d, out=d)
 
 
 def _radii(x: np.ndarray, k: int) -> np.ndarray:
     """Each row's distance to its k-th nearest neighbour in `x`, itself excluded: index k of the
     sorted row, whose index 0 is the row itself (torch-fidelity's `kthvalue(k + 1)`)."""
-    return np.concatenate([np.partition(_distances(x[i:i + PR_BLOCK], x), k, axis=1)[:, k]
-                           for i in range(0, len(x), PR_BLOCK)])
+    radii = np.empty(len(x))
+    for i in range(0, len(x), PR_BLOCK):
+        block = _distances(x[i:i + PR_BLOCK], x)
+        block.partition(k, axis=1)  # in place, and copied out below so no block outlives its turn
+        radii[i:i + PR_BLOCK] = block[:, k]
+    return radii
 
 
 def precision_recall(generated: np.ndarray, real: np.ndarray, k: int = PR_NEIGHBOURS) -> tuple[float, float]:
