@@ -151,6 +151,8 @@ def eval_fid(
     ref_images: int = typer.Option(0, "--ref-images", help="Use the first N images of a named reference (0: all; the paper uses 10000)."),
     save_stats: Optional[str] = typer.Option(None, "--save-stats", help="Also write the reference statistics to this .npz."),
     inception_score: bool = typer.Option(False, "--is", help="Also compute the Inception Score (10 splits, no fc bias, as the paper)."),
+    kid: bool = typer.Option(False, "--kid", help="Also compute KID (100 subsets of up to 1000 images per side, torch-fidelity's protocol); needs an image reference, not a stats .npz."),
+    pr: bool = typer.Option(False, "--pr", help="Also compute precision and recall (k = 3 nearest neighbours); needs an image reference, not a stats .npz."),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights", envvar="SNGAN_INCEPTION_WEIGHTS", help="Local copy of pt_inception-2015-12-05-6726825d.pth (default: torch hub cache, downloaded on first use)."),
     batch_size: int = typer.Option(100, "--batch-size", help="Images per Inception forward."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -160,7 +162,7 @@ def eval_fid(
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help=EMA_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
-    """FID (and IS) of a checkpoint or an image set against a reference, with its protocol."""
+    """FID (and IS, KID, precision/recall) of a checkpoint or an image set against a reference, with its protocol."""
     from sngan.evaluate import eval_fid as run_eval, format_result
     from sngan.distributed import resolve_device
 
@@ -173,7 +175,7 @@ def eval_fid(
     result = run_eval(images=images, checkpoint=checkpoint_path, num=num, ref=ref, save_stats=save_stats,
                       inception_score=inception_score, inception_weights=inception_weights,
                       batch_size=batch_size, device=str(resolve_device(device)), data_root=data_root,
-                      download=download, seed=seed, ema=ema, ref_images=ref_images)
+                      download=download, seed=seed, ema=ema, ref_images=ref_images, kid=kid, pr=pr)
     typer.echo(json.dumps(result) if as_json else format_result(result))
 
 

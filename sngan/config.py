@@ -125,6 +125,10 @@ class EvalConfig:
                          "10000)", ge=0)
     batch_size: int = _f(100, "images per Inception forward", ge=1)
     inception_score: bool = _f(True, "also compute IS when the detector has logits")
+    kid: bool = _f(False, "also compute KID (100 subsets of up to 1000) from the reference's features, cached "
+                   "beside its statistics; the reference must be images, not a statistics .npz")
+    pr: bool = _f(False, "also compute precision and recall (k = 3 nearest neighbours) from the reference's "
+                  "features; memory grows with the sample counts, see docs/fid.md")
     inception_weights: str = _f("", "local copy of the FID Inception weights (\"\": torch's hub cache, "
                                 "downloaded on first use)")
 

@@ -1,4 +1,5 @@
-"""`sngan eval-fid` and FID during training, both with pytorch-fid's protocol.
+"""`sngan eval-fid` and FID during training, both with pytorch-fid's protocol; KID and
+precision/recall from the same features when asked for.
 
 Samples from a checkpoint are generated in memory, never written as PNGs: uint8 PNGs are
 lossless, but writing tens of thousands of files is slow and clutters disks. A metric's name
@@ -32,12 +33,13 @@ def count_label(n: int) -> str:
     return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
 
-def metric_name(num_gen: int, ref: str, num_ref: int = 0) -> str:
+def metric_name(num_gen: int, ref: str, num_ref: int = 0, metric: str = "fid") -> str:
     """`fid<N>_<ref>[<M>]`: N generated samples against the named reference set `ref` (all of it,
     or its first M images), or `custom` for a folder or .npz (its path is in the result's `ref`).
-    `fid5k_cifar10-train10k` is the paper's protocol; `fid50k_cifar10-train` the usual one."""
+    `fid5k_cifar10-train10k` is the paper's protocol; `fid50k_cifar10-train` the usual one.
+    `metric` names another comparison of the same sets: `kid`, `precision`, `recall`."""
     name = ref if ref in REFERENCES else "custom"
-    return f"fid{count_label(num_gen)}_{name}{count_label(num_ref) if num_ref and ref in REFERENCES else ''}"
+    return f"{metric}{count_label(num_gen)}_{name}{count_label(num_ref) if num_ref and ref in REFERENCES else ''}"
 
 
 def is_name(num: int) -> str:
@@ -48,7 +50,7 @@ def is_name(num: int) -> str:
 def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, save_stats: str | None,
              inception_score: bool, inception_weights: str | None, batch_size: int, device: str,
              data_root: str, download: bool, seed: int, resolution: int | None = None,
-             ema: bool | None = None, ref_images: int = 0) -> dict:
+             ema: bool | None = None, ref_images: int = 0, kid: bool = False, pr: bool = False) -> dict:
     """FID of generated images against `ref`; returns the result dict that `format_result` prints.
 
     The generated side is exactly one of `images` (a folder or .npz of uint8 images, all of them;
@@ -58,10 +60,11 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     .npz of images, or a statistics .npz. `save_stats` writes the reference's statistics; with
     neither `images` nor `checkpoint` that is all it does, a named reference then at `resolution`
     (default: the one SN-GAN trains at on that data set). `ref_images` limits a named reference
-    to its first N images (0: all of it; the paper uses 10,000).
+    to its first N images (0: all of it; the paper uses 10,000). `kid` and `pr` add KID and
+    precision/recall against the reference's features (so not against a statistics .npz).
     """
     start = time.perf_counter()
-    _check_args(images, checkpoint, num, save_stats, ema)
+    _check_args(images, checkpoint, num, save_stats, ema, kid or pr)
     detector = inception.load_detector(inception_weights, device)
     ref_args = {"data_root": data_root, "download": download, "batch_size": batch_size, "num_images": ref_images}
     if images is None and checkpoint is None:
@@ -78,7 +81,10 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
         raise UsageError(f"generated images are {w}x{h}, but reference '{ref}' is square; use square "
                          "images or a folder/statistics reference")
     # Reference first: a bad --ref fails before minutes of generating.
-    mu_ref, sigma_ref, info = fid_stats.reference_stats(ref, detector, resolution=h, **ref_args)
+    if kid or pr:
+        mu_ref, sigma_ref, ref_features, info = fid_stats.reference_features(ref, detector, resolution=h, **ref_args)
+    else:
+        mu_ref, sigma_ref, info = fid_stats.reference_stats(ref, detector, resolution=h, **ref_args)
     if save_stats:
         _save_reference(save_stats, mu_ref, sigma_ref, detector, info)
     features, logits = inception.extract(detector, batches, batch_size, total=total, desc="generated features")
@@ -94,16 +100,20 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     }
     if inception_score:
         result.update(_inception_score_fields(logits))
+    names = {m: metric_name(len(features), ref, ref_images, m) for m in ("kid", "precision", "recall")}
+    result.update(feature_metrics(features, ref_features, kid, pr, names, fields=True) if kid or pr else {})
     if save_stats:
         result["saved_stats"] = save_stats
     return {**result, "seconds": round(time.perf_counter() - start, 2)}
 
 
 def _check_args(images: str | None, checkpoint: str | None, num: int, save_stats: str | None,
-                ema: bool | None) -> None:
+                ema: bool | None, kid_pr: bool = False) -> None:
     """Argument mistakes, caught before anything slow runs."""
     if images is not None and checkpoint is not None:
         raise UsageError("give either --images or --checkpoint, not both")
+    if kid_pr and images is None and checkpoint is None:
+        raise UsageError("--kid and --pr compare generated images with the reference; give --images or --checkpoint")
     if ema is not None and checkpoint is None:
         raise UsageError("--ema/--no-ema choose a checkpoint's generator; use them with --checkpoint")
     if images is None and checkpoint is None and not save_stats:
@@ -150,6 +160,27 @@ def _inception_score_fields(logits: np.ndarray | None) -> dict:
     return {"is_metric": is_name(len(logits)), "is_mean": mean, "is_std": std, "is_splits": splits}
 
 
+def feature_metrics(features: np.ndarray, ref_features: np.ndarray, kid: bool, pr: bool, names: dict[str, str],
+                    fields: bool = False) -> dict:
+    """KID (mean and std over subsets) and precision/recall (k = 3) of generated `(N, 2048)`
+    features against the reference's, under `names` (`kid`, `precision`, `recall` -> metric
+    names). `{name: value, kid name + "_std": std}` for training's log; with `fields`, eval-fid's
+    result fields, which also record the protocol (subsets and their size, k)."""
+    out = {}
+    if kid:
+        mean, std = metrics.kernel_inception_distance(features, ref_features)
+        size = metrics.kid_subset_size(len(features), len(ref_features))
+        out.update({"kid_metric": names["kid"], "kid_mean": mean, "kid_std": std,
+                    "kid_subsets": metrics.KID_SUBSETS, "kid_subset_size": size} if fields else
+                   {names["kid"]: mean, names["kid"] + "_std": std})
+    if pr:
+        precision, recall = metrics.precision_recall(features, ref_features)
+        out.update({"precision_metric": names["precision"], "precision": precision, "recall_metric": names["recall"],
+                    "recall": recall, "pr_neighbours": metrics.PR_NEIGHBOURS} if fields else
+                   {names["precision"]: precision, names["recall"]: recall})
+    return out
+
+
 def format_result(result: dict) -> str:
     """The metric as `fid10k_cifar10-train = 24.31`, then its protocol on the following lines."""
     ref = _describe_ref(result)
@@ -168,6 +199,12 @@ def format_result(result: dict) -> str:
                      f"{result['num_gen']} samples in {result['is_splits']} splits of {per_split}; {PAPER_IS})")
     elif "is" in result:
         lines.append(f"  IS unavailable: {result['is_note']}")
+    if "kid_mean" in result:
+        lines.append(f"  {result['kid_metric']} = {result['kid_mean']:.5f} ± {result['kid_std']:.5f} (KID over "
+                     f"{result['kid_subsets']} subsets of {result['kid_subset_size']} per side)")
+    if "precision" in result:
+        lines.append(f"  {result['precision_metric']} = {result['precision']:.3f}, {result['recall_metric']} = "
+                     f"{result['recall']:.3f} (k = {result['pr_neighbours']} nearest neighbours)")
     if "saved_stats" in result:
         lines.append(f"  reference statistics written to {result['saved_stats']}")
     return "\n".join(lines)
@@ -196,19 +233,31 @@ class FIDTracker:
         self.cfg, self.device, self.ctx = cfg, device, ctx or distributed.Dist()
         self.detector = inception.load_detector(ec.inception_weights or None, device)
         self.metric = metric_name(ec.num_samples, ec.ref, ec.ref_images)
+        self.names = {m: metric_name(ec.num_samples, ec.ref, ec.ref_images, m) for m in ("kid", "precision", "recall")}
         ref_args = dict(data_root=cfg.data.root, resolution=cfg.data.resolution, download=cfg.data.download,
                         batch_size=ec.batch_size, num_images=ec.ref_images)
         # Rank 0 computes (and caches) the reference statistics first; the others then read them.
         if self.ctx.main:
-            self.mu_ref, self.sigma_ref, self.ref_info = fid_stats.reference_stats(ec.ref, self.detector, **ref_args)
+            self._load_reference(ref_args)
         distributed.barrier(self.ctx)
         if not self.ctx.main:
-            self.mu_ref, self.sigma_ref, self.ref_info = fid_stats.reference_stats(ec.ref, self.detector, **ref_args)
+            self._load_reference(ref_args)
         self.sqrt_sigma_ref = metrics.sqrt_psd(self.sigma_ref)  # once, not at every evaluation
+
+    def _load_reference(self, ref_args: dict) -> None:
+        """The reference's statistics, and its features (once, here) when KID or PR is on."""
+        ec, self.ref_features = self.cfg.eval, None
+        if ec.kid or ec.pr:
+            self.mu_ref, self.sigma_ref, self.ref_features, self.ref_info = fid_stats.reference_features(
+                ec.ref, self.detector, **ref_args)
+        else:
+            self.mu_ref, self.sigma_ref, self.ref_info = fid_stats.reference_stats(ec.ref, self.detector, **ref_args)
 
     def evaluate(self, G: nn.Module, suffix: str = "") -> dict:
         """`{metric: fid}`, plus the Inception Score `is<N>` and its `is<N>_std` (10 splits) when
-        asked for and the weights have logits; each key ends in `suffix` (`_ema` for the EMA generator).
+        asked for and the weights have logits, and `kid<N>_<ref>` with its `_std`,
+        `precision<N>_<ref>`, `recall<N>_<ref>` when `eval.kid`/`eval.pr`; each key ends in
+        `suffix` (`_ema` for the EMA generator).
 
         G is evaluated in eval mode and left in the mode it came in. A collective call when
         several processes train: all of them must call it.
@@ -235,4 +284,6 @@ class FIDTracker:
             mean, std = metrics.inception_score(logits, min(IS_SPLITS, len(logits)))
             key = is_name(len(logits))
             result.update({key: mean, key + "_std": std})
+        if ec.kid or ec.pr:
+            result.update(feature_metrics(features, self.ref_features, ec.kid, ec.pr, self.names))
         return {k + suffix: v for k, v in result.items()}

@@ -2,7 +2,8 @@
 
 Statistics files have pytorch-fid's (and TTUR's) layout, arrays `mu` `(2048,)` and `sigma`
 `(2048, 2048)` in a .npz, so either tool reads the other's. Reference statistics of named data
-sets are cached on disk under a hash of everything they depend on.
+sets are cached on disk under a hash of everything they depend on; so are their features, which
+KID and precision/recall need, when those are asked for.
 """
 
 from __future__ import annotations
@@ -97,32 +98,50 @@ def _folder_images(folder: Path) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reference statistics
+# Reference statistics and features
 
 
-def reference_stats(ref: str, detector: inception.Detector, *, data_root: str | Path = "data",
-                    resolution: int = 32, download: bool = True, num_images: int = 0, batch_size: int = 100,
-                    cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+def reference_stats(ref: str, detector: inception.Detector, **kwargs) -> tuple[np.ndarray, np.ndarray, dict]:
     """Reference `mu` `(2048,)`, `sigma` `(2048, 2048)` and `info` describing the protocol.
 
     `ref` is a name in `sngan.data.REFERENCES` (its first `num_images` images, or all when 0,
     resized to `resolution`; cached in `<cache_dir>/fid-stats/`, `cache_dir` defaulting to
     `sngan.detector.default_cache_dir()`), a folder or .npz of images, or a statistics .npz.
     `info` has at least ref, num_ref (None when a stats file does not record it), detector,
-    cached, cache_file.
+    cached, cache_file. Keyword arguments: data_root ("data"), resolution (32), download (True),
+    num_images (0), batch_size (100), cache_dir (None).
     """
+    mu, sigma, _, info = _reference(ref, detector, False, **kwargs)
+    return mu, sigma, info
+
+
+def reference_features(ref: str, detector: inception.Detector, **kwargs
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """`reference_stats` and the reference's pool3 features, float32 `(N, 2048)`, which KID and
+    precision/recall compare with. A named set's are cached beside its statistics (`-features.npy`,
+    400 MB for CIFAR-10's 50,000); a statistics .npz has none, which is an error."""
+    return _reference(ref, detector, True, **kwargs)
+
+
+def _reference(ref: str, detector: inception.Detector, want_features: bool, *, data_root: str | Path = "data",
+               resolution: int = 32, download: bool = True, num_images: int = 0, batch_size: int = 100,
+               cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """`reference_stats`, with the features third (None unless `want_features`)."""
     if ref in REFERENCES:
-        return _named_reference_stats(ref, detector, data_root, resolution, download, num_images, batch_size,
-                                      Path(cache_dir or inception.default_cache_dir()) / "fid-stats")
+        return _named_reference(ref, detector, want_features, data_root, resolution, download, num_images,
+                                batch_size, Path(cache_dir or inception.default_cache_dir()) / "fid-stats")
     path = Path(ref)
     info = {"ref": ref, "detector": detector.name, "cached": False, "cache_file": None}
     if path.suffix == ".npz" and path.is_file():
         arrays = read_npz(path)
         if not holds_images(arrays):
+            if want_features:
+                raise SnganError(f"reference '{ref}' is a statistics file: KID and precision/recall need the "
+                                 "reference's images (a folder, an .npz of images or a named set)")
             mu, sigma = _stats_from(arrays, path)
             _check_stats_detector(arrays, path, detector)
             num = int(arrays["num_images"]) if "num_images" in arrays else None
-            return mu, sigma, {**info, "num_ref": num}
+            return mu, sigma, None, {**info, "num_ref": num}
         images = npz_images(arrays, path)
     elif path.is_dir():
         # Folders are never cached: their contents can change without their path changing.
@@ -130,8 +149,18 @@ def reference_stats(ref: str, detector: inception.Detector, *, data_root: str | 
     else:
         raise UsageError(f"reference '{ref}' is not a named set ({', '.join(REFERENCES)}), an image "
                          "folder, or an existing .npz of statistics or images")
-    mu, sigma = statistics(inception.extract(detector, images, batch_size, desc="reference features")[0])
-    return mu, sigma, {**info, "num_ref": len(images)}
+    features = inception.extract(detector, images, batch_size, desc="reference features")[0]
+    return *statistics(features), _float32(features, want_features), {**info, "num_ref": len(images)}
+
+
+def _float32(features: np.ndarray, wanted: bool) -> np.ndarray | None:
+    """Features as cached (the detector computes in float32, so nothing is lost), or None."""
+    return features.astype(np.float32) if wanted else None
+
+
+def features_path(stats_file: Path) -> Path:
+    """Where a cached reference's features live: beside its statistics, keyed the same."""
+    return stats_file.with_name(stats_file.stem + "-features.npy")
 
 
 def _check_stats_detector(arrays: dict[str, np.ndarray], path: Path, detector: inception.Detector) -> None:
@@ -142,8 +171,8 @@ def _check_stats_detector(arrays: dict[str, np.ndarray], path: Path, detector: i
                          "recompute it with these weights or pass the ones it was made with")
 
 
-def _named_reference_stats(ref, detector, data_root, resolution, download, num_images, batch_size,
-                           cache_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+def _named_reference(ref, detector, want_features, data_root, resolution, download, num_images, batch_size,
+                     cache_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
     name, split = REFERENCES[ref]
 
     def cache_entry() -> tuple[Path, dict] | None:
@@ -163,15 +192,22 @@ def _named_reference_stats(ref, detector, data_root, resolution, download, num_i
 
     info = {"ref": ref, "split": split, "resolution": resolution, "detector": detector.name}
     entry = cache_entry()
-    if entry is not None and entry[0].is_file():
+    # Features only when asked for: statistics cached without them are computed again with them.
+    if entry is not None and entry[0].is_file() and (not want_features or features_path(entry[0]).is_file()):
         arrays = read_npz(entry[0])
         mu, sigma = _stats_from(arrays, entry[0])
-        return mu, sigma, {**info, "num_ref": int(arrays["num_images"]), "cached": True, "cache_file": str(entry[0])}
+        features = np.load(features_path(entry[0]), allow_pickle=False) if want_features else None
+        return mu, sigma, features, {**info, "num_ref": int(arrays["num_images"]), "cached": True,
+                                     "cache_file": str(entry[0])}
     images = load_reference(ref, data_root, resolution, download)  # downloads when allowed
     if num_images:
         images = images[:num_images]
-    mu, sigma = statistics(inception.extract(detector, images, batch_size, desc=f"{ref} features")[0])
+    features = inception.extract(detector, images, batch_size, desc=f"{ref} features")[0]
+    mu, sigma = statistics(features)
+    features = _float32(features, want_features)
     cache_file, key = cache_entry()
     save_stats(cache_file, mu, sigma, num_images=len(images), detector_sha256=detector.weights_sha256,
                cache_key=json.dumps(key, sort_keys=True))
-    return mu, sigma, {**info, "num_ref": len(images), "cached": False, "cache_file": str(cache_file)}
+    if want_features:
+        atomic_write(features_path(cache_file), lambda f: np.save(f, features), "reference features")
+    return mu, sigma, features, {**info, "num_ref": len(images), "cached": False, "cache_file": str(cache_file)}

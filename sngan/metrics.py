@@ -1,7 +1,10 @@
-"""The numbers of FID and the Inception Score, from Inception features: pure numpy, no torch.
+"""The numbers of FID, the Inception Score, KID and precision/recall, from Inception features:
+pure numpy, no torch.
 
 The statistics are pytorch-fid's, and the Frechet distance is the same formula, evaluated
-through symmetric eigendecompositions instead of SciPy's general `sqrtm`, about 6x faster.
+through symmetric eigendecompositions instead of SciPy's general `sqrtm`, about 6x faster. KID
+and precision/recall follow torch-fidelity's conventions (defaults, random draws, ties), so the
+same features give the same numbers.
 """
 
 from __future__ import annotations
@@ -69,3 +72,93 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
         kl = (np.exp(part) * (part - log_py)).sum(axis=1)
         scores.append(np.exp(kl.mean()))
     return float(np.mean(scores)), float(np.std(scores))
+
+
+# ---------------------------------------------------------------------------------------------
+# KID and precision/recall: two more views of the same features (conventions of torch-fidelity)
+
+KID_SUBSETS, KID_SUBSET_SIZE, KID_SEED = 100, 1000, 2020  # torch-fidelity's defaults, so numbers compare
+PR_NEIGHBOURS = 3  # Kynkaanniemi et al. 2019
+# Rows per block of distances in precision/recall: memory is about one PR_BLOCK x max(N_gen, N_real)
+# float64 block (80 MB per 10,000 images) besides the features, instead of all N_gen x N_real.
+PR_BLOCK = 1000
+
+
+def _feature_pair(generated: np.ndarray, real: np.ndarray, what: str, least: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets as float64 `(N, D)`, or a one-line error naming `what` is wrong with them."""
+    generated, real = np.asarray(generated, dtype=np.float64), np.asarray(real, dtype=np.float64)
+    if generated.ndim != 2 or real.ndim != 2 or generated.shape[1] != real.shape[1]:
+        raise SnganError(f"{what} needs two (N, D) feature arrays of one D, got {generated.shape} and {real.shape}")
+    if min(len(generated), len(real)) < least:
+        raise SnganError(f"{what} needs at least {least} images on each side, got {len(generated)} and {len(real)}")
+    if not (np.isfinite(generated).all() and np.isfinite(real).all()):
+        raise SnganError(f"{what}: the features contain NaN or infinite values (non-finite images?)")
+    return generated, real
+
+
+def kid_subset_size(num_gen: int, num_real: int, subset_size: int = KID_SUBSET_SIZE) -> int:
+    """The subset size KID uses: `subset_size`, or the smaller side when it has fewer images.
+    (torch-fidelity refuses that case instead; with full subsets the numbers are equal.)"""
+    return min(subset_size, num_gen, num_real)
+
+
+def kernel_inception_distance(generated: np.ndarray, real: np.ndarray, subsets: int = KID_SUBSETS,
+                              subset_size: int = KID_SUBSET_SIZE, seed: int = KID_SEED) -> tuple[float, float]:
+    """KID (Binkowski et al. 2018): the unbiased MMD^2 between `(N, D)` feature sets under the
+    cubic polynomial kernel k(x, y) = (x.y / D + 1)^3, averaged over `subsets` random subsets of
+    `kid_subset_size(N_gen, N_real, subset_size)` from each side. Returns (mean, std) over the
+    subsets; drawn with numpy's RandomState(seed) in torch-fidelity's order (generated, then real,
+    per subset), in float64 whatever the input dtype."""
+    generated, real = _feature_pair(generated, real, "KID", 2)
+    (n1, d), n2 = generated.shape, len(real)
+    m = kid_subset_size(n1, n2, subset_size)
+    rng = np.random.RandomState(seed)
+    mmds = np.empty(subsets)
+    for i in range(subsets):
+        x = generated[rng.choice(n1, m, replace=False)]
+        y = real[rng.choice(n2, m, replace=False)]
+        k_xx, k_yy, k_xy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        # Unbiased: within-set sums leave out the diagonal (a sample with itself).
+        within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+        mmds[i] = within - 2 * k_xy.sum() / (m * m)
+    return float(mmds.mean()), float(mmds.std())
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances `(len(a), len(b))` of float64 rows."""
+    d = a @ b.T
+    d *= -2  # in place from here on: one (len(a), len(b)) array at a time, not five
+    d += (a * a).sum(1)[:, None]
+    d += (b * b).sum(1)[None, :]
+    np.clip(d, 0, None, out=d)  # round-off can make a distance to oneself slightly negative
+    return np.sqrt(d, out=d)
+
+
+def _radii(x: np.ndarray, k: int) -> np.ndarray:
+    """Each row's distance to its k-th nearest neighbour in `x`, itself excluded: index k of the
+    sorted row, whose index 0 is the row itself (torch-fidelity's `kthvalue(k + 1)`)."""
+    radii = np.empty(len(x))
+    for i in range(0, len(x), PR_BLOCK):
+        block = _distances(x[i:i + PR_BLOCK], x)
+        block.partition(k, axis=1)  # in place, and copied out below so no block outlives its turn
+        radii[i:i + PR_BLOCK] = block[:, k]
+    return radii
+
+
+def precision_recall(generated: np.ndarray, real: np.ndarray, k: int = PR_NEIGHBOURS) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019) of `(N, D)` feature sets.
+
+    Each sample's manifold ball has the radius of its k-th nearest neighbour in its own set
+    (closed: a distance equal to the radius is inside). Precision: the fraction of generated
+    samples inside some real sample's ball (fidelity); recall: the fraction of real samples inside
+    some generated sample's ball (coverage). Time is O((N_gen + N_real)^2 D); memory is blocks of
+    `PR_BLOCK` rows of distances, not all N_gen x N_real at once."""
+    generated, real = _feature_pair(generated, real, f"precision/recall with k={k}", k + 1)
+    radius_gen, radius_real = _radii(generated, k), _radii(real, k)
+    inside_real = np.zeros(len(generated), dtype=bool)  # precision's test, per generated sample
+    covered = np.zeros(len(real), dtype=bool)  # recall's test, per real sample
+    for i in range(0, len(generated), PR_BLOCK):
+        cross = _distances(generated[i:i + PR_BLOCK], real)  # one matrix serves both tests, as in torch-fidelity
+        inside_real[i:i + PR_BLOCK] = (cross <= radius_real[None, :]).any(axis=1)
+        covered |= (cross <= radius_gen[i:i + PR_BLOCK, None]).any(axis=0)
+    return float(inside_real.mean()), float(covered.mean())

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -17,9 +18,10 @@ import torch
 
 from fid_fixtures import NUM
 from formats import write_cifar10
-from sngan import data
+from sngan import data, fid_stats
+from sngan import detector as inception
 from sngan.detector import FID_WEIGHTS_FILE
-from sngan.errors import UsageError
+from sngan.errors import SnganError, UsageError
 from sngan.evaluate import eval_fid, format_result, is_name, metric_name
 
 
@@ -55,6 +57,38 @@ def test_fid_matches_pytorch_fid(torch_home, image_dirs):
     assert format_result(ours).splitlines()[0] == f"fid10_custom = {ours['fid']:.2f}"
 
 
+def test_kid_and_precision_recall_match_torch_fidelity(torch_home, image_dirs, image_sets, detector):
+    """eval-fid's KID and precision/recall are torch-fidelity's on the same pool3 features (given
+    to it in float64: equal to ~1e-12 for KID, exactly for precision/recall). With 10 images a
+    side, KID's subsets hold all 10, recorded in the result."""
+    from torch_fidelity.metric_kid import kid_features_to_metric
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    ours = run_eval(images=str(image_dirs["shapes"]), ref=str(image_dirs["noise"]), kid=True, pr=True)
+    gen, real = (torch.from_numpy(inception.extract(detector, image_sets[k], 5)[0]) for k in ("shapes", "noise"))
+    kid = kid_features_to_metric(gen, real, kid_subset_size=NUM, verbose=False)
+    prc = prc_features_to_metric(gen, real, verbose=False)
+    assert ours["kid_mean"] == pytest.approx(kid["kernel_inception_distance_mean"], rel=1e-9)
+    assert ours["kid_std"] == pytest.approx(kid["kernel_inception_distance_std"], rel=1e-9, abs=1e-12)
+    assert ours["kid_mean"] > 0 and (ours["kid_subsets"], ours["kid_subset_size"]) == (100, NUM)
+    assert (ours["precision"], ours["recall"]) == pytest.approx((prc["precision"], prc["recall"]), abs=1e-6)
+    assert (ours["kid_metric"], ours["precision_metric"], ours["recall_metric"]) == (
+        "kid10_custom", "precision10_custom", "recall10_custom")
+    lines = format_result(ours).splitlines()
+    assert lines[3] == f"  kid10_custom = {ours['kid_mean']:.5f} ± {ours['kid_std']:.5f} (KID over 100 subsets of 10 per side)"
+    assert lines[4] == (f"  precision10_custom = {ours['precision']:.3f}, recall10_custom = {ours['recall']:.3f} "
+                        "(k = 3 nearest neighbours)")
+    assert "kid_mean" not in run_eval(images=str(image_dirs["shapes"]), ref=str(image_dirs["shapes"]))
+
+
+def test_kid_needs_reference_images(torch_home, image_dirs, tmp_path):
+    """A statistics .npz has no features: a one-line error, before any Inception forward."""
+    fid_stats.save_stats(tmp_path / "stats.npz", np.zeros(2048), np.eye(2048))
+    with pytest.raises(SnganError, match="is a statistics file: KID and precision/recall need"):
+        with mock.patch.object(inception, "extract", side_effect=AssertionError("no features before the check")):
+            run_eval(images=str(image_dirs["shapes"]), ref=str(tmp_path / "stats.npz"), kid=True)
+
+
 def test_named_reference_at_generated_resolution(torch_home, tmp_path, pool3_only_weights):
     """The CIFAR-10 images themselves at 16 px are at distance ~0 from cifar10-train compared at
     16 px, which only holds if the reference was resized to the generated resolution."""
@@ -88,6 +122,8 @@ def test_metric_names():
     assert metric_name(5000, "cifar10-train", 10_000) == "fid5k_cifar10-train10k"  # the paper's protocol
     assert metric_name(5000, "some/folder", 10_000) == "fid5k_custom"
     assert is_name(50_000) == "is50k" and is_name(10) == "is10"
+    assert metric_name(5000, "cifar10-train", 10_000, "kid") == "kid5k_cifar10-train10k"
+    assert metric_name(10_000, "some/folder", 0, "recall") == "recall10k_custom"
 
 
 def test_format_result_states_the_protocol():
@@ -109,6 +145,7 @@ def test_format_result_states_the_protocol():
     ({}, "nothing to evaluate"),
     ({"checkpoint": "b", "num": 1}, "at least 2"),
     ({"images": "a", "save_stats": "out.txt"}, "must end in .npz"),
+    ({"save_stats": "out.npz", "kid": True}, "--kid and --pr compare generated images"),
 ])
 def test_argument_errors_come_before_any_work(kwargs, fragment):
     with pytest.raises(UsageError, match=fragment):

@@ -118,3 +118,42 @@ def test_named_reference_cache_defaults_to_sngan_cache(pixel_mean_detector, tmp_
     _, _, info = fid_stats.reference_stats("cifar10-train", pixel_mean_detector, data_root=tmp_path / "data",
                                            download=False, batch_size=5)
     assert Path(info["cache_file"]).parent == tmp_path / "sngan-cache" / "fid-stats"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference features (KID, precision/recall)
+
+
+def test_named_reference_features_are_cached_beside_the_statistics_only_when_asked(pixel_mean_detector,
+                                                                                    tmp_path):
+    write_cifar10(tmp_path / "data", n_per_batch=1)  # 5 train images
+    kwargs = dict(data_root=tmp_path / "data", download=False, batch_size=5, cache_dir=tmp_path / "cache")
+    mu, sigma, info = fid_stats.reference_stats("cifar10-train", pixel_mean_detector, **kwargs)
+    feature_file = fid_stats.features_path(Path(info["cache_file"]))
+    assert not feature_file.exists()  # FID alone does not pay for them
+
+    mu2, sigma2, features, first = fid_stats.reference_features("cifar10-train", pixel_mean_detector, **kwargs)
+    assert first["cached"] is False and first["cache_file"] == info["cache_file"] and feature_file.is_file()
+    assert feature_file.name == Path(info["cache_file"]).stem + "-features.npy"
+    assert features.dtype == np.float32 and features.shape == (5, 2048)
+    np.testing.assert_array_equal(mu2, mu)
+    np.testing.assert_allclose(features.mean(axis=0), mu, rtol=1e-6)  # the same images' features
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(fid_stats, "load_reference", lambda *a, **k: pytest.fail("a cache hit must not decode"))
+        _, _, again, second = fid_stats.reference_features("cifar10-train", pixel_mean_detector, **kwargs)
+    assert second["cached"] is True
+    np.testing.assert_array_equal(again, features)
+    assert not list((tmp_path / "cache" / "fid-stats").glob(".*tmp*"))
+
+
+def test_image_references_give_features_and_statistics_files_cannot(detector, image_sets, image_dirs, tmp_path):
+    expected = inception.extract(detector, image_sets["noise"], 5)[0]
+    np.savez(tmp_path / "noise.npz", images=image_sets["noise"].numpy())
+    for ref in (image_dirs["noise"], tmp_path / "noise.npz"):
+        mu, sigma, features, info = fid_stats.reference_features(str(ref), detector, batch_size=5)
+        np.testing.assert_array_equal(features, expected.astype(np.float32))
+        np.testing.assert_array_equal(mu, expected.mean(axis=0))  # statistics of the float64 features, as before
+        assert info["num_ref"] == NUM
+    fid_stats.save_stats(tmp_path / "stats.npz", mu, sigma)
+    with pytest.raises(SnganError, match="is a statistics file: KID and precision/recall need the reference's images"):
+        fid_stats.reference_features(str(tmp_path / "stats.npz"), detector)
