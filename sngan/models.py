@@ -15,7 +15,6 @@ from torch import nn
 import torch.nn.functional as F
 
 from sngan.config import CHOICES, ModelConfig, check_resolution
-from sngan.errors import UsageError
 from sngan.spectral_norm import spectral_norm
 
 D_NORMS = CHOICES["d_norms"]

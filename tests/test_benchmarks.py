@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from sngan import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 
