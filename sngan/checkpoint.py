@@ -60,6 +60,18 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], what: str = "fi
     return path
 
 
+TMP_PATTERN = ".*.tmp-*"  # atomic_write's temporary files
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete temporary files that a writer killed mid-write (SIGKILL, power loss) left in
+    `folder`; call it only while holding the folder's lock. Returns how many there were."""
+    stale = list(Path(folder).glob(TMP_PATTERN))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def save(state: dict, path: str | Path) -> Path:
     """Atomically save a checkpoint dict (format and version are added here)."""
     payload = {"format": FORMAT, "version": VERSION, "sngan_version": __version__,

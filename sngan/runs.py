@@ -39,8 +39,11 @@ def grid_name(step: int, ema: bool = False) -> str:
 
 def prepare(folder: Path, config_text: bytes, truncate_after: int | None = None) -> None:
     """Write the resolved config (on resume too, where train.steps or the intervals may have
-    changed) and the samples folder; on resume, drop metrics logged after the checkpoint's step."""
+    changed) and the samples folder; on resume, drop metrics logged after the checkpoint's step
+    and temporary files that a killed writer left."""
     if truncate_after is not None:
+        for sub in (folder, folder / SAMPLES):  # a killed run can leave a write half-done
+            checkpoint.remove_stale_temporaries(sub)
         dropped = MetricsLog(folder / METRICS).truncate_after(truncate_after)
         if dropped:
             tqdm.write(f"dropped {dropped} metrics entries logged after step {truncate_after} by the "

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sngan import checkpoint, config, distributed, models, state
+from sngan.state import seed_everything
 from sngan.sample import generate_batches
 
 ARGS = ["--set", "data.num_images=128", "--set", "model.g_ch=4", "--set", "model.d_ch=4", "--set", "model.z_dim=16",
@@ -28,7 +29,7 @@ def _train(out, nproc, resume=None, steps=3):
 
 def _updates(state, cfg):
     """Flattened weight changes of G and D since initialisation (same seed -> same init)."""
-    state.seed_everything(cfg.train.seed)
+    seed_everything(cfg.train.seed)
     G0, D0 = models.build(cfg.model, cfg.data.resolution)
     out = {}
     for name, m0 in (("G", G0), ("D", D0)):

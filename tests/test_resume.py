@@ -186,3 +186,19 @@ def test_second_sigint_quits_at_once_without_corrupting_anything(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err
     assert checkpoint.load(run_dir / "latest.pt")["step"] >= 5  # still a complete checkpoint
     assert not list(run_dir.glob(".*.tmp-*"))
+
+
+def test_resume_removes_temporaries_of_a_killed_writer(tiny, tmp_path):
+    """A SIGKILL in the middle of an atomic write leaves its temporary file; resuming (under the
+    folder's lock) removes it, and never touches complete files."""
+    data = tiny(train={"steps": 2})
+    run_dir = runs.new_run_dir(tmp_path / "runs", "t")
+    train.train(config.from_dict(data), run_dir, progress=False)
+    stale = [run_dir / ".losses.png.tmp-12345", run_dir / runs.SAMPLES / ".step-0000002.png.tmp-12345"]
+    for p in stale:
+        p.write_bytes(b"half a file")
+    state = checkpoint.load(run_dir / runs.LATEST)
+    longer = config.from_dict({**state["config"], "train": {**state["config"]["train"], "steps": 3}})
+    train.train(longer, run_dir, resume=state, resume_path=run_dir / runs.LATEST, progress=False)
+    assert not any(p.exists() for p in stale)
+    assert (run_dir / "losses.png").is_file() and (run_dir / runs.grid_name(2)).is_file()
