@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from sngan import checkpoint, sweep
+from sngan import checkpoint, sweep, sweep_spec
 from sngan.errors import UsageError
 from test_cli import TINY, cli, sngan
 
@@ -30,7 +30,7 @@ def _spec(tmp_path, text: str, name="spec.yaml") -> Path:
 
 
 def _expand(path: Path, overrides=(), out=None):
-    return sweep.expand(sweep.read_spec(path), path, list(overrides), out)
+    return sweep_spec.expand(sweep_spec.read_spec(path), path, list(overrides), out)
 
 
 def _index(folder: Path) -> dict:
@@ -51,7 +51,7 @@ def _steps_logged(run_dir: Path) -> list[int]:
 
 
 def test_table1_grid_is_the_papers(tmp_path):
-    s = _expand(sweep.find_spec("cifar10_table1"), out=tmp_path / "t1")
+    s = _expand(sweep_spec.find_spec("cifar10_table1"), out=tmp_path / "t1")
     assert len(s.cells) == 24 and s.axes == {"setting": list("ABCDEF"), "method": ["SN", "BN", "none", "WGAN-GP"]}
     assert [c.name for c in s.cells[:5]] == ["A-SN", "A-BN", "A-none", "A-WGAN-GP", "B-SN"]  # first axis slowest
     paper = {"A": (1e-4, 0.5, 0.9, 5), "B": (1e-4, 0.5, 0.999, 1), "C": (2e-4, 0.5, 0.999, 1),
@@ -71,13 +71,13 @@ def test_table1_grid_is_the_papers(tmp_path):
 
 
 def test_dcgan_comparison_and_quickstart_specs():
-    s = _expand(sweep.find_spec("cifar10_dcgan_norms"))
+    s = _expand(sweep_spec.find_spec("cifar10_dcgan_norms"))
     assert [c.name for c in s.cells] == ["sn", "bn", "none"]
     for c in s.cells:
         o = c.cfg.optim
         assert (o.lr_g, o.lr_d, o.beta1, o.beta2, o.n_dis) == (1e-4, 4e-4, 0.5, 0.999, 1)
         assert c.cfg.model.d_norm == c.name and c.cfg.data.name == "cifar10"
-    s = _expand(sweep.find_spec("quickstart_2x2"))
+    s = _expand(sweep_spec.find_spec("quickstart_2x2"))
     assert [c.name for c in s.cells] == ["sn-hinge", "sn-standard", "none-hinge", "none-standard"]
     assert s.folder == Path("runs/sweeps/quickstart_2x2")  # deterministic: a re-run finds it again
 
