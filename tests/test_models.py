@@ -148,7 +148,7 @@ def test_parameter_counts_match_the_official_definitions(norm):
     assert _count(D) == _official_resnet_d([128] * 4, [True, True, False, False], fc_bias=False) == 1_053_824
     assert _count(G) == _official_resnet_g([256] * 4, 4)
     G, D = build(ModelConfig(arch="resnet", d_norm=norm), 48)
-    # Hidden width = input width: 10.1M parameters, where output-width hidden layers made 19.3M.
+    # Hidden width = input width: 10.1M parameters, where output-width hidden layers made 19.5M.
     assert _count(D) == _official_resnet_d([64, 128, 256, 512, 1024], [True] * 4 + [False], fc_bias=True) == 10_141_441
     assert _count(G) == _official_resnet_g([512, 256, 128, 64], 6)
     for res, bottom in ((32, 4), (48, 6)):
