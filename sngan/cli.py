@@ -31,7 +31,9 @@ app = typer.Typer(
 def _resume_target(path: Path) -> tuple[Path, Path]:
     """(run folder, checkpoint file) for `--resume RUN_DIR` or `--resume CKPT`."""
     if path.is_dir():
-        return path, path / "latest.pt"
+        from sngan.runs import LATEST  # lazy: `sngan --help` stays free of matplotlib
+
+        return path, path / LATEST
     return path.parent, path
 
 

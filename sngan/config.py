@@ -267,6 +267,14 @@ def reference() -> str:
     return "\n".join(lines) + "\n"
 
 
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr_g": 1}} and {"optim.lr_g": 1} both -> {"optim.lr_g": 1}."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    return {k: v for key, value in data.items()
+            for k, v in flatten(value, f"{prefix}.{key}" if prefix else str(key)).items()}
+
+
 def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 

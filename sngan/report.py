@@ -31,7 +31,8 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from sngan import plots
-from sngan.runs import headline, read_metrics, status as run_status
+from sngan.config import flatten
+from sngan.runs import CONFIG, headline, read_metrics, status as run_status
 from sngan.checkpoint import atomic_write
 from sngan.errors import SnganError, UsageError
 
@@ -61,10 +62,10 @@ def collect(paths: list[Path]) -> tuple[list[Run], list[str]]:
         if (path / "index.json").is_file():
             found, sweep_axes = _sweep_runs(path)
             axes += [a for a in sweep_axes if a not in axes]
-        elif (path / "config.yaml").is_file():
+        elif (path / CONFIG).is_file():
             found = [_run(path, path.name)]
         elif path.is_dir():
-            found = [_run(p, p.name) for p in sorted(path.iterdir()) if (p / "config.yaml").is_file()]
+            found = [_run(p, p.name) for p in sorted(path.iterdir()) if (p / CONFIG).is_file()]
         else:
             raise UsageError(f"'{path}' not found")
         if not found:
@@ -83,8 +84,8 @@ def _sweep_runs(folder: Path) -> tuple[list[Run], list[str]]:
     runs = []
     for cell in index.get("cells", []):
         cell_dir = folder / cell["dir"]
-        run = _run(cell_dir, cell["name"]) if (cell_dir / "config.yaml").is_file() else \
-            Run(cell["name"], cell_dir, _flatten(cell.get("config", {})), [])
+        run = _run(cell_dir, cell["name"]) if (cell_dir / CONFIG).is_file() else \
+            Run(cell["name"], cell_dir, flatten(cell.get("config", {})), [])
         run.axes, run.status = dict(cell.get("axes", {})), cell.get("status", "")
         runs.append(run)
     return runs, list(index.get("axes", {}))
@@ -92,19 +93,10 @@ def _sweep_runs(folder: Path) -> tuple[list[Run], list[str]]:
 
 def _run(folder: Path, name: str) -> Run:
     try:
-        cfg = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        cfg = yaml.safe_load((folder / CONFIG).read_text()) or {}
     except (yaml.YAMLError, OSError) as e:
         raise SnganError(f"cannot read '{folder / 'config.yaml'}': {e}") from None
-    return Run(name, folder, _flatten(cfg), read_metrics(folder))
-
-
-def _flatten(data, prefix=""):
-    if not isinstance(data, dict):
-        return {prefix: data}
-    out = {}
-    for k, v in data.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
+    return Run(name, folder, flatten(cfg), read_metrics(folder))
 
 
 def _unique_names(runs: list[Run]) -> None:

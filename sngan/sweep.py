@@ -29,7 +29,7 @@ from typing import Callable
 
 from sngan import checkpoint, config, runs, train
 from sngan.errors import SnganError, UsageError
-from sngan.sweep_spec import Cell, Sweep, cell_config, expand, find_spec, flatten, read_spec
+from sngan.sweep_spec import Cell, Sweep, cell_config, expand, find_spec, read_spec
 
 INDEX, INDEX_FORMAT, INDEX_VERSION, LOG = "index.json", "sngan-sweep", 1, "sweep.log"
 FINAL = ("done", "diverged")  # states a re-run leaves alone
@@ -109,8 +109,8 @@ def prepare(sweep: Sweep) -> None:
 
 def _check_same_experiment(cell: Cell, cell_dir: Path) -> None:
     """A cell with results may only differ from the spec in how long and how often it trains."""
-    old = flatten(config.to_dict(config.from_dict(config.read_yaml(cell_dir / runs.CONFIG))))
-    for key, value in flatten(config.to_dict(cell.cfg)).items():
+    old = config.flatten(config.to_dict(config.from_dict(config.read_yaml(cell_dir / runs.CONFIG))))
+    for key, value in config.flatten(config.to_dict(cell.cfg)).items():
         if old.get(key) != value and not key.startswith("out.") and not train.resumable(key):
             raise UsageError(f"sweep cell '{cell.name}' in '{cell_dir}' was trained with {key}={old.get(key)!r}, "
                              f"the spec now says {value!r}; restore the spec, use another --out, or delete "

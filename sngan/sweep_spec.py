@@ -67,14 +67,6 @@ def read_spec(path: Path) -> dict:
     return spec
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """{"optim": {"lr_g": 1}} and {"optim.lr_g": 1} both -> {"optim.lr_g": 1}."""
-    if not isinstance(data, dict):
-        return {prefix: data}
-    return {k: v for key, value in data.items()
-            for k, v in flatten(value, f"{prefix}.{key}" if prefix else str(key)).items()}
-
-
 def set_key(data: dict, dotted: str, value: Any) -> None:
     """Set a dotted key in nested config data, keeping the value's YAML type."""
     node, parts = data, dotted.split(".")
@@ -107,7 +99,7 @@ def parse_axes(axes: Any, where: str) -> dict[str, dict[str, dict[str, Any]]]:
                 if not isinstance(bundle, dict):
                     raise UsageError(f"axis '{name}' in '{where}': bundle '{label}' must be a mapping of config "
                                      "keys to values (for one key's values, give a list)")
-            parsed[name] = {str(label): flatten(bundle) for label, bundle in values.items()}
+            parsed[name] = {str(label): config.flatten(bundle) for label, bundle in values.items()}
         else:
             raise UsageError(f"axis '{name}' in '{where}' must be a non-empty list of values or mapping of "
                              "label -> overrides")
@@ -119,7 +111,7 @@ def _extra_cell(name: str, entry: Any, axes: dict, where: str) -> tuple[str, dic
     if not isinstance(entry, dict):
         raise UsageError(f"extra cell '{name}' in '{where}' must be a mapping of axis labels and/or overrides")
     labels, overrides = {axis: "—" for axis in axes}, {}
-    for key, value in flatten(entry).items():
+    for key, value in config.flatten(entry).items():
         if key not in axes:
             overrides[key] = value
         elif str(value) in axes[key]:
@@ -142,7 +134,7 @@ def expand(spec: dict, spec_path: Path, overrides: list[str], folder: Path | Non
         raise UsageError(f"'set' in '{where}' must be a mapping of config keys to values")
     if not isinstance(spec.get("extra") or {}, dict):
         raise UsageError(f"'extra' in '{where}' must map cell names to axis labels and/or overrides")
-    for key, value in flatten(spec.get("set") or {}).items():
+    for key, value in config.flatten(spec.get("set") or {}).items():
         set_key(base, key, value)
     base = config.apply_overrides(base, overrides)
     base_cfg = validated(base, "the base config")
