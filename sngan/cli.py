@@ -110,9 +110,11 @@ def sample(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help=EMA_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+    class_: Optional[str] = typer.Option(None, "--class", help="Class-conditional checkpoints: draw only this "
+                                         "class (name or index); default every class, a grid one row per class."),
 ):
     """Draw images from a checkpoint (the model is rebuilt from the config stored in it)."""
-    from sngan.sample import load_generator, write_samples
+    from sngan.sample import class_index, load_generator, write_samples
     from sngan.distributed import resolve_device
 
     if num < 1:
@@ -121,8 +123,10 @@ def sample(
         raise UsageError("--batch-size must be at least 1")
     dev = resolve_device(device)
     G, cfg, kind = load_generator(checkpoint_path, dev, ema)
-    path = write_samples(G, cfg, num, out, seed, batch_size, dev, force)
-    typer.echo(f"wrote {num} samples to {path}" + (" (EMA generator)" if kind == "ema" else ""), err=True)
+    label = None if class_ is None else class_index(G, class_)
+    written = write_samples(G, cfg, num, out, seed, batch_size, dev, force, label)
+    what = "" if label is None else f" of class {G.classes[label]}"
+    typer.echo(f"wrote {written} samples{what} to {out}" + (" (EMA generator)" if kind == "ema" else ""), err=True)
 
 
 @app.command()

@@ -65,6 +65,8 @@ class ModelConfig:
     init: str = _f("official", "weight initialisation: `official` (standard CNN N(0, 0.02), biases 0; "
                    "ResNet Glorot-uniform as the official code) or `pytorch` (each layer's default)",
                    choices="inits")
+    conditional: bool = _f(False, "class-conditional GAN (ResNet only): G with conditional BatchNorm, D with "
+                           "the projection term; needs labelled data (see docs/conditional.md)")
 
 
 @dataclass
@@ -111,6 +113,8 @@ class TrainConfig:
                           "(0: off; 0.999 or 0.9999 are usual); samples, FID-best and eval then use it",
                           ge=0, lt=1)
     ema_start: int = _f(0, "generator steps during which the EMA copies G instead of averaging", ge=0)
+    diffaug: str = _f("", "DiffAugment: comma-separated augmentations of every image D sees, real and fake "
+                      "(`color`, `translation`, `cutout`; \"\": off)")
     tensorboard: bool = _f(True, "also write TensorBoard event files (`tensorboard/` in the run folder) when "
                            "the `tensorboard` package is installed")
 
@@ -167,6 +171,7 @@ CHOICES = {
     "devices": ("auto", "cpu", "cuda"),
     "nonfinite_policies": ("stop", "skip"),
     "amp_modes": ("none", "bf16"),
+    "augments": ("color", "translation", "cutout"),  # train.diffaug: any subset
 }
 
 
@@ -291,6 +296,13 @@ def check_resolution(arch: str, resolution: int) -> None:
 def validate(cfg: Config) -> None:
     """Checks that involve more than one key."""
     check_resolution(cfg.model.arch, cfg.data.resolution)
+    if cfg.model.conditional and cfg.model.arch != "resnet":
+        raise UsageError(f"config key 'model.conditional' needs model.arch resnet (the projection discriminator "
+                         f"and conditional BatchNorm are ResNet blocks), got arch '{cfg.model.arch}'")
+    bad = [a for a in cfg.train.diffaug.split(",") if a.strip() and a.strip() not in CHOICES["augments"]]
+    if bad:
+        raise UsageError(f"config key 'train.diffaug' has unknown augmentation '{bad[0].strip()}'; valid: "
+                         f"{', '.join(CHOICES['augments'])}, comma-separated (\"\" turns it off)")
     if cfg.eval.every and cfg.eval.num_samples < 2:
         raise UsageError("config key 'eval.num_samples' must be at least 2 for FID")
 

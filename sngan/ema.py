@@ -44,9 +44,10 @@ class EMA:
             torch._foreach_lerp_(params, source, 1.0 - self.decay)
 
     @torch.no_grad()
-    def standing_stats(self, latents: Iterable[torch.Tensor]) -> None:
+    def standing_stats(self, inputs: Iterable[tuple[torch.Tensor, ...]]) -> None:
         """Set every BatchNorm's running mean and variance to the average of its batch statistics
-        over forward passes of `latents` (batches of z) through the EMA weights, in train mode."""
+        over forward passes of `inputs` (argument tuples: z, and labels for a conditional G)
+        through the EMA weights, in train mode."""
         norms = [m for m in self.model.modules() if isinstance(m, _BatchNorm)]
         if not norms:
             return
@@ -56,8 +57,8 @@ class EMA:
             m.momentum = None  # a cumulative average: each batch counts the same
         self.model.train()
         try:
-            for z in latents:
-                self.model(z)
+            for args in inputs:
+                self.model(*args)
         finally:
             self.model.eval()
             for m, momentum in zip(norms, momenta):

@@ -63,8 +63,8 @@ LOSSES: dict[str, Loss] = {
 def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """WGAN-GP's E[(|grad_x D(x_hat)|_2 - 1)^2], x_hat uniformly between paired real and fake images.
 
-    `real`, `fake`: `(N, 3, H, W)`; returns a scalar with a graph (create_graph=True) so the
-    penalty's gradient reaches D's weights.
+    `D`: images -> logits (a conditional D with the labels bound); `real`, `fake`: `(N, 3, H, W)`.
+    Returns a scalar with a graph (create_graph=True) so the penalty's gradient reaches D's weights.
     """
     eps = torch.rand(len(real), 1, 1, 1, device=real.device, generator=generator, dtype=real.dtype)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)

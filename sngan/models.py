@@ -4,6 +4,11 @@ ResNet (Tables 4 and 5), at 32x32 (CIFAR-10) and 48x48 (STL-10).
 Generators always use BatchNorm, as in the paper. The discriminator's normalisation is a
 choice: "sn" (spectral norm on every conv/linear), "bn" (BatchNorm after every conv but the
 first) or "none". Images are `(N, 3, R, R)` in `[-1, 1]`; D returns logits `(N,)`.
+
+Every G and D takes class labels `y` (int64 `(N,)`) as an optional second argument. The
+unconditional models ignore them; the class-conditional ResNet (`model.conditional`, the
+official code's projection setting) needs them: G's blocks use conditional BatchNorm (a gain and
+bias per class) and D adds the projection term `<embed(y), h>` to its logit.
 """
 
 from __future__ import annotations
@@ -59,7 +64,9 @@ class DCGANGenerator(nn.Module):
         layers += [nn.Conv2d(ch, 3, 3, 1, 1), nn.Tanh()]
         self.main = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    num_classes = 0
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.fc(z).view(-1, 8 * self.ch, self.bottom, self.bottom)
         return self.main(h)
 
@@ -84,7 +91,7 @@ class DCGANDiscriminator(nn.Module):
         bottom = resolution // 8
         self.fc = norm.layer(nn.Linear(bottom * bottom * c_in, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.fc(self.main(x).flatten(1)).squeeze(1)
 
 
@@ -109,25 +116,50 @@ def _init_resnet(module: nn.Module) -> None:
     """The official ResNet's initialisation: Glorot-uniform with gain sqrt(2) on the convs inside
     residual paths, gain 1 on shortcuts, linears and G's output conv; biases zero."""
     for name, m in module.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, nn.Embedding) and name == "embed":  # the projection D's class embedding
+            nn.init.xavier_uniform_(_weight(m))
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
             plain = name.endswith(("shortcut", "to_rgb")) or isinstance(m, nn.Linear)
             nn.init.xavier_uniform_(_weight(m), 1.0 if plain else math.sqrt(2))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
 
-class GBlock(nn.Module):
-    """BN-ReLU-up-conv3x3-BN-ReLU-conv3x3, shortcut up + conv1x1."""
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without its own affine, then a gain and bias of each image's class `y`:
+    `gain[y] * x_hat + bias[y]`, starting as the identity (gains 1, biases 0)."""
 
-    def __init__(self, c_in: int, c_out: int):
+    def __init__(self, channels: int, num_classes: int):
         super().__init__()
-        self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, c_out, 3, 1, 1)
-        self.bn2, self.conv2 = nn.BatchNorm2d(c_out), nn.Conv2d(c_out, c_out, 3, 1, 1)
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain, self.bias = nn.Embedding(num_classes, channels), nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
+def _g_norm(channels: int, num_classes: int) -> nn.Module:
+    return ConditionalBatchNorm2d(channels, num_classes) if num_classes else nn.BatchNorm2d(channels)
+
+
+def _apply_norm(norm: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    return norm(x, y) if isinstance(norm, ConditionalBatchNorm2d) else norm(x)
+
+
+class GBlock(nn.Module):
+    """BN-ReLU-up-conv3x3-BN-ReLU-conv3x3, shortcut up + conv1x1; conditional BN with classes."""
+
+    def __init__(self, c_in: int, c_out: int, num_classes: int = 0):
+        super().__init__()
+        self.bn1, self.conv1 = _g_norm(c_in, num_classes), nn.Conv2d(c_in, c_out, 3, 1, 1)
+        self.bn2, self.conv2 = _g_norm(c_out, num_classes), nn.Conv2d(c_out, c_out, 3, 1, 1)
         self.shortcut = nn.Conv2d(c_in, c_out, 1, 1, 0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.interpolate(F.relu(self.bn1(x)), scale_factor=2, mode="nearest")
-        h = self.conv2(F.relu(self.bn2(self.conv1(h))))
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = F.interpolate(F.relu(_apply_norm(self.bn1, x, y)), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(_apply_norm(self.bn2, self.conv1(h), y)))
         return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
@@ -173,27 +205,40 @@ def _resnet_layout(resolution: int, g_ch: int, d_ch: int):
             [True, True, True, True, False])
 
 
-class ResNetGenerator(nn.Module):
-    """z -> dense M x M x C -> 3 up-blocks -> BN, ReLU, conv3x3 -> tanh."""
+def _need_labels(y: torch.Tensor | None, num_classes: int) -> None:
+    if num_classes and y is None:
+        raise ValueError(f"this model is class-conditional ({num_classes} classes): pass labels y")
 
-    def __init__(self, z_dim: int, resolution: int, widths: list[int]):
+
+class ResNetGenerator(nn.Module):
+    """z -> dense M x M x C -> 3 up-blocks -> BN, ReLU, conv3x3 -> tanh. With `num_classes`, the
+    blocks' BatchNorms are conditional on y; the last one is not, as in the official code."""
+
+    def __init__(self, z_dim: int, resolution: int, widths: list[int], num_classes: int = 0):
         super().__init__()
-        self.bottom, self.c0 = resolution // 8, widths[0]
+        self.bottom, self.c0, self.num_classes = resolution // 8, widths[0], num_classes
         self.fc = nn.Linear(z_dim, self.bottom * self.bottom * widths[0])
-        self.blocks = nn.Sequential(*[GBlock(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        self.blocks = nn.ModuleList([GBlock(a, b, num_classes) for a, b in zip(widths[:-1], widths[1:])])
         self.bn = nn.BatchNorm2d(widths[-1])
         self.to_rgb = nn.Conv2d(widths[-1], 3, 3, 1, 1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        _need_labels(y, self.num_classes)
         h = self.fc(z).view(-1, self.c0, self.bottom, self.bottom)
-        return torch.tanh(self.to_rgb(F.relu(self.bn(self.blocks(h)))))
+        for block in self.blocks:
+            h = block(h, y)
+        return torch.tanh(self.to_rgb(F.relu(self.bn(h))))
 
 
 class ResNetDiscriminator(nn.Module):
-    """x -> optimized block -> blocks -> ReLU -> global sum pool -> dense -> logit."""
+    """x -> optimized block -> blocks -> ReLU -> global sum pool h -> dense -> logit. With
+    `num_classes`, the projection discriminator: the logit gains `<embed(y), h>`, the embedding
+    normalised like the other layers (under SN, as in the official code)."""
 
-    def __init__(self, widths: list[int], downs: list[bool], norm: _Norm, fc_bias: bool = True):
+    def __init__(self, widths: list[int], downs: list[bool], norm: _Norm, fc_bias: bool = True,
+                 num_classes: int = 0):
         super().__init__()
+        self.num_classes = num_classes
         blocks, c_in = [], 3
         for i, (c_out, down) in enumerate(zip(widths, downs)):
             blocks.append(DBlock(c_in, c_out, norm, down, first=i == 0))
@@ -201,10 +246,14 @@ class ResNetDiscriminator(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.bn = norm.bn(c_in)
         self.fc = norm.layer(nn.Linear(c_in, 1, bias=fc_bias))
+        if num_classes:
+            self.embed = norm.layer(nn.Embedding(num_classes, c_in))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        _need_labels(y, self.num_classes)
         h = F.relu(self.bn(self.blocks(x))).sum(dim=(2, 3))
-        return self.fc(h).squeeze(1)
+        out = self.fc(h).squeeze(1)
+        return out + (self.embed(y) * h).sum(1) if self.num_classes else out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,34 +266,37 @@ def _base_widths(cfg: ModelConfig, resolution: int) -> tuple[int, int]:
     return cfg.g_ch or g, cfg.d_ch or d
 
 
-def _dcgan(cfg: ModelConfig, resolution: int) -> tuple[nn.Module, nn.Module]:
+def _dcgan(cfg: ModelConfig, resolution: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
     g_ch, d_ch = _base_widths(cfg, resolution)
     norm = _Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
     return (DCGANGenerator(cfg.z_dim, resolution, g_ch),
             DCGANDiscriminator(resolution, d_ch, norm, cfg.dcgan_d, cfg.d_slope))
 
 
-def _resnet(cfg: ModelConfig, resolution: int) -> tuple[nn.Module, nn.Module]:
+def _resnet(cfg: ModelConfig, resolution: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
     g_ch, d_ch = _base_widths(cfg, resolution)
     g_widths, d_widths, downs = _resnet_layout(resolution, g_ch, d_ch)
     norm = _Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
     # The official 32 px D's last linear has no bias; the 48 px one has.
-    D = ResNetDiscriminator(d_widths, downs, norm, fc_bias=resolution > 32)
-    return ResNetGenerator(cfg.z_dim, resolution, g_widths), D
+    D = ResNetDiscriminator(d_widths, downs, norm, fc_bias=resolution > 32, num_classes=num_classes)
+    return ResNetGenerator(cfg.z_dim, resolution, g_widths, num_classes), D
 
 
 # arch -> (builder of (G, D), the official code's initialisation)
 ARCHS = {"dcgan": (_dcgan, _init_dcgan), "resnet": (_resnet, _init_resnet)}
 
 
-def build(cfg: ModelConfig, resolution: int) -> tuple[nn.Module, nn.Module]:
+def build(cfg: ModelConfig, resolution: int, num_classes: int = 0) -> tuple[nn.Module, nn.Module]:
     """(G, D) for the config; the caller seeds torch beforehand for reproducible weights.
 
     `model.init: official` initialises them as the official code does; `pytorch` keeps
-    PyTorch's default initialisation of each layer."""
+    PyTorch's default initialisation of each layer. `num_classes` (the data's) is required with
+    `model.conditional` and ignored without."""
     check_resolution(cfg.arch, resolution)  # the config's rule, for models built without a Config
+    if cfg.conditional and num_classes < 1:
+        raise ValueError("model.conditional needs the number of classes")
     builder, init = ARCHS[cfg.arch]
-    G, D = builder(cfg, resolution)
+    G, D = builder(cfg, resolution, num_classes if cfg.conditional else 0)
     if cfg.init == "official":
         init(G)
         init(D)
@@ -256,3 +308,16 @@ def sample_z(n: int, cfg: ModelConfig, device, generator: torch.Generator | None
     if cfg.z_dist == "uniform":
         return torch.rand(n, cfg.z_dim, device=device, generator=generator) * 2 - 1
     return torch.randn(n, cfg.z_dim, device=device, generator=generator)
+
+
+def balanced_labels(n: int, num_classes: int, device="cpu") -> torch.Tensor | None:
+    """`0, 1, ..., C-1, 0, 1, ...` for `n` samples: every class equally often (None without classes)."""
+    return torch.arange(n, device=device) % num_classes if num_classes else None
+
+
+def grid_labels(n: int, num_classes: int, device="cpu") -> torch.Tensor | None:
+    """Labels of a sample grid of about `n` images with one row per class: `max(1, n // C)` of
+    class 0, then as many of class 1, ... (None without classes)."""
+    if not num_classes:
+        return None
+    return torch.arange(num_classes, device=device).repeat_interleave(max(1, n // num_classes))

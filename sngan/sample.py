@@ -33,10 +33,25 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
         raise UsageError(f"checkpoint '{path}' has no EMA generator (it was trained with "
                          "train.ema_decay 0); drop --ema to use its generator")
     kind = "ema" if has_ema and ema is not False else "raw"
-    G, _ = models.build(cfg.model, cfg.data.resolution)
+    classes = tuple(state.get("classes", ()))
+    G, _ = models.build(cfg.model, cfg.data.resolution, len(classes))
+    G.classes = classes  # the names of a conditional G's labels
     key, what = ("G_ema", "EMA generator") if kind == "ema" else ("G", "generator")
     checkpoint.load_module_state(G, state[key], what, path)
     return G.to(device).eval(), cfg, kind
+
+
+def class_index(G: nn.Module, name_or_index: str) -> int:
+    """The label of a conditional G's class given by name or by index (as text)."""
+    classes = tuple(getattr(G, "classes", ()))
+    if not classes:
+        raise UsageError("--class needs a class-conditional checkpoint (model.conditional); this one is unconditional")
+    if name_or_index in classes:
+        return classes.index(name_or_index)
+    if name_or_index.isdigit() and int(name_or_index) < len(classes):
+        return int(name_or_index)
+    raise UsageError(f"unknown class '{name_or_index}'; the checkpoint's classes are "
+                     f"{', '.join(f'{i}: {c}' for i, c in enumerate(classes))}")
 
 
 def latents(cfg: config.Config, num: int, batch_size: int, seed: int,
@@ -54,11 +69,18 @@ def latents(cfg: config.Config, num: int, batch_size: int, seed: int,
 
 
 def generate_batches(G: nn.Module, cfg: config.Config, num: int, batch_size: int, seed: int,
-                     device: str | torch.device, share: tuple[int, int] = (0, 1)) -> Iterator[torch.Tensor]:
-    """`num` samples as uint8 batches `(B, 3, R, R)` on `device`, from the z of `latents`."""
-    for z in latents(cfg, num, batch_size, seed, share):
+                     device: str | torch.device, share: tuple[int, int] = (0, 1),
+                     labels: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """`num` samples as uint8 batches `(B, 3, R, R)` on `device`, from the z of `latents`. A
+    conditional G draws the classes `labels` (`(num,)`; default: every class equally often)."""
+    num_classes = getattr(G, "num_classes", 0)
+    if num_classes and labels is None:
+        labels = models.balanced_labels(num, num_classes)
+    rank, world = share
+    ys = (None,) * num if labels is None else labels[rank * num // world:(rank + 1) * num // world].split(batch_size)
+    for z, y in zip(latents(cfg, num, batch_size, seed, share), ys):
         with torch.inference_mode():
-            yield to_uint8(G(z.to(device)))
+            yield to_uint8(G(z.to(device), None if y is None else y.to(device)))
 
 
 def check_output_path(out: Path, force: bool) -> str:
@@ -77,36 +99,47 @@ def check_output_path(out: Path, force: bool) -> str:
 
 
 def write_samples(G: nn.Module, cfg: config.Config, num: int, out: Path, seed: int,
-                  batch_size: int, device, force: bool = False) -> Path:
+                  batch_size: int, device, force: bool = False, label: int | None = None) -> int:
     """Write `num` samples to `out`: a grid when it ends in .png, an .npz of uint8 NHWC images
-    (key `images`) when it ends in .npz, else one PNG per image in that folder."""
+    (key `images`, and `labels` from a conditional G) when it ends in .npz, else one PNG per image
+    in that folder. A conditional G draws class `label`, else every class equally often, and a
+    grid then has one row per class (`num // C` images each). Returns the number written."""
     from PIL import Image
 
     if num < 1:
         raise UsageError("--num must be at least 1")
     kind = check_output_path(out, force)
-    images = torch.cat([b.cpu() for b in generate_batches(G, cfg, num, batch_size, seed, device)])
+    num_classes, nrow, labels = getattr(G, "num_classes", 0), None, None
+    if num_classes and label is not None:
+        labels = torch.full((num,), label, dtype=torch.long)
+    elif num_classes and kind == "png":
+        labels = models.grid_labels(num, num_classes)
+        num, nrow = len(labels), len(labels) // num_classes
+    elif num_classes:
+        labels = models.balanced_labels(num, num_classes)
+    images = torch.cat([b.cpu() for b in generate_batches(G, cfg, num, batch_size, seed, device, labels=labels)])
     try:
         if kind == "png":
-            save_grid(images, out)
+            save_grid(images, out, nrow)
         elif kind == "npz":
-            nhwc = images.permute(0, 2, 3, 1).numpy()
-            checkpoint.atomic_write(out, lambda f: np.savez(f, images=nhwc), "samples")
+            arrays = {"images": images.permute(0, 2, 3, 1).numpy(),
+                      **({} if labels is None else {"labels": labels.numpy(), "class_names": np.array(G.classes)})}
+            checkpoint.atomic_write(out, lambda f: np.savez(f, **arrays), "samples")
         else:
             out.mkdir(exist_ok=True)
             for i, im in enumerate(images.permute(0, 2, 3, 1).numpy()):
                 Image.fromarray(im).save(out / f"{i:06d}.png")
     except PermissionError as e:
         raise SnganError(f"cannot write to '{out}': {e.strerror}") from None
-    return out
+    return num
 
 
-def save_grid(images: torch.Tensor, path: Path) -> torch.Tensor:
-    """Save uint8 `(N, 3, R, R)` images as a square-ish grid PNG, atomically; returns the grid
-    as uint8 `(3, H, W)`."""
+def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -> torch.Tensor:
+    """Save uint8 `(N, 3, R, R)` images as a grid PNG of `nrow` images per row (default: square-ish),
+    atomically; returns the grid as uint8 `(3, H, W)`."""
     from PIL import Image
     from torchvision.utils import make_grid
 
-    grid = make_grid(images.cpu(), nrow=math.ceil(math.sqrt(len(images))), padding=2)
+    grid = make_grid(images.cpu(), nrow=nrow or math.ceil(math.sqrt(len(images))), padding=2)
     checkpoint.atomic_write(path, lambda f: Image.fromarray(grid.permute(1, 2, 0).numpy()).save(f, format="PNG"), "image")
     return grid

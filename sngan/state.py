@@ -13,6 +13,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from sngan import checkpoint, config, data, distributed, models
+from sngan.batches import Batches
+from sngan.diffaug import DiffAugment
 from sngan.ema import EMA, STANDING_BATCHES
 from sngan.errors import SnganError, UsageError
 
@@ -23,7 +25,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state(z_gen: torch.Generator) -> dict:
+def rng_state(z_gen: torch.Generator, aug_gen: torch.Generator) -> dict:
     np_state = np.random.get_state(legacy=False)
     return {
         "python": random.getstate(),
@@ -33,10 +35,11 @@ def rng_state(z_gen: torch.Generator) -> dict:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "z": z_gen.get_state(),
+        "augment": aug_gen.get_state(),
     }
 
 
-def set_rng_state(state: dict, z_gen: torch.Generator) -> None:
+def set_rng_state(state: dict, z_gen: torch.Generator, aug_gen: torch.Generator) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
@@ -46,10 +49,13 @@ def set_rng_state(state: dict, z_gen: torch.Generator) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     z_gen.set_state(state["z"])
+    if "augment" in state:  # checkpoints from before DiffAugment have no augmentation stream
+        aug_gen.set_state(state["augment"])
 
 
 class DPair(nn.Module):
-    """D on real and fake images in one call, so that DDP sees one forward per D update.
+    """D on real and fake images (and their labels, for a conditional D) in one call, so that DDP
+    sees one forward per D update.
 
     One concatenated pass (one SN power iteration per D update, and faster) unless D has
     BatchNorm, whose batch statistics must not mix real and fake."""
@@ -58,11 +64,13 @@ class DPair(nn.Module):
         super().__init__()
         self.D, self.concat = D, concat
 
-    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, real: torch.Tensor, fake: torch.Tensor, y_real: torch.Tensor | None = None,
+                y_fake: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.concat:
-            out = self.D(torch.cat([real, fake]))
+            y = None if y_real is None else torch.cat([y_real, y_fake])
+            out = self.D(torch.cat([real, fake]), y)
             return out[: len(real)], out[len(real):]
-        return self.D(real), self.D(fake)
+        return self.D(real, y_real), self.D(fake, y_fake)
 
 
 class Run:
@@ -80,8 +88,10 @@ class Run:
         if tc.batch_size % ctx.world or (tc.batch_size * cfg.optim.g_batch_mult) % ctx.world:
             raise UsageError(f"train.batch_size {tc.batch_size} must be divisible by the number of processes "
                              f"({ctx.world}): it is the global batch, split evenly across them")
+        dataset = data.load_labelled(cfg.data) if cfg.model.conditional else data.load_dataset(cfg.data)
+        self.classes = dataset.classes if cfg.model.conditional else ()  # recorded in checkpoints
         seed_everything(tc.seed)
-        G, D = models.build(cfg.model, cfg.data.resolution)
+        G, D = models.build(cfg.model, cfg.data.resolution, len(self.classes))
         # The EMA copies G before any SyncBatchNorm conversion: its standing statistics are
         # computed by each process alone, on the same latents, so every replica gets the same.
         self.ema = EMA(G, tc.ema_decay, tc.ema_start) if tc.ema_decay else None
@@ -112,14 +122,21 @@ class Run:
         fused = {"fused": True} if device.type == "cuda" else {}  # one kernel for the whole update
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2), **fused)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), **fused)
-        images = data.load_images(cfg.data)
-        images = images.to(device) if cfg.data.placement == "device" else images
-        self.batches = data.Batches(images, tc.batch_size // ctx.world, tc.seed, device, ctx.rank, ctx.world)
-        # The same z stream on every process; each takes its slice (see draw_z).
+        images, labels = dataset.images, dataset.labels if self.classes else None
+        if cfg.data.placement == "device":
+            images, labels = images.to(device), None if labels is None else labels.to(device)
+        self.batches = Batches(images, tc.batch_size // ctx.world, tc.seed, device, ctx.rank, ctx.world, labels)
+        # The same z (and fake label) stream on every process; each takes its slice (see draw_z).
         self.z_gen = torch.Generator(device).manual_seed(tc.seed)
-        # The fixed z of the sample grids comes from its own CPU generator: the same on any device.
+        # DiffAugment's random parameters are a stream of their own, saved in checkpoints.
+        self.aug_gen = torch.Generator(device).manual_seed(tc.seed + 3)
+        self.augment = DiffAugment(tc.diffaug, self.aug_gen)
+        # The fixed z of the sample grids comes from its own CPU generator: the same on any device;
+        # with classes, one row per class.
         fixed = torch.Generator().manual_seed(tc.seed + 1)
-        self.fixed_z = models.sample_z(tc.sample_grid, cfg.model, "cpu", fixed).to(device)
+        self.fixed_y = models.grid_labels(tc.sample_grid, len(self.classes), device)
+        n_grid = tc.sample_grid if self.fixed_y is None else len(self.fixed_y)
+        self.fixed_z = models.sample_z(n_grid, cfg.model, "cpu", fixed).to(device)
         self.step, self.elapsed, self.skipped = 0, 0.0, 0
         self.best_fid: float | None = None
         # Linear lr decay runs from (step, scale) of this knot to 0 at train.steps; a resume that
@@ -130,14 +147,25 @@ class Run:
         """This process's share of a global batch of `n_global` latent codes."""
         return distributed.rank_slice(models.sample_z(n_global, self.cfg.model, self.device, self.z_gen), self.ctx)
 
+    def draw_y(self, n_global: int) -> torch.Tensor | None:
+        """This process's share of `n_global` uniformly random class labels for fakes (None without classes)."""
+        if not self.classes:
+            return None
+        y = torch.randint(len(self.classes), (n_global,), device=self.device, generator=self.z_gen)
+        return distributed.rank_slice(y, self.ctx)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Images as D sees them: augmented (train.diffaug), in the run's memory format."""
+        return self.augment(x).contiguous(memory_format=self.memory_format)
+
     def state_dict(self) -> dict:
         return {
             "step": self.step, "elapsed": self.elapsed, "skipped": self.skipped, "best_fid": self.best_fid,
             "config": config.to_dict(self.cfg),
             "G": self.G.state_dict(), "D": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "batches": self.batches.state_dict(), "rng": rng_state(self.z_gen),
-            "lr_knot": list(self.lr_knot),
+            "batches": self.batches.state_dict(), "rng": rng_state(self.z_gen, self.aug_gen),
+            "lr_knot": list(self.lr_knot), "classes": list(self.classes),
             **({"G_ema": self.ema_generator().state_dict()} if self.ema else {}),
         }
 
@@ -145,8 +173,9 @@ class Run:
         """The EMA generator, with BatchNorm statistics of its own weights (recomputed when stale)."""
         if self._ema_stats_step != self.step:
             g = torch.Generator().manual_seed(self.cfg.train.seed + 2)
-            n = self.cfg.train.batch_size
-            self.ema.standing_stats(models.sample_z(n, self.cfg.model, "cpu", g).to(self.device)
+            n, y = self.cfg.train.batch_size, models.balanced_labels(self.cfg.train.batch_size, len(self.classes),
+                                                                      self.device)
+            self.ema.standing_stats((models.sample_z(n, self.cfg.model, "cpu", g).to(self.device), y)
                                     for _ in range(STANDING_BATCHES))
             self._ema_stats_step = self.step
         return self.ema.model
@@ -161,7 +190,10 @@ class Run:
         for name, target in targets:
             checkpoint.load_module_state(target, state[name], name, path)
         self.batches.load_state_dict(state["batches"])
-        set_rng_state(state["rng"], self.z_gen)
+        if list(state.get("classes", [])) != list(self.classes):
+            raise SnganError(f"checkpoint '{path}' was trained on classes {state.get('classes', [])}, but the "
+                             f"data now has {list(self.classes)}; resume with the same data")
+        set_rng_state(state["rng"], self.z_gen, self.aug_gen)
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.skipped, self.best_fid = state["skipped"], state["best_fid"]
         self._ema_stats_step = self.step  # saved statistics are those of the saved EMA weights
@@ -184,3 +216,4 @@ class Run:
             for group in opt.param_groups:
                 group["lr"] = lr * scale
         return scale
+

@@ -40,25 +40,31 @@ class Diverged(SnganError):
 
 def train_step(run: Run, objective: Objective) -> tuple[torch.Tensor, ...]:
     """One generator update after n_dis discriminator updates. Returns device tensors
-    (loss_d, loss_g, mean D(x), mean D(G(z))); nothing here waits for the device."""
+    (loss_d, loss_g, mean D(x), mean D(G(z))); nothing here waits for the device.
+
+    D sees every image through `run.prepare` (DiffAugment when on); a conditional run's fakes get
+    uniformly random labels, its reals their own."""
     cfg = run.cfg
     for _ in range(cfg.optim.n_dis):
-        real = run.batches.next().contiguous(memory_format=run.memory_format)
-        z = run.draw_z(cfg.train.batch_size)
+        real, y_real = run.batches.next()
+        z, y_fake = run.draw_z(cfg.train.batch_size), run.draw_y(cfg.train.batch_size)
         with torch.no_grad(), run.autocast:
-            fake = run.G_fwd(z)
+            fake = run.G_fwd(z, y_fake)
+        real, fake = run.prepare(real), run.prepare(fake)
         with run.autocast:
-            d_real, d_fake = run.pair_fwd(real, fake)
-        loss_d = objective.d(run.D, real, fake.float(), d_real.float(), d_fake.float(), run.z_gen)
+            d_real, d_fake = run.pair_fwd(real, fake, y_real, y_fake)
+        loss_d = objective.d(lambda x: run.D(x, y_real), real, fake.float(), d_real.float(), d_fake.float(),
+                             run.z_gen)
         run.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         run.opt_d.step()
         objective.after_d_step(run.D)
 
-    z = run.draw_z(cfg.train.batch_size * cfg.optim.g_batch_mult)
+    n_g = cfg.train.batch_size * cfg.optim.g_batch_mult
+    z, y = run.draw_z(n_g), run.draw_y(n_g)
     run.D.requires_grad_(False)  # G's step needs gradients w.r.t. D's input only
     with run.autocast:
-        loss_g = objective.g(run.D_g(run.G_fwd(z)).float())
+        loss_g = objective.g(run.D_g(run.prepare(run.G_fwd(z, y)), y).float())
     run.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     run.opt_g.step()
@@ -303,14 +309,14 @@ def weights_finite(*modules: torch.nn.Module) -> bool:
 
 
 def write_sample_grid(run: Run, events: Events) -> None:
-    """`samples/step-N.png` from G and, with an EMA, `samples/ema-step-N.png` from it; same z."""
+    """`samples/step-N.png` from G and, with an EMA, `samples/ema-step-N.png` from it; same z
+    (and, with classes, one row per class)."""
+    nrow = None if run.fixed_y is None else len(run.fixed_y) // len(run.classes)
     run.G.eval()
     with torch.no_grad():
-        grid = save_grid(to_uint8(run.G(run.fixed_z)), run.folder / runs.grid_name(run.step))
-        events.image("samples/G", grid, run.step)
-        if run.ema is not None:
-            grid = save_grid(to_uint8(run.ema_generator()(run.fixed_z)), run.folder / runs.grid_name(run.step, ema=True))
-            events.image("samples/G_ema", grid, run.step)
+        for G, tag, ema in ((run.G, "G", False), *(((run.ema_generator(), "G_ema", True),) if run.ema else ())):
+            grid = save_grid(to_uint8(G(run.fixed_z, run.fixed_y)), run.folder / runs.grid_name(run.step, ema), nrow)
+            events.image(f"samples/{tag}", grid, run.step)
     run.G.train()
 
 

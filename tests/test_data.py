@@ -5,6 +5,7 @@ from PIL import Image
 
 from formats import write_cifar10, write_stl10
 from sngan import data
+from sngan.batches import Batches
 from sngan.config import DataConfig
 from sngan.errors import SnganError
 
@@ -15,7 +16,7 @@ def test_cifar10_real_format(tmp_path):
     assert images.dtype == torch.uint8 and images.shape == (15, 3, 32, 32)
     assert np.array_equal(images.numpy(), expected)
     test = data.load_cifar10(tmp_path, "test", download=False)
-    assert test.shape == (3, 3, 32, 32)
+    assert test.images.shape == (3, 3, 32, 32) and test.labels.shape == (3,)
 
 
 def test_stl10_real_format_column_major_and_resized(tmp_path):
@@ -89,8 +90,8 @@ def test_synthetic_is_deterministic_and_varied():
 
 def test_batches_range_and_epochs():
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).contiguous()
-    b = data.Batches(images, batch_size=4, seed=0, device="cpu")
-    seen = [b.next() for _ in range(2)]  # epoch 0 holds two full batches of 4 (tail of 2 dropped)
+    b = Batches(images, batch_size=4, seed=0, device="cpu")
+    seen = [b.next()[0] for _ in range(2)]  # epoch 0 holds two full batches of 4 (tail of 2 dropped)
     assert all(x.min() >= -1 and x.max() <= 1 and x.dtype == torch.float32 for x in seen)
     ids = torch.cat([((x[:, 0, 0, 0] + 1) * 127.5).round() for x in seen]).long().tolist()
     assert len(set(ids)) == 8
@@ -100,26 +101,26 @@ def test_batches_range_and_epochs():
 
 def test_batches_resume_exactly():
     images = torch.randint(0, 255, (50, 3, 4, 4), dtype=torch.uint8)
-    a = data.Batches(images, 8, seed=3, device="cpu")
+    a = Batches(images, 8, seed=3, device="cpu")
     for _ in range(9):
         a.next()
-    b = data.Batches(images, 8, seed=3, device="cpu")
+    b = Batches(images, 8, seed=3, device="cpu")
     b.load_state_dict(a.state_dict())
     for _ in range(12):
-        assert torch.equal(a.next(), b.next())
+        assert torch.equal(a.next()[0], b.next()[0])
 
 
 def test_batches_shard_the_global_batch_across_ranks():
     images = torch.randint(0, 255, (40, 3, 4, 4), dtype=torch.uint8)
-    whole = data.Batches(images, 8, seed=1, device="cpu")
-    ranks = [data.Batches(images, 4, seed=1, device="cpu", rank=r, world=2) for r in range(2)]
+    whole = Batches(images, 8, seed=1, device="cpu")
+    ranks = [Batches(images, 4, seed=1, device="cpu", rank=r, world=2) for r in range(2)]
     for _ in range(7):
-        assert torch.equal(whole.next(), torch.cat([r.next() for r in ranks]))
+        assert torch.equal(whole.next()[0], torch.cat([r.next()[0] for r in ranks]))
 
 
 def test_batch_larger_than_data():
     with pytest.raises(SnganError, match="larger than the data set"):
-        data.Batches(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), 8, 0, "cpu")
+        Batches(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), 8, 0, "cpu")
 
 
 def test_npz_data_set_nhwc_or_nchw_and_resized(tmp_path):

@@ -144,7 +144,7 @@ def test_standing_stats_are_the_statistics_of_the_ema_weights():
             p.mul_(3.0).add_(0.5)  # weights of its own, unlike G's
         g[1].running_mean.fill_(7.0)
     batches = [torch.randn(16, 4, generator=torch.Generator().manual_seed(i)) for i in range(3)]
-    ema.standing_stats(batches)
+    ema.standing_stats((z,) for z in batches)
     m = ema.model
     assert not m.training and m[1].momentum == g[1].momentum
     with torch.no_grad():  # by hand: the inputs each BN sees in train mode, batch by batch
