@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sngan import config, sample
+from sngan import config, models, sample
 from sngan.distributed import resolve_device
 from sngan.errors import UsageError
 
@@ -24,14 +24,17 @@ BATCH_SIZE = 256
 
 
 class Generator(nn.Module):
-    """A trained generator: z `(N, z_dim)` -> images `(N, 3, R, R)` in `[-1, 1]`.
+    """A trained generator: z `(N, z_dim)` (and, class-conditional, labels y `(N,)`) -> images
+    `(N, 3, R, R)` in `[-1, 1]`.
 
-    Returned by `sngan.load` in eval mode. `G(z)` runs the network (`G.net`) as any module;
-    `sample` and `sample_uint8` draw the seeded z of `sngan sample --seed` themselves.
+    Returned by `sngan.load` in eval mode. `G(z)` (`G(z, y)`) runs the network (`G.net`) as any
+    module; `sample` and `sample_uint8` draw the seeded z of `sngan sample --seed` themselves and,
+    for a conditional G, one class (`label`, a name or index) or every class equally often.
 
     Attributes: `config` (the run's `sngan.config.Config`), `kind` ("ema" or "raw"), `source`
     (the checkpoint or run folder it came from); properties `z_dim`, `z_dist` ("normal":
-    N(0, I), or "uniform": U(-1, 1)), `resolution` (R) and `device`.
+    N(0, I), or "uniform": U(-1, 1)), `resolution` (R), `classes` (names; empty when
+    unconditional) and `device`.
     """
 
     def __init__(self, net: nn.Module, cfg: config.Config, kind: str, source: str | Path | None = None):
@@ -52,13 +55,28 @@ class Generator(nn.Module):
         return self.config.data.resolution
 
     @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(getattr(self.net, "classes", ()))
+
+    @property
     def device(self) -> torch.device:
         """Where the weights are (follows `G.to(...)`)."""
         return next(self.net.parameters()).device
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """z `(N, z_dim)` on `G.device` -> images `(N, 3, R, R)`, float in `[-1, 1]`."""
-        return self.net(z)
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """z `(N, z_dim)` (and int64 labels y `(N,)` for a conditional G) on `G.device` -> images
+        `(N, 3, R, R)`, float in `[-1, 1]`."""
+        return self.net(z, y)
+
+    def labels(self, n: int, label: int | str | None = None) -> torch.Tensor | None:
+        """The labels `sample(n, label=label)` uses: `(n,)` int64 on the CPU; None when unconditional."""
+        if not self.classes:
+            if label is not None:
+                raise UsageError("label needs a class-conditional generator; this one is unconditional")
+            return None
+        if label is None:
+            return models.balanced_labels(n, len(self.classes))
+        return torch.full((n,), sample.class_index(self.net, str(label)), dtype=torch.long)
 
     def sample_z(self, n: int, seed: int = 0) -> torch.Tensor:
         """The z behind `sample(n, seed)`: `(n, z_dim)` float on the CPU, the same on any device."""
@@ -66,17 +84,21 @@ class Generator(nn.Module):
         return torch.cat(sample.latents(self.config, n, n, seed))
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, batch_size: int = BATCH_SIZE) -> torch.Tensor:
-        """`n` images `(n, 3, R, R)`, float32 in `[-1, 1]` on `G.device`, from seeded z."""
+    def sample(self, n: int, seed: int = 0, batch_size: int = BATCH_SIZE, label: int | str | None = None) -> torch.Tensor:
+        """`n` images `(n, 3, R, R)`, float32 in `[-1, 1]` on `G.device`, from seeded z (and `labels`)."""
         _check_n(n, batch_size)
-        device = self.device
-        return torch.cat([self.net(z.to(device)) for z in sample.latents(self.config, n, batch_size, seed)])
+        device, y = self.device, self.labels(n, label)
+        ys = (None,) * n if y is None else y.split(batch_size)
+        return torch.cat([self.net(z.to(device), None if b is None else b.to(device))
+                          for z, b in zip(sample.latents(self.config, n, batch_size, seed), ys)])
 
-    def sample_uint8(self, n: int, seed: int = 0, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    def sample_uint8(self, n: int, seed: int = 0, batch_size: int = BATCH_SIZE, label: int | str | None = None
+                     ) -> np.ndarray:
         """`n` images as a uint8 numpy array `(n, R, R, 3)` in `[0, 255]`: the images of
-        `sngan sample --num n --seed seed --out x.npz` (its key `images`)."""
+        `sngan sample --num n --seed seed --out x.npz [--class label]` (its key `images`)."""
         _check_n(n, batch_size)
-        batches = sample.generate_batches(self.net, self.config, n, batch_size, seed, self.device)
+        batches = sample.generate_batches(self.net, self.config, n, batch_size, seed, self.device,
+                                          labels=self.labels(n, label))
         return torch.cat([b.cpu() for b in batches]).permute(0, 2, 3, 1).numpy()
 
     def export(self, path: str | Path, force: bool = False) -> Path:
@@ -86,8 +108,8 @@ class Generator(nn.Module):
         return export.export(self, Path(path), force)
 
     def extra_repr(self) -> str:
-        return (f"kind={self.kind!r}, z_dim={self.z_dim}, z_dist={self.z_dist!r}, "
-                f"resolution={self.resolution}, source={str(self.source)!r}")
+        return (f"kind={self.kind!r}, z_dim={self.z_dim}, z_dist={self.z_dist!r}, resolution={self.resolution}, "
+                f"classes={len(self.classes)}, source={str(self.source)!r}")
 
 
 def load(path: str | Path, device: str | torch.device = "auto", ema: bool | None = None) -> Generator:

@@ -159,6 +159,7 @@ def eval_fid(
     inception_score: bool = typer.Option(False, "--is", help="Also compute the Inception Score (10 splits, no fc bias, as the paper)."),
     kid: bool = typer.Option(False, "--kid", help="Also compute KID (100 subsets of up to 1000 images per side, torch-fidelity's protocol); needs an image reference, not a stats .npz."),
     pr: bool = typer.Option(False, "--pr", help="Also compute precision and recall (k = 3 nearest neighbours); needs an image reference, not a stats .npz."),
+    intra: bool = typer.Option(False, "--intra-fid", help="Class-conditional checkpoints: also the intra-class FID (each class's NUM/classes samples against that class's reference images, and the mean); needs a labelled reference."),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights", envvar="SNGAN_INCEPTION_WEIGHTS", help="Local copy of pt_inception-2015-12-05-6726825d.pth (default: torch hub cache, downloaded on first use)."),
     batch_size: int = typer.Option(100, "--batch-size", help="Images per Inception forward."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -181,7 +182,7 @@ def eval_fid(
     result = run_eval(images=images, checkpoint=checkpoint_path, num=num, ref=ref, save_stats=save_stats,
                       inception_score=inception_score, inception_weights=inception_weights,
                       batch_size=batch_size, device=str(resolve_device(device)), data_root=data_root,
-                      download=download, seed=seed, ema=ema, ref_images=ref_images, kid=kid, pr=pr)
+                      download=download, seed=seed, ema=ema, ref_images=ref_images, kid=kid, pr=pr, intra=intra)
     typer.echo(json.dumps(result) if as_json else format_result(result))
 
 

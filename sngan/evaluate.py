@@ -50,7 +50,8 @@ def is_name(num: int) -> str:
 def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, save_stats: str | None,
              inception_score: bool, inception_weights: str | None, batch_size: int, device: str,
              data_root: str, download: bool, seed: int, resolution: int | None = None,
-             ema: bool | None = None, ref_images: int = 0, kid: bool = False, pr: bool = False) -> dict:
+             ema: bool | None = None, ref_images: int = 0, kid: bool = False, pr: bool = False,
+             intra: bool = False) -> dict:
     """FID of generated images against `ref`; returns the result dict that `format_result` prints.
 
     The generated side is exactly one of `images` (a folder or .npz of uint8 images, all of them;
@@ -61,10 +62,14 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     neither `images` nor `checkpoint` that is all it does, a named reference then at `resolution`
     (default: the one SN-GAN trains at on that data set). `ref_images` limits a named reference
     to its first N images (0: all of it; the paper uses 10,000). `kid` and `pr` add KID and
-    precision/recall against the reference's features (so not against a statistics .npz).
+    precision/recall against the reference's features (so not against a statistics .npz); `intra`
+    the intra-class FID of a conditional checkpoint (`num // classes` samples per class; see
+    `sngan.intra_fid`). A conditional checkpoint's samples for FID are class-balanced.
     """
     start = time.perf_counter()
     _check_args(images, checkpoint, num, save_stats, ema, kid or pr)
+    if intra and checkpoint is None:
+        raise UsageError("--intra-fid scores the classes of a class-conditional generator; give --checkpoint")
     detector = inception.load_detector(inception_weights, device)
     ref_args = {"data_root": data_root, "download": download, "batch_size": batch_size, "num_images": ref_images}
     if images is None and checkpoint is None:
@@ -81,7 +86,7 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
         raise UsageError(f"generated images are {w}x{h}, but reference '{ref}' is square; use square "
                          "images or a folder/statistics reference")
     # Reference first: a bad --ref fails before minutes of generating.
-    if kid or pr:
+    if kid or pr or intra:
         mu_ref, sigma_ref, ref_features, info = fid_stats.reference_features(ref, detector, resolution=h, **ref_args)
     else:
         mu_ref, sigma_ref, info = fid_stats.reference_stats(ref, detector, resolution=h, **ref_args)
@@ -102,6 +107,9 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
         result.update(_inception_score_fields(logits))
     names = {m: metric_name(len(features), ref, ref_images, m) for m in ("kid", "precision", "recall")}
     result.update(feature_metrics(features, ref_features, kid, pr, names, fields=True) if kid or pr else {})
+    if intra:
+        result.update(_intra_fields(checkpoint, ref, ref_features, detector, num, batch_size, device, seed, ema,
+                                    ref_args))
     if save_stats:
         result["saved_stats"] = save_stats
     return {**result, "seconds": round(time.perf_counter() - start, 2)}
@@ -137,6 +145,18 @@ def _generated_source(images: str | None, checkpoint: str | None, num: int, batc
         return generate_batches(generator, cfg, num, batch_size, seed, device), num, (r, r), source
     x = fid_stats.load_image_set(images)
     return [x], len(x), (x.shape[2], x.shape[3]), images
+
+
+def _intra_fields(checkpoint: str, ref: str, ref_features: np.ndarray, detector: inception.Detector, num: int,
+                  batch_size: int, device: str, seed: int, ema: bool | None, ref_args: dict) -> dict:
+    from sngan.intra_fid import intra_fid, reference_labels
+    from sngan.sample import load_generator
+
+    G, cfg, _ = load_generator(checkpoint, device, ema)
+    labels, classes = reference_labels(ref, ref_args["data_root"], ref_args["download"], ref_args["num_images"])
+    per_class = max(2, num // max(1, len(getattr(G, "classes", ()))))
+    result = intra_fid(G, cfg, detector, ref_features, labels, classes, per_class, batch_size, seed, device)
+    return {"intra_fid_metric": metric_name(per_class, ref, ref_args["num_images"], "intrafid"), **result}
 
 
 def _ref_fields(info: dict) -> dict:
@@ -205,6 +225,11 @@ def format_result(result: dict) -> str:
     if "precision" in result:
         lines.append(f"  {result['precision_metric']} = {result['precision']:.3f}, {result['recall_metric']} = "
                      f"{result['recall']:.3f} (k = {result['pr_neighbours']} nearest neighbours)")
+    if "intra_fid" in result:
+        worst = max(result["intra_fid_classes"].items(), key=lambda kv: kv[1])
+        lines.append(f"  {result['intra_fid_metric']} = {result['intra_fid']:.2f} (mean over "
+                     f"{len(result['intra_fid_classes'])} classes of {result['intra_fid_num_per_class']} samples "
+                     f"each, against that class's reference images; worst: {worst[0]} {worst[1]:.2f})")
     if "saved_stats" in result:
         lines.append(f"  reference statistics written to {result['saved_stats']}")
     return "\n".join(lines)

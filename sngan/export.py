@@ -43,6 +43,7 @@ def metadata(G: Generator) -> dict:
         "torch_version": str(torch.__version__),
         "z_dim": G.z_dim, "z_dist": G.z_dist, "z": Z_RECIPES[G.z_dist].format(z_dim=G.z_dim),
         "resolution": G.resolution, "output": "float32 (N, 3, R, R) in [-1, 1]",
+        "classes": list(G.classes), "inputs": "z" + (", y: int64 (N,) class indices" if G.classes else ""),
         "kind": G.kind, "checkpoint": None if G.source is None else str(G.source),
         "config": config.to_dict(G.config),
     }
@@ -62,9 +63,11 @@ def export(G: Generator, out: Path, force: bool = False) -> Path:
     atomically, with its metadata; the program takes any batch size. Returns `out`."""
     check_out(out, force)
     # A batch of 2: torch.export specialises a dimension whose example size is 1.
-    example = G.sample_z(2).to(G.device)
     batch = torch.export.Dim("batch")
-    program = torch.export.export(G.net.eval(), (example,), dynamic_shapes=({0: batch},))
+    example, shapes = (G.sample_z(2).to(G.device),), ({0: batch},)
+    if G.classes:  # a conditional G takes the labels as its second input
+        example, shapes = (*example, G.labels(2).to(G.device)), (*shapes, {0: batch})
+    program = torch.export.export(G.net.eval(), example, dynamic_shapes=shapes)
     extra = {METADATA: json.dumps(metadata(G), indent=1)}
     return checkpoint.atomic_write(out, lambda f: torch.export.save(program, f, extra_files=extra),
                                    "exported generator")
