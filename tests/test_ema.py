@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from sngan import checkpoint, config, report, train
+from sngan import checkpoint, config, report, runs, train
 from sngan.state import Run
 from sngan.ema import EMA
 from sngan.errors import UsageError
@@ -105,10 +105,10 @@ def test_fid_of_both_generators_best_by_ema_and_report(tiny, tmp_path, torch_hom
     assert summary["best_fid"] == best["fid10_custom_ema"]
     assert checkpoint.load(run_dir / "best.pt")["step"] == best["step"]
 
-    row = report.summarise(report._run(run_dir, run_dir.name))
+    row = report.summarise(runs.read_run(run_dir, run_dir.name))
     assert row["fid_protocol"] == "fid10_custom_ema" and row["fid_final"] == evals[-1]["fid10_custom_ema"]
     assert row["is_mean"] == evals[-1]["is10_ema"] and row["is_std"] == evals[-1]["is10_std_ema"]
-    assert report.latest_sample(report._run(run_dir, run_dir.name)).name == "ema-step-0000002.png"
+    assert runs.latest_grid(run_dir).name == "ema-step-0000002.png"
 
 
 def test_cli_ema_flags(tmp_path, torch_home):
