@@ -10,7 +10,7 @@ from PIL import Image
 
 from sngan import report
 from sngan.runs import collect
-from test_cli import cli
+from conftest import cli
 
 SIGMA = {"main.0": 1.0, "fc": 0.5}
 
