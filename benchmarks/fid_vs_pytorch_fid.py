@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, wh
 
 import torch  # noqa: E402
 
-from sngan import bench, checkpoint, data, evaluate, fid_stats, metrics  # noqa: E402
+from sngan import bench, checkpoint, data, evaluate, fid_stats, metrics, timing  # noqa: E402
 from sngan import detector as fid_detector  # noqa: E402
 from sngan.distributed import resolve_device  # noqa: E402
 from sngan.state import Run  # noqa: E402
@@ -96,7 +96,7 @@ def compare(num: int, batch: int, device: torch.device, weights: Path, tmp: Path
     detector = fid_detector.load_detector(weights, device)
     out["detector"] = detector.name
     log(f"Inception features of {num} reference images")
-    features, seconds = bench.time_extract(detector, data.synthetic_shapes(num, 32, seed=1), batch)
+    features, seconds = timing.time_extract(detector, data.synthetic_shapes(num, 32, seed=1), batch)
     out["extract_images_per_s"] = round(num / seconds, 2)
     stats_file = fid_stats.save_stats(tmp / "ref-stats.npz", *metrics.statistics(features), num_images=num,
                                 detector=detector.name, detector_sha256=detector.weights_sha256)
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     except SnganError as e:
         sys.exit(f"error: {e}")
     result = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "device": bench.device_info(str(device)), **result,
+              "device": timing.device_info(str(device)), **result,
               "targets": {"speedup_min": SPEEDUP_TARGET, "fid_match_rtol": MATCH_RTOL}}
     print(report(result))
     args.out.write_text(json.dumps(result, indent=2) + "\n")

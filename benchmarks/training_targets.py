@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, wh
 
 import torch  # noqa: E402
 
-from sngan import bench, train  # noqa: E402
+from sngan import bench, timing, train  # noqa: E402
 from sngan.state import Run  # noqa: E402
 from sngan.errors import SnganError  # noqa: E402
 from sngan.losses import Objective  # noqa: E402
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         o["target"], o["meets_target"] = SN_OVERHEAD_TARGET, o["ratio"] <= SN_OVERHEAD_TARGET
     for r in rows:
         r["host_syncs_per_step"] = host_syncs_per_step(s, r["arch"], r["resolution"], r["d_norm"])
-    result = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": bench.device_info(s.device),
+    result = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": timing.device_info(s.device),
               "settings": vars(s).copy(), "training": rows, "sn_overhead": overhead,
               "targets": {"sn_overhead_max": SN_OVERHEAD_TARGET,
                           "sn_overhead_met": all(o["meets_target"] for o in overhead)},

@@ -1,36 +1,32 @@
 """`sngan bench`: how fast each training option, and FID's Inception, run on this device.
 
-Training steps/s and images/s per architecture and D normalisation (`sn`, `bn`, `none`), the SN
-overhead (sn / none), and the speed options (channels_last, bf16, compile) each against its own
-baseline. Configs compared with each other are timed in interleaved repeats with a rotating order,
-so a change of machine load hits all of them alike; a step time is the best repeat, as `timeit`
-reports it. FID: Inception features/s and the Frechet distance's time, with the real detector.
-Project acceptance checks (targets, eval-fid against pytorch-fid's CLI) live in `benchmarks/`.
+Training steps/s and images/s per architecture and D normalisation, the SN overhead (sn / none),
+and the speed options (channels_last, bf16, compile) each against its own baseline, timed as
+`sngan.timing` describes. FID: Inception features/s and the Frechet distance's time, with the
+real detector. Project acceptance checks (targets, eval-fid against pytorch-fid's CLI) live in
+`benchmarks/`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import statistics as stats
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from sngan import checkpoint, config, data, models, train
+from sngan import checkpoint, config, data, models
 from sngan.distributed import resolve_device
-from sngan.state import Run
 from sngan.errors import SnganError, UsageError
-from sngan.losses import Objective
+from sngan.state import Run
+from sngan.timing import device_info, load_average, measure, ratio, time_extract, time_steps
 
 SCHEMA = "sngan-bench/2"
-ARCHS = {"dcgan32": ("dcgan", 32), "dcgan48": ("dcgan", 48), "resnet32": ("resnet", 32), "resnet48": ("resnet", 48)}
-NORMS = ("sn", "bn", "none")
+ARCHS = {f"{arch}{res}": (arch, res) for arch in config.CHOICES["archs"] for res in (32, 48)}  # dcgan32: (dcgan, 32)
+NORMS = config.CHOICES["d_norms"]
 # Each speed option as config overrides; "all" is the three together.
 OPTIONS = {
     "channels_last": ["train.channels_last=true"],
@@ -40,6 +36,12 @@ OPTIONS = {
 }
 # The speed options are timed on these (those benchmarked; --quick: the first only).
 OPTION_ARCHS = ("dcgan32", "resnet32")
+# The sizes' defaults per mode; on a CPU a full-width step takes seconds (ResNet: over ten).
+SIZES = {
+    "quick": dict(batch_size=16, width_scale=0.25, warmup=2, steps=2, repeats=6, fid_num=16, fid_batch=8),
+    "cuda": dict(batch_size=64, width_scale=1.0, warmup=10, steps=20, repeats=5, fid_num=10_000, fid_batch=100),
+    "cpu": dict(batch_size=64, width_scale=1.0, warmup=1, steps=2, repeats=3, fid_num=500, fid_batch=50),
+}
 
 
 @dataclass
@@ -63,10 +65,9 @@ class Settings:
 def make_settings(*, quick: bool = False, device: str = "auto", archs: str | None = None, options: str | None = None,
                   overrides: list[str] | None = None, fid: bool = True, inception_weights: str | None = None,
                   **sizes: int | float | None) -> Settings:
-    """Settings for a run. `sizes` (batch_size, width_scale, warmup, steps, repeats, fid_num,
-    fid_batch) not given take the default of the mode and device: the paper's widths at batch 64,
-    or with `quick` what fits a CPU in under two minutes (no torch.compile: a minute of compiling).
-    """
+    """Settings for a run. `sizes` (the keys of SIZES) not given, or None, take the mode's default:
+    the paper's widths at batch 64, or with `quick` a CPU-sized run (no torch.compile: a minute
+    of compiling)."""
     dev = str(resolve_device(device))
     cuda = dev.startswith("cuda")
     names = _names(archs, ARCHS, "--archs") if archs else list(ARCHS)
@@ -76,16 +77,10 @@ def make_settings(*, quick: bool = False, device: str = "auto", archs: str | Non
         chosen = ["channels_last", "bf16"] if quick else ["channels_last", "bf16", "compile"] + (["all"] if cuda else [])
     else:
         chosen = [] if options.strip() == "none" else _names(options, OPTIONS, "--options")
-    if quick:
-        dflt = dict(batch_size=16, width_scale=0.25, warmup=2, steps=2, repeats=6, fid_num=16, fid_batch=8)
-    elif cuda:
-        dflt = dict(batch_size=64, width_scale=1.0, warmup=10, steps=20, repeats=5, fid_num=10_000, fid_batch=100)
-    else:  # a full-width CPU step takes seconds (ResNet: over ten)
-        dflt = dict(batch_size=64, width_scale=1.0, warmup=1, steps=2, repeats=3, fid_num=500, fid_batch=50)
-    given = {k: sizes.pop(k, None) for k in dflt}
-    if sizes:
-        raise TypeError(f"make_settings: unknown settings {sorted(sizes)}")
-    values = {k: dflt[k] if v is None else v for k, v in given.items()}
+    defaults = SIZES["quick" if quick else "cuda" if cuda else "cpu"]
+    if unknown := sorted(set(sizes) - set(defaults)):
+        raise TypeError(f"make_settings: unknown settings {unknown}")
+    values = {k: default if sizes.get(k) is None else sizes[k] for k, default in defaults.items()}
     lows = {"batch_size": 1, "steps": 1, "repeats": 1, "fid_batch": 1, "warmup": 0, "fid_num": 2 if fid else 0}
     for key, low in lows.items():  # FID needs two images for a covariance
         if values[key] < low:
@@ -100,9 +95,8 @@ def make_settings(*, quick: bool = False, device: str = "auto", archs: str | Non
 
 def _names(text: str, registry: dict, flag: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
-    for n in names:
-        if n not in registry:
-            raise UsageError(f"{flag}: unknown name '{n}'; valid: {', '.join(registry)}")
+    if unknown := [n for n in names if n not in registry]:
+        raise UsageError(f"{flag}: unknown name '{unknown[0]}'; valid: {', '.join(registry)}")
     return names
 
 
@@ -124,53 +118,6 @@ def train_config(s: Settings, arch: str, resolution: int, d_norm: str, extra: li
     return config.from_dict(config.apply_overrides(plain, [*s.overrides, *extra]))
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_steps(run: Run, n: int) -> float:
-    """Seconds per step over `n` training steps, waiting for the device at both ends only."""
-    loss = Objective.from_config(run.cfg.loss)
-    _sync(run.device)
-    start = time.perf_counter()
-    for _ in range(n):
-        train.train_step(run, loss)
-    _sync(run.device)
-    return (time.perf_counter() - start) / max(n, 1)
-
-
-def measure(s: Settings, cfgs: dict[str, config.Config]) -> dict[str, dict]:
-    """Per config: {warmup_s, peak_mem_mb (CUDA; else None), times (s/step of each repeat)}.
-
-    Builds and warms up the configs one after another, then times `repeats` interleaved repeats of
-    `steps` steps, in an order that rotates each repeat.
-    """
-    device = torch.device(s.device)
-    runs, out = {}, {}
-    for name, cfg in cfgs.items():
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-            base = torch.cuda.memory_allocated(device)
-        start = time.perf_counter()
-        runs[name] = Run(cfg, device)
-        time_steps(runs[name], s.warmup)
-        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
-        out[name] = {"warmup_s": round(time.perf_counter() - start, 3),
-                     "peak_mem_mb": None if peak is None else round(peak, 1), "times": []}
-    names = list(runs)
-    for r in range(s.repeats):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            out[name]["times"].append(time_steps(runs[name], s.steps))
-    return out
-
-
-def ratio(num: list[float], den: list[float]) -> tuple[float, float]:
-    """The ratio of the best step times, and the median of the ratios within each repeat."""
-    return round(min(num) / min(den), 4), round(stats.median(a / b for a, b in zip(num, den)), 4)
-
-
 def bench_training(s: Settings, log) -> tuple[list[dict], list[dict]]:
     """Rows per (architecture, D normalisation), and the SN overhead (sn / none) per architecture."""
     rows, overhead = [], []
@@ -181,13 +128,13 @@ def bench_training(s: Settings, log) -> tuple[list[dict], list[dict]]:
         arch, res = ARCHS[name]
         cfgs = {norm: train_config(s, arch, res, norm) for norm in NORMS}
         log(f"timing {name}: D normalisation {', '.join(NORMS)}")
-        results = measure(s, cfgs)
+        results = measure(cfgs, s.device, s.warmup, s.steps, s.repeats)
         for norm, r in results.items():
             cfg, step = cfgs[norm], min(r["times"])
             images = cfg.train.batch_size * cfg.optim.n_dis  # real images through D per G step
             rows.append({"arch": arch, "resolution": res, "d_norm": norm, "g_ch": cfg.model.g_ch,
                          "d_ch": cfg.model.d_ch, "batch_size": cfg.train.batch_size, "n_dis": cfg.optim.n_dis,
-                         "step_s": round(step, 5), "step_s_median": round(stats.median(r["times"]), 5),
+                         "step_s": round(step, 5), "step_s_median": round(statistics.median(r["times"]), 5),
                          "steps_per_s": round(1 / step, 3), "images_per_s": round(images / step, 1),
                          "warmup_s": r["warmup_s"], "peak_mem_mb": r["peak_mem_mb"]})
         best, median = ratio(results["sn"]["times"], results["none"]["times"])
@@ -202,40 +149,26 @@ def bench_options(s: Settings, log) -> tuple[list[dict], dict[str, str]]:
     for option in s.options:
         for name in archs[:1] if s.quick else archs:
             arch, res = ARCHS[name]
-            cfgs = {"baseline": train_config(s, arch, res, "sn"),
-                    option: train_config(s, arch, res, "sn", OPTIONS[option])}
+            cfgs = {"baseline": train_config(s, arch, res, "sn"), option: train_config(s, arch, res, "sn", OPTIONS[option])}
             log(f"timing {name} with {option}")
             try:
-                r = measure(s, cfgs)
+                r = measure(cfgs, s.device, s.warmup, s.steps, s.repeats)
             except Exception as e:  # e.g. torch.compile without a C++ compiler, bf16 unsupported
                 skipped[f"{option}/{name}"] = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
             else:
-                speedup, median = ratio(r["baseline"]["times"], r[option]["times"])
+                base, with_it = r["baseline"], r[option]
+                speedup, median = ratio(base["times"], with_it["times"])
                 rows.append({"option": option, "arch": arch, "resolution": res, "d_norm": "sn",
-                             "settings": OPTIONS[option], "step_s": round(min(r[option]["times"]), 5),
-                             "baseline_step_s": round(min(r["baseline"]["times"]), 5),
-                             "speedup": speedup, "speedup_median": median, "warmup_s": r[option]["warmup_s"],
-                             "peak_mem_mb": r[option]["peak_mem_mb"],
-                             "baseline_peak_mem_mb": r["baseline"]["peak_mem_mb"]})
+                             "settings": OPTIONS[option], "step_s": round(min(with_it["times"]), 5),
+                             "baseline_step_s": round(min(base["times"]), 5), "speedup": speedup,
+                             "speedup_median": median, "warmup_s": with_it["warmup_s"],
+                             "peak_mem_mb": with_it["peak_mem_mb"], "baseline_peak_mem_mb": base["peak_mem_mb"]})
             if option in ("compile", "all"):
                 torch._dynamo.reset()  # drop the graphs compiled for the freed models
-    for option in OPTIONS:
-        if option not in s.options:
-            skipped[option] = ("not requested (--quick leaves torch.compile out: compiling takes about a minute on a CPU)"
-                               if s.quick and option == "compile" else "not requested")
+    for option in (o for o in OPTIONS if o not in s.options):
+        skipped[option] = ("not requested (--quick leaves torch.compile out: compiling takes about a minute on a CPU)"
+                           if s.quick and option == "compile" else "not requested")
     return rows, skipped
-
-
-def time_extract(detector, images: torch.Tensor, batch: int) -> tuple[np.ndarray, float]:
-    """Pool3 features of uint8 `images` and the seconds they took, after one warm-up batch."""
-    from sngan.detector import extract
-
-    extract(detector, images[:batch], batch)
-    _sync(detector.device)
-    start = time.perf_counter()
-    features, _ = extract(detector, images, batch)
-    _sync(detector.device)
-    return features, time.perf_counter() - start
 
 
 def bench_fid(s: Settings, log) -> dict:
@@ -243,9 +176,9 @@ def bench_fid(s: Settings, log) -> dict:
     detector as `sngan eval-fid` loads it; {"skipped": why} when it cannot be loaded."""
     from sngan import detector as fid_detector, metrics
 
-    device, n, b = torch.device(s.device), s.fid_num, s.fid_batch
+    n, b = s.fid_num, s.fid_batch
     try:
-        detector = fid_detector.load_detector(s.inception_weights, device)
+        detector = fid_detector.load_detector(s.inception_weights, torch.device(s.device))
     except SnganError as e:
         log(f"FID: skipped: {e}")
         return {"skipped": str(e)}
@@ -257,19 +190,6 @@ def bench_fid(s: Settings, log) -> dict:
     return {"num": n, "batch_size": b, "detector": detector.name, "weights": str(detector.weights_path),
             "extract_s": round(extract_s, 3), "extract_images_per_s": round(n / extract_s, 2),
             "distance_s": round(time.perf_counter() - start, 3)}
-
-
-def device_info(device: str) -> dict:
-    dev = torch.device(device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
-    return {"type": dev.type, "name": name, "torch": torch.__version__, "cuda": torch.version.cuda,
-            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "load_avg_start": _load()}
-
-
-def _load() -> list[float] | None:
-    # Other processes slow every timing down; the load average says how busy the machine was.
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def run(s: Settings, log=None) -> dict:
@@ -294,7 +214,7 @@ def run(s: Settings, log=None) -> dict:
     phases["options"], t = time.perf_counter() - t, time.perf_counter()
     result["fid"] = bench_fid(s, log) if s.fid else {"skipped": "--no-fid"}
     phases["fid"] = time.perf_counter() - t
-    result["device"]["load_avg_end"] = _load()
+    result["device"]["load_avg_end"] = load_average()
     result["total_s"], result["phase_s"] = time.perf_counter() - start, phases
     return result
 

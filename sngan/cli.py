@@ -17,8 +17,18 @@ except ImportError:  # pragma: no cover
 from sngan import config
 from sngan.errors import SnganError, UsageError
 
+
+def _one_of(registry: str) -> str:
+    """A config choice's valid names as prose, for help strings: `auto, cpu or cuda`."""
+    *rest, last = config.choices(registry)
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
 EMA_HELP = ("Use the EMA generator (train.ema_decay) or the raw one (default: the EMA generator when the "
             "checkpoint has one).")
+DEVICE_HELP = f"{_one_of('devices')}."
+# `sngan bench`'s architectures (sngan.bench.ARCHS, not imported here: it loads torch).
+BENCH_ARCHS = ", ".join(f"{arch}{px}" for arch in config.choices("archs") for px in (32, 48))
 
 app = typer.Typer(
     help="Train SN-GANs (spectral normalisation, Miyato et al. 2018) and measure them with FID.",
@@ -107,7 +117,7 @@ def sample(
     out: Path = typer.Option(..., "--out", "-o", help="A .png grid, an .npz of uint8 NHWC images, or a folder for PNG files."),
     seed: int = typer.Option(0, "--seed", help="Seed for z: the same seed gives the same images on any device."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images generated at once."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help=EMA_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
     class_: Optional[str] = typer.Option(None, "--class", help="Class-conditional checkpoints: draw only this "
@@ -133,7 +143,7 @@ def sample(
 def export(
     checkpoint_path: Path = typer.Option(..., "--checkpoint", help="Checkpoint file, or a run folder (uses latest.pt)."),
     out: Path = typer.Option(..., "--out", "-o", help="The file to write, e.g. generator.pt2 (load it with torch.export.load)."),
-    device: str = typer.Option("cpu", "--device", help="Where the exported weights live: cpu (the default, runs anywhere), cuda or auto."),
+    device: str = typer.Option("cpu", "--device", help=f"Where the exported weights live: {_one_of('devices')} (default cpu: runs anywhere)."),
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help=EMA_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ):
@@ -162,7 +172,7 @@ def eval_fid(
     intra: bool = typer.Option(False, "--intra-fid", help="Class-conditional checkpoints: also the intra-class FID (each class's NUM/classes samples against that class's reference images, and the mean); needs a labelled reference."),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights", envvar="SNGAN_INCEPTION_WEIGHTS", help="Local copy of pt_inception-2015-12-05-6726825d.pth (default: torch hub cache, downloaded on first use)."),
     batch_size: int = typer.Option(100, "--batch-size", help="Images per Inception forward."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     data_root: str = typer.Option("data", "--data-root", help="Where named reference data sets live."),
     download: bool = typer.Option(True, "--download/--no-download", help="Download a missing reference data set."),
     seed: int = typer.Option(0, "--seed", help="Seed for generated samples."),
@@ -190,8 +200,8 @@ def eval_fid(
 def bench(
     quick: bool = typer.Option(False, "--quick", help="CPU-sized (under two minutes): widths x0.25, batch 16, 16 FID images, no compile."),
     out: Path = typer.Option(Path("bench.json"), "--out", "-o", help="Where to write the results as JSON."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    archs: Optional[str] = typer.Option(None, "--archs", help="Comma-separated: dcgan32, dcgan48, resnet32, resnet48 (default: all)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    archs: Optional[str] = typer.Option(None, "--archs", help=f"Comma-separated: {BENCH_ARCHS} (default: all)."),
     options: Optional[str] = typer.Option(None, "--options", help="Speed options timed one at a time: channels_last, bf16, compile, all, or none (default: channels_last,bf16 with --quick, else compile too)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch (default 64; 16 with --quick)."),
     width_scale: Optional[float] = typer.Option(None, "--width-scale", help="Model widths as a fraction of the paper's (default 1; 0.25 with --quick)."),

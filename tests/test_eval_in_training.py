@@ -7,21 +7,12 @@ import pytest
 
 from sngan import checkpoint, config, fid_stats, train
 from sngan.errors import SnganError
-from sngan.data import synthetic_shapes
-from test_cli import TINY, sngan
-from test_train import _assert_same_training_state
-
-
-def _reference_folder(path):
-    from PIL import Image
-    path.mkdir()
-    for i, im in enumerate(synthetic_shapes(12, 32, seed=5).permute(0, 2, 3, 1).numpy()):
-        Image.fromarray(im).save(path / f"{i:03d}.png")
-    return path
+from conftest import TINY, assert_same_training_state, sngan
+from fid_fixtures import reference_folder
 
 
 def test_fid_is_logged_best_kept_and_training_undisturbed(tiny, tmp_path, torch_home):
-    ref = _reference_folder(tmp_path / "ref")
+    ref = reference_folder(tmp_path / "ref")
     with_eval = tiny(train={"steps": 2}, eval={"every": 2, "num_samples": 10, "ref": str(ref), "batch_size": 10})
     cfg = config.from_dict(with_eval)
     summary = train.train(cfg, progress=False)
@@ -39,13 +30,13 @@ def test_fid_is_logged_best_kept_and_training_undisturbed(tiny, tmp_path, torch_
     cfg_plain = config.from_dict(tiny(train={"steps": 2}, out={"root": str(tmp_path / "plain")}))
     train.train(cfg_plain, progress=False)
     plain_dir = next((tmp_path / "plain").iterdir())
-    _assert_same_training_state(checkpoint.load(run_dir / "latest.pt"), checkpoint.load(plain_dir / "latest.pt"))
+    assert_same_training_state(checkpoint.load(run_dir / "latest.pt"), checkpoint.load(plain_dir / "latest.pt"))
 
 
 def test_kid_and_precision_recall_are_logged_for_g_and_its_ema(tiny, tmp_path, torch_home, monkeypatch):
     """eval.kid/eval.pr: the reference's features are loaded once, at the start, and each
     evaluation logs KID (with its std), precision and recall next to FID, `_ema` for the EMA."""
-    ref = _reference_folder(tmp_path / "ref")
+    ref = reference_folder(tmp_path / "ref")
     loads = []
     real_reference_features = fid_stats.reference_features
     monkeypatch.setattr(fid_stats, "reference_features", lambda *a, **k: loads.append(1) or real_reference_features(*a, **k))
@@ -74,7 +65,7 @@ def test_kid_in_training_needs_reference_images(tiny, tmp_path, torch_home):
 
 def test_eval_fid_of_a_checkpoint_on_the_cli(tmp_path, torch_home):
     import os
-    ref = _reference_folder(tmp_path / "ref")
+    ref = reference_folder(tmp_path / "ref")
     sngan("train", "-c", "quickstart", "--out", tmp_path / "runs", "--set", "train.steps=2", *TINY, "--no-progress")
     run_dir = next((tmp_path / "runs").iterdir())
     env = {"TORCH_HOME": os.environ["TORCH_HOME"], "SNGAN_CACHE": os.environ["SNGAN_CACHE"]}

@@ -5,7 +5,7 @@ import pytest
 
 from sngan import checkpoint, config, runs, train
 from sngan.events import FOLDER
-from test_eval_in_training import _reference_folder
+from fid_fixtures import reference_folder
 
 EventAccumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator").EventAccumulator
 
@@ -21,7 +21,7 @@ def _steps(acc, tag):
 
 
 def test_events_mirror_the_metrics(tiny, tmp_path, torch_home):
-    ref = _reference_folder(tmp_path / "ref")
+    ref = reference_folder(tmp_path / "ref")
     data = tiny(train={"steps": 4, "log_every": 2, "sample_every": 2, "ema_decay": 0.5},
                 eval={"every": 4, "num_samples": 10, "ref": str(ref), "batch_size": 10})
     summary = train.train(config.from_dict(data), progress=False)

@@ -13,9 +13,7 @@ import torch
 import sngan
 from sngan import config, export
 from sngan.errors import SnganError
-from conftest import tiny_config
-from test_cli import cli
-from test_train import _run
+from conftest import cli, tiny_config, train_run
 
 # What a user without sngan runs (docs/api.md): load the program and its metadata, draw z as
 # the metadata says, generate. `-I -S` below keep sngan off sys.path; only torch's
@@ -49,7 +47,7 @@ torch.save({"z": z, "x": x, "x1": x1, "images": images, "meta": json.dumps(meta)
 
 def _train(tmp_path_factory, name, **sections):
     tmp = tmp_path_factory.mktemp(name)
-    folder, _ = _run(tiny_config(tmp, **sections), tmp)
+    folder, _ = train_run(tiny_config(tmp, **sections), tmp)
     return folder
 
 

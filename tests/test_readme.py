@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import sngan
+from conftest import sngan
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

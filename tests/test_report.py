@@ -9,7 +9,8 @@ import yaml
 from PIL import Image
 
 from sngan import report
-from test_cli import cli
+from sngan.runs import collect
+from conftest import cli
 
 SIGMA = {"main.0": 1.0, "fc": 0.5}
 
@@ -46,7 +47,7 @@ def _runs(root: Path) -> list[Path]:
 
 def test_rows_name_final_and_best_fid_with_protocol_is_and_divergence(tmp_path):
     a, b, c = _runs(tmp_path / "runs")
-    runs, axes = report.collect([tmp_path / "runs"])  # a folder of run folders
+    runs, axes = collect([tmp_path / "runs"])  # a folder of run folders
     assert [r.name for r in runs] == ["00000-a", "00001-b", "00002-c"] and axes == []
     rows = {r["run"]: r for r in map(report.summarise, runs)}
     ra = rows["00000-a"]
@@ -87,7 +88,7 @@ def test_report_files(tmp_path, capsys):
 def test_figures_plot_each_runs_metrics(tmp_path):
     """fid.png: one line per run with FID, at its steps; losses.png and sigmas.png: one panel per run."""
     _runs(tmp_path / "runs")
-    runs, axes = report.collect([tmp_path / "runs"])
+    runs, axes = collect([tmp_path / "runs"])
     lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
              for line in report.fid_curves(runs).axes[0].get_lines()}
     assert lines == {"00000-a": ([100, 200, 300], [40.0, 30.0, 35.0]), "00001-b": ([100], [50.0])}
@@ -118,7 +119,7 @@ def test_sweep_index_gives_axes_and_the_figure_1_grouping(tmp_path):
                   "status": "pending", "step": 0, "steps": 300, "config": {"train": {"steps": 300}}})
     (sweep_dir / "index.json").write_text(json.dumps({"format": "sngan-sweep", "version": 1, "cells": cells,
                                                       "axes": {"setting": ["A", "B"], "method": ["SN", "BN", "none"]}}))
-    runs, axes = report.collect([sweep_dir])
+    runs, axes = collect([sweep_dir])
     assert axes == ["setting", "method"] and len(runs) == 5
     rows = [report.summarise(r) for r in runs]
     header, body = report.table(runs, axes, rows)

@@ -11,7 +11,7 @@ import torch
 
 from sngan import checkpoint, config, runs, train
 from sngan.errors import SnganError
-from test_train import _assert_same_training_state
+from conftest import assert_same_training_state
 
 TINY = ["--set", "data.num_images=128", "--set", "model.g_ch=4", "--set", "model.d_ch=4",
         "--set", "model.z_dim=16", "--set", "train.batch_size=8", "--set", "train.device=cpu",
@@ -69,7 +69,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert 10 <= killed_at < 40
 
     _resume(run_dir)
-    _assert_same_training_state(checkpoint.load(reference / "latest.pt"), checkpoint.load(run_dir / "latest.pt"))
+    assert_same_training_state(checkpoint.load(reference / "latest.pt"), checkpoint.load(run_dir / "latest.pt"))
     assert _steps_logged(run_dir) == list(range(1, 41))  # no duplicated or missing steps
     assert not list(run_dir.glob(".*.tmp-*"))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from test_cli import cli
+from conftest import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from sngan import checkpoint, sweep, sweep_spec
 from sngan.errors import UsageError
-from test_cli import TINY, cli, sngan
+from conftest import TINY, cli, sngan
 
 # Eight steps with a checkpoint at 4: a SIGINT sent once a cell's first checkpoint exists stops
 # that cell in the middle (4 steps later at the latest), whatever the load on the machine.

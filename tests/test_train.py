@@ -8,19 +8,13 @@ from sngan import checkpoint, config, distributed, losses, runs, train
 from sngan.errors import SnganError
 from sngan.losses import LOSSES, Objective
 from sngan.state import Run
-
-
-def _run(cfg_data, tmp_path, name="t"):
-    cfg = config.from_dict(cfg_data)
-    run_dir = runs.new_run_dir(tmp_path / "runs", name)
-    summary = train.train(cfg, run_dir, progress=False)
-    return run_dir, summary
+from conftest import assert_same_training_state, train_run
 
 
 @pytest.mark.parametrize("arch, norm, loss", list(itertools.product(["dcgan", "resnet"], ["sn", "bn", "none"],
                                                                     ["standard", "hinge"])))
 def test_every_architecture_norm_and_loss_trains(tiny, tmp_path, arch, norm, loss):
-    run_dir, summary = _run(tiny(model={"arch": arch, "d_norm": norm}, loss={"name": loss},
+    run_dir, summary = train_run(tiny(model={"arch": arch, "d_norm": norm}, loss={"name": loss},
                                  train={"steps": 2, "log_every": 1}), tmp_path)
     assert summary["step"] == 2
     entries = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -32,7 +26,7 @@ def test_every_architecture_norm_and_loss_trains(tiny, tmp_path, arch, norm, los
 
 
 def test_run_folder_contents(tiny, tmp_path):
-    run_dir, _ = _run(tiny(train={"steps": 4, "checkpoint_every": 2, "keep_checkpoints": 1}), tmp_path, "contents")
+    run_dir, _ = train_run(tiny(train={"steps": 4, "checkpoint_every": 2, "keep_checkpoints": 1}), tmp_path, "contents")
     assert run_dir.name == "00000-contents"
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.yaml", "metrics.jsonl", "latest.pt", "losses.png", "sigmas.png", "samples"} <= names
@@ -47,8 +41,8 @@ def test_run_folder_contents(tiny, tmp_path):
 
 
 def test_a_new_run_never_reuses_a_folder(tiny, tmp_path):
-    first, _ = _run(tiny(train={"steps": 1}), tmp_path, "same")
-    second, _ = _run(tiny(train={"steps": 1}), tmp_path, "same")
+    first, _ = train_run(tiny(train={"steps": 1}), tmp_path, "same")
+    second, _ = train_run(tiny(train={"steps": 1}), tmp_path, "same")
     assert first != second and first.name == "00000-same" and second.name == "00001-same"
 
 
@@ -82,7 +76,7 @@ def test_deterministic_flags_last_for_the_run_only(tiny, tmp_path):
 
     import unittest.mock
     with unittest.mock.patch.object(train, "_loop", spy):
-        _run(tiny(train={"steps": 1, "deterministic": True}), tmp_path, "det")
+        train_run(tiny(train={"steps": 1, "deterministic": True}), tmp_path, "det")
     assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
 
 
@@ -97,37 +91,24 @@ def _final_state(run_dir):
     return checkpoint.load(run_dir / "latest.pt")
 
 
-def _assert_same_training_state(a, b):
-    assert ("G_ema" in a) == ("G_ema" in b)
-    for key in ("G", "D", "G_ema") if "G_ema" in a else ("G", "D"):
-        assert a[key].keys() == b[key].keys()
-        for k in a[key]:
-            assert torch.equal(a[key][k], b[key][k]), f"{key}.{k} differs"
-    for key in ("opt_g", "opt_d"):
-        for pid, s in a[key]["state"].items():
-            for name, t in s.items():
-                assert torch.equal(t, b[key]["state"][pid][name]), f"{key}.{pid}.{name} differs"
-    assert a["batches"] == b["batches"] and a["step"] == b["step"]
-
-
 def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tiny, tmp_path):
     data = tiny(train={"steps": 6, "checkpoint_every": 3, "log_every": 1}, optim={"n_dis": 2})
-    straight, _ = _run(data, tmp_path, "straight")
+    straight, _ = train_run(data, tmp_path, "straight")
 
     # Same config, stopped after 3 steps (as if killed right after the step-3 checkpoint) ...
-    partial, _ = _run({**data, "train": {**data["train"], "steps": 3}}, tmp_path, "partial")
+    partial, _ = train_run({**data, "train": {**data["train"], "steps": 3}}, tmp_path, "partial")
     # ... and resumed to 6 from its checkpoint, in the same folder.
     state = checkpoint.load(partial / "latest.pt")
     cfg = config.from_dict(config.apply_overrides(state["config"], ["train.steps=6"]))
     train.train(cfg, partial, resume=state, resume_path=partial / "latest.pt", progress=False)
 
-    _assert_same_training_state(_final_state(straight), _final_state(partial))
+    assert_same_training_state(_final_state(straight), _final_state(partial))
     steps = [json.loads(line)["step"] for line in (partial / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
 def test_resume_drops_metrics_logged_after_the_checkpoint(tiny, tmp_path):
-    run_dir, _ = _run(tiny(train={"steps": 4, "checkpoint_every": 2, "log_every": 1}), tmp_path)
+    run_dir, _ = train_run(tiny(train={"steps": 4, "checkpoint_every": 2, "log_every": 1}), tmp_path)
     state = checkpoint.load(run_dir / "ckpt-0000002.pt")
     cfg = config.from_dict(state["config"])
     train.train(cfg, run_dir, resume=state, resume_path=run_dir / "ckpt-0000002.pt", progress=False)
@@ -136,7 +117,7 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tiny, tmp_path):
 
 
 def test_training_twice_from_one_checkpoint_is_identical(tiny, tmp_path):
-    run_dir, _ = _run(tiny(train={"steps": 2, "checkpoint_every": 2}), tmp_path, "base")
+    run_dir, _ = train_run(tiny(train={"steps": 2, "checkpoint_every": 2}), tmp_path, "base")
     results = []
     for i in range(2):
         state = checkpoint.load(run_dir / "latest.pt")
@@ -144,7 +125,7 @@ def test_training_twice_from_one_checkpoint_is_identical(tiny, tmp_path):
         cfg = config.from_dict(config.apply_overrides(state["config"], ["train.steps=4"]))
         train.train(cfg, target, resume=state, resume_path=run_dir / "latest.pt", progress=False)
         results.append(_final_state(target))
-    _assert_same_training_state(*results)
+    assert_same_training_state(*results)
 
 
 def _nan_d_loss_on_call(monkeypatch, n: int) -> None:
@@ -162,14 +143,14 @@ def _nan_d_loss_on_call(monkeypatch, n: int) -> None:
 def test_non_finite_loss_stops_and_names_the_step(tiny, tmp_path, monkeypatch):
     _nan_d_loss_on_call(monkeypatch, 3)
     with pytest.raises(train.Diverged, match=r"non-finite loss or weights at step 3; the last good checkpoint is latest.pt \(step 2\)"):
-        _run(tiny(train={"steps": 6, "log_every": 1, "checkpoint_every": 2}), tmp_path)
+        train_run(tiny(train={"steps": 6, "log_every": 1, "checkpoint_every": 2}), tmp_path)
     run_dir = next((tmp_path / "runs").iterdir())
     assert checkpoint.load(run_dir / "latest.pt")["step"] == 2
 
 
 def test_non_finite_step_can_be_skipped(tiny, tmp_path, monkeypatch):
     _nan_d_loss_on_call(monkeypatch, 2)
-    run_dir, summary = _run(tiny(train={"steps": 4, "log_every": 1, "on_nonfinite": "skip", "ema_decay": 0.5}),
+    run_dir, summary = train_run(tiny(train={"steps": 4, "log_every": 1, "on_nonfinite": "skip", "ema_decay": 0.5}),
                             tmp_path)
     assert summary["skipped"] == 1 and summary["step"] == 4
     state = checkpoint.load(run_dir / "latest.pt")
@@ -186,7 +167,7 @@ def test_cuda_request_without_gpu_is_a_clear_error(monkeypatch):
 
 
 def test_wgan_gp_and_weight_clipping_train(tiny, tmp_path):
-    _, summary = _run(tiny(loss={"name": "wasserstein"}, model={"d_norm": "none"}, train={"steps": 2}), tmp_path, "gp")
+    _, summary = train_run(tiny(loss={"name": "wasserstein"}, model={"d_norm": "none"}, train={"steps": 2}), tmp_path, "gp")
     assert summary["step"] == 2
     cfg = config.from_dict(tiny(loss={"name": "wasserstein", "gp_weight": 0.0, "clip": 0.01}, model={"d_norm": "none"}))
     run = Run(cfg, torch.device("cpu"))
@@ -206,7 +187,7 @@ def test_gradient_penalty_is_only_added_for_wasserstein(tiny, tmp_path, monkeypa
 
 
 def test_bf16_autocast_keeps_spectral_norm_in_fp32(tiny, tmp_path):
-    run_dir, summary = _run(tiny(train={"steps": 3, "amp": "bf16", "log_every": 1}), tmp_path, "bf16")
+    run_dir, summary = train_run(tiny(train={"steps": 3, "amp": "bf16", "log_every": 1}), tmp_path, "bf16")
     entries = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor([e["loss_d"], e["loss_g"]])).all() for e in entries)
     state = checkpoint.load(run_dir / "latest.pt")
@@ -216,8 +197,8 @@ def test_bf16_autocast_keeps_spectral_norm_in_fp32(tiny, tmp_path):
 
 
 def test_channels_last_trains_and_matches_contiguous(tiny, tmp_path):
-    a, _ = _run(tiny(train={"steps": 2}), tmp_path, "plain")
-    b, _ = _run(tiny(train={"steps": 2, "channels_last": True}), tmp_path, "cl")
+    a, _ = train_run(tiny(train={"steps": 2}), tmp_path, "plain")
+    b, _ = train_run(tiny(train={"steps": 2, "channels_last": True}), tmp_path, "cl")
     sa, sb = checkpoint.load(a / "latest.pt"), checkpoint.load(b / "latest.pt")
     for k in sa["G"]:  # same maths, other memory layout: equal up to float rounding
         torch.testing.assert_close(sa["G"][k], sb["G"][k], rtol=1e-3, atol=1e-4)
@@ -225,7 +206,7 @@ def test_channels_last_trains_and_matches_contiguous(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_torch_compile_path_trains_and_saves_clean_state_dicts(tiny, tmp_path):
-    run_dir, summary = _run(tiny(train={"steps": 1, "compile": True}), tmp_path, "compiled")
+    run_dir, summary = train_run(tiny(train={"steps": 1, "compile": True}), tmp_path, "compiled")
     state = checkpoint.load(run_dir / "latest.pt")
     assert summary["step"] == 1
     assert not any("_orig_mod" in k for k in [*state["G"], *state["D"]])
