@@ -92,7 +92,8 @@ def test_committed_grid_matches_generator():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     files = mod.render_all()
-    assert len(files) == 24  # {cifar10, stl10} x {dcgan, resnet} x {sn, bn, none} x {hinge, standard}
+    # {cifar10, stl10} x {dcgan, resnet} x {sn, bn, none} x {hinge, standard}, and the conditional one
+    assert len(files) == 25 and "cifar10_resnet_sn_hinge_projection.yaml" in files
     for name, text in files.items():
         assert (mod.CONFIGS / name).read_text() == text, f"{name} differs; run scripts/make_configs.py"
     doc = mod.REFERENCE.read_text()
