@@ -14,7 +14,7 @@ try:  # typer >= 0.29 vendors click privately; older typer uses click itself
 except ImportError:  # pragma: no cover
     from click.exceptions import Abort as _Abort, ClickException as _CliError
 
-from sngan import config
+from sngan import config, config_files
 from sngan.errors import SnganError, UsageError
 
 
@@ -70,7 +70,7 @@ def train(
         for item in overrides:
             if not training.resumable(item.split("=", 1)[0].strip()):
                 raise UsageError(f"'{item}' cannot change when resuming (only {', '.join(training.RESUMABLE)} can)")
-        cfg = config.from_dict(config.apply_overrides(state["config"], overrides))
+        cfg = config.from_dict(config_files.apply_overrides(state["config"], overrides))
         if dry_run:
             typer.echo(config.dump(cfg), nl=False)
             return

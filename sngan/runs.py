@@ -25,7 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from sngan import checkpoint, plots
-from sngan.config import flatten
+from sngan.config_files import flatten
 from sngan.errors import SnganError, UsageError
 
 # The run folder's layout: every other module names these files through here.

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from sngan import checkpoint, config, distributed, losses, runs, train
+from sngan import checkpoint, config, config_files, distributed, losses, runs, train
 from sngan.errors import SnganError
 from sngan.losses import LOSSES, Objective
 from sngan.state import Run
@@ -99,7 +99,7 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tiny, tmp_path):
     partial, _ = train_run({**data, "train": {**data["train"], "steps": 3}}, tmp_path, "partial")
     # ... and resumed to 6 from its checkpoint, in the same folder.
     state = checkpoint.load(partial / "latest.pt")
-    cfg = config.from_dict(config.apply_overrides(state["config"], ["train.steps=6"]))
+    cfg = config.from_dict(config_files.apply_overrides(state["config"], ["train.steps=6"]))
     train.train(cfg, partial, resume=state, resume_path=partial / "latest.pt", progress=False)
 
     assert_same_training_state(_final_state(straight), _final_state(partial))
@@ -122,7 +122,7 @@ def test_training_twice_from_one_checkpoint_is_identical(tiny, tmp_path):
     for i in range(2):
         state = checkpoint.load(run_dir / "latest.pt")
         target = runs.new_run_dir(tmp_path / "runs", f"again{i}")
-        cfg = config.from_dict(config.apply_overrides(state["config"], ["train.steps=4"]))
+        cfg = config.from_dict(config_files.apply_overrides(state["config"], ["train.steps=4"]))
         train.train(cfg, target, resume=state, resume_path=run_dir / "latest.pt", progress=False)
         results.append(_final_state(target))
     assert_same_training_state(*results)
