@@ -150,7 +150,7 @@ class Config:
 
 
 # The names a choice field accepts. The config is their home: the registries that implement them
-# (data.DATASETS, models.ARCHS, models.D_NORMS, losses.LOSSES, train.NONFINITE) are
+# (data.DATASETS, models.ARCHS, models.D_NORMS, losses.LOSSES, nonfinite.NONFINITE) are
 # keyed by these names, and a test checks that each implements exactly its list. Keeping them
 # here lets config validate without importing the models, so imports flow one way.
 CHOICES = {
