@@ -180,7 +180,8 @@ def eval_fid(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """FID (and IS, KID, precision/recall) of a checkpoint or an image set against a reference, with its protocol."""
-    from sngan.evaluate import eval_fid as run_eval, format_result
+    from sngan.evaluate import eval_fid as run_eval
+    from sngan.fid_result import format_result
     from sngan.distributed import resolve_device
 
     if num < 2:

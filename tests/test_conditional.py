@@ -12,7 +12,8 @@ from sngan import checkpoint, config, data, models, readers, runs, train
 from sngan.cli import main
 from sngan.config import DataConfig, ModelConfig
 from sngan.errors import UsageError
-from sngan.evaluate import eval_fid, format_result
+from sngan.evaluate import eval_fid
+from sngan.fid_result import format_result
 from sngan.sample import generate_batches, load_generator
 
 TINY_RESNET = {"arch": "resnet", "g_ch": 8, "d_ch": 8, "z_dim": 16, "conditional": True}
