@@ -38,15 +38,6 @@ app = typer.Typer(
 )
 
 
-def _resume_target(path: Path) -> tuple[Path, Path]:
-    """(run folder, checkpoint file) for `--resume RUN_DIR` or `--resume CKPT`."""
-    if path.is_dir():
-        from sngan.runs import LATEST  # lazy: `sngan --help` stays free of matplotlib
-
-        return path, path / LATEST
-    return path.parent, path
-
-
 @app.command()
 def train(
     config_path: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config file, or the name of a bundled config (e.g. cifar_sn)."),
@@ -60,12 +51,13 @@ def train(
     from sngan import checkpoint
     from sngan import train as training
     from sngan.distributed import from_env
+    from sngan.runs import resume_target  # lazy: `sngan --help` stays free of matplotlib
 
     if resume is not None:
         if config_path is not None:
             raise UsageError("--resume takes the config stored in the checkpoint; drop --config "
                              "(use --set train.steps=N to train longer)")
-        run_dir, ckpt = _resume_target(resume)
+        run_dir, ckpt = resume_target(resume)
         state = checkpoint.load(ckpt)
         for item in overrides:
             if not training.resumable(item.split("=", 1)[0].strip()):
@@ -245,18 +237,11 @@ def sweep(
 
     from sngan import runs, sweep as sweeps
 
-    if gpus is not None and jobs != 1:
-        raise UsageError("give --gpus (one cell per listed GPU) or --jobs (cells at once), not both")
-    if jobs < 1:
-        raise UsageError("--jobs must be at least 1")
-    gpu_list = [g.strip() for g in (gpus or "").split(",") if g.strip()]
-    if gpus is not None and not gpu_list:
-        raise UsageError("--gpus takes a comma-separated list of GPU indices, e.g. --gpus 0,1")
+    slots = sweeps.slots_for(gpus, jobs)
     plan = sweeps.plan(spec, overrides, out)
     if dry_run:
         typer.echo(sweeps.describe(plan), nl=False)
         return
-    slots = [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_list] or ([{}] * jobs if jobs > 1 else None)
     outcome = sweeps.run(plan, slots, progress=progress, say=lambda line: typer.echo(line, err=True))
     counts = {s: sum(c.status == s for c in plan.cells) for s in (*runs.STATUSES, "failed")}
     typer.echo(f"sweep {plan.folder}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), err=True)

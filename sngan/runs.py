@@ -48,6 +48,11 @@ def latest_grid(folder: Path) -> Path | None:
     return grids[-1] if grids else None
 
 
+def resume_target(path: Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint file) for `--resume RUN_DIR` (its latest.pt) or `--resume CKPT`."""
+    return (path, path / LATEST) if path.is_dir() else (path.parent, path)
+
+
 def prepare(folder: Path, config_text: bytes, truncate_after: int | None = None) -> None:
     """Write the resolved config (on resume too, where train.steps or the intervals may have
     changed) and the samples folder; on resume, drop metrics logged after the checkpoint's step

@@ -176,6 +176,19 @@ def _stop_at_eof() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def slots_for(gpus: str | None, jobs: int) -> list[dict] | None:
+    """The environment of each cell that may run at once: one per GPU of `gpus` ("0,1"), else
+    `jobs` plain ones; None: one cell at a time, in this process."""
+    if gpus is not None and jobs != 1:
+        raise UsageError("give --gpus (one cell per listed GPU) or --jobs (cells at once), not both")
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    gpu_list = [g.strip() for g in (gpus or "").split(",") if g.strip()]
+    if gpus is not None and not gpu_list:
+        raise UsageError("--gpus takes a comma-separated list of GPU indices, e.g. --gpus 0,1")
+    return [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_list] or ([{}] * jobs if jobs > 1 else None)
+
+
 def run(sweep: Sweep, slots: list[dict] | None = None, *, progress: bool = True,
         say: Callable[[str], None] = print, launch: Callable | None = None, poll_s: float = 0.2) -> Outcome:
     """Run every unfinished cell: one after another in this process (`slots` None), or as
