@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from sngan import checkpoint, config, data, models
+from sngan import checkpoint, config, config_files, data, models
 from sngan.distributed import resolve_device
 from sngan.errors import SnganError, UsageError
 from sngan.state import Run
@@ -115,7 +115,7 @@ def train_config(s: Settings, arch: str, resolution: int, d_norm: str, extra: li
         "model": {"arch": arch, "g_ch": g_ch, "d_ch": d_ch, "d_norm": d_norm},
         "train": {"batch_size": s.batch_size, "device": s.device, "seed": 0},
     }
-    return config.from_dict(config.apply_overrides(plain, [*s.overrides, *extra]))
+    return config.from_dict(config_files.apply_overrides(plain, [*s.overrides, *extra]))
 
 
 def bench_training(s: Settings, log) -> tuple[list[dict], list[dict]]:

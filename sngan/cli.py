@@ -14,7 +14,7 @@ try:  # typer >= 0.29 vendors click privately; older typer uses click itself
 except ImportError:  # pragma: no cover
     from click.exceptions import Abort as _Abort, ClickException as _CliError
 
-from sngan import config
+from sngan import config, config_files
 from sngan.errors import SnganError, UsageError
 
 
@@ -38,15 +38,6 @@ app = typer.Typer(
 )
 
 
-def _resume_target(path: Path) -> tuple[Path, Path]:
-    """(run folder, checkpoint file) for `--resume RUN_DIR` or `--resume CKPT`."""
-    if path.is_dir():
-        from sngan.runs import LATEST  # lazy: `sngan --help` stays free of matplotlib
-
-        return path, path / LATEST
-    return path.parent, path
-
-
 @app.command()
 def train(
     config_path: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config file, or the name of a bundled config (e.g. cifar_sn)."),
@@ -60,17 +51,18 @@ def train(
     from sngan import checkpoint
     from sngan import train as training
     from sngan.distributed import from_env
+    from sngan.runs import resume_target  # lazy: `sngan --help` stays free of matplotlib
 
     if resume is not None:
         if config_path is not None:
             raise UsageError("--resume takes the config stored in the checkpoint; drop --config "
                              "(use --set train.steps=N to train longer)")
-        run_dir, ckpt = _resume_target(resume)
+        run_dir, ckpt = resume_target(resume)
         state = checkpoint.load(ckpt)
         for item in overrides:
             if not training.resumable(item.split("=", 1)[0].strip()):
                 raise UsageError(f"'{item}' cannot change when resuming (only {', '.join(training.RESUMABLE)} can)")
-        cfg = config.from_dict(config.apply_overrides(state["config"], overrides))
+        cfg = config.from_dict(config_files.apply_overrides(state["config"], overrides))
         if dry_run:
             typer.echo(config.dump(cfg), nl=False)
             return
@@ -180,7 +172,8 @@ def eval_fid(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """FID (and IS, KID, precision/recall) of a checkpoint or an image set against a reference, with its protocol."""
-    from sngan.evaluate import eval_fid as run_eval, format_result
+    from sngan.evaluate import eval_fid as run_eval
+    from sngan.fid_result import format_result
     from sngan.distributed import resolve_device
 
     if num < 2:
@@ -244,18 +237,11 @@ def sweep(
 
     from sngan import runs, sweep as sweeps
 
-    if gpus is not None and jobs != 1:
-        raise UsageError("give --gpus (one cell per listed GPU) or --jobs (cells at once), not both")
-    if jobs < 1:
-        raise UsageError("--jobs must be at least 1")
-    gpu_list = [g.strip() for g in (gpus or "").split(",") if g.strip()]
-    if gpus is not None and not gpu_list:
-        raise UsageError("--gpus takes a comma-separated list of GPU indices, e.g. --gpus 0,1")
+    slots = sweeps.slots_for(gpus, jobs)
     plan = sweeps.plan(spec, overrides, out)
     if dry_run:
         typer.echo(sweeps.describe(plan), nl=False)
         return
-    slots = [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_list] or ([{}] * jobs if jobs > 1 else None)
     outcome = sweeps.run(plan, slots, progress=progress, say=lambda line: typer.echo(line, err=True))
     counts = {s: sum(c.status == s for c in plan.cells) for s in (*runs.STATUSES, "failed")}
     typer.echo(f"sweep {plan.folder}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), err=True)

@@ -1,7 +1,6 @@
-"""Typed configuration: nested dataclasses loaded from YAML, with `key.sub=value` overrides.
-
-Every user mistake (unknown key, wrong type, unknown choice, out-of-range value) becomes a
-`UsageError` whose one-line message names the key and what would be valid.
+"""Typed configuration: nested dataclasses whose field help is the config reference, built from
+plain data (`load` reads a YAML file and its overrides via `sngan.config_files`) and validated,
+so that every user mistake is a one-line `UsageError` naming the key and what would be valid.
 """
 
 from __future__ import annotations
@@ -16,12 +15,8 @@ from typing import Any, Optional
 
 import yaml
 
+from sngan.config_files import apply_overrides, find_config, read_yaml
 from sngan.errors import UsageError
-
-# Where the bundled configs live: inside the wheel (sngan/configs) or, for a source checkout
-# and editable installs, the repository's top-level configs/ folder.
-_HERE = Path(__file__).resolve().parent
-BUNDLED_CONFIG_DIRS = [_HERE / "configs", _HERE.parent / "configs"]
 
 
 def _f(default, help: str, **meta):
@@ -155,7 +150,7 @@ class Config:
 
 
 # The names a choice field accepts. The config is their home: the registries that implement them
-# (data.DATASETS, models.ARCHS, models.D_NORMS, losses.LOSSES, train.NONFINITE) are
+# (data.DATASETS, models.ARCHS, models.D_NORMS, losses.LOSSES, nonfinite.NONFINITE) are
 # keyed by these names, and a test checks that each implements exactly its list. Keeping them
 # here lets config validate without importing the models, so imports flow one way.
 CHOICES = {
@@ -178,14 +173,6 @@ CHOICES = {
 def choices(registry: str) -> list[str]:
     """Valid names for a choice field."""
     return list(CHOICES[registry])
-
-
-# ---------------------------------------------------------------------------------------------
-# Building a Config from plain data
-
-
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp))
 
 
 def _coerce(value: Any, tp, key: str) -> Any:
@@ -217,7 +204,7 @@ def _coerce(value: Any, tp, key: str) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-    raise UsageError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    raise UsageError(f"config key '{key}' must be {getattr(tp, '__name__', tp)}, got {value!r}")
 
 
 def _check_field(f: dataclasses.Field, value: Any, key: str) -> None:
@@ -272,14 +259,6 @@ def reference() -> str:
     return "\n".join(lines) + "\n"
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """{"optim": {"lr_g": 1}} and {"optim.lr_g": 1} both -> {"optim.lr_g": 1}."""
-    if not isinstance(data, dict):
-        return {prefix: data}
-    return {k: v for key, value in data.items()
-            for k, v in flatten(value, f"{prefix}.{key}" if prefix else str(key)).items()}
-
-
 def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
@@ -305,76 +284,6 @@ def validate(cfg: Config) -> None:
                          f"{', '.join(CHOICES['augments'])}, comma-separated (\"\" turns it off)")
     if cfg.eval.every and cfg.eval.num_samples < 2:
         raise UsageError("config key 'eval.num_samples' must be at least 2 for FID")
-
-
-# ---------------------------------------------------------------------------------------------
-# Files and overrides
-
-
-def find_config(path: str | Path) -> Path:
-    """The config file at `path`, else a bundled config of that name (with or without .yaml)."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    names = [p.name] if p.suffix in (".yaml", ".yml") else [p.name + ".yaml", p.name]
-    if p.parent == Path("."):
-        for folder in BUNDLED_CONFIG_DIRS:
-            for name in names:
-                if (folder / name).is_file():
-                    return folder / name
-    bundled = ", ".join(list_bundled()) or "none found"
-    raise UsageError(f"config file '{path}' not found (bundled configs: {bundled})")
-
-
-def list_bundled() -> list[str]:
-    for folder in BUNDLED_CONFIG_DIRS:
-        if folder.is_dir():
-            return sorted(p.stem for p in folder.glob("*.yaml"))
-    return []
-
-
-def parse_yaml_file(path: Path, what: str = "config"):
-    """The YAML document in `path`; a one-line UsageError saying where parsing failed."""
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise UsageError(f"cannot parse {what} '{path}'{where}: {problem}") from None
-    except OSError as e:
-        raise UsageError(f"cannot read {what} '{path}': {e.strerror}") from None
-
-
-def read_yaml(path: Path) -> dict:
-    data = parse_yaml_file(path)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UsageError(f"config '{path}' must be a mapping of sections (data:, model:, ...), got {type(data).__name__}")
-    return data
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `section.key=value` strings (values parsed as YAML scalars) to nested plain data."""
-    for item in overrides:
-        if "=" not in item:
-            raise UsageError(f"override '{item}' must look like section.key=value, e.g. train.steps=1000")
-        dotted, raw = item.split("=", 1)
-        parts = dotted.strip().split(".")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        node = data
-        for part in parts[:-1]:
-            if part == "loss" and isinstance(node.get(part), str):
-                node[part] = {"name": node[part]}
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UsageError(f"override '{item}': '{part}' is not a section")
-        node[parts[-1]] = value
-    return data
 
 
 def load(path: str | Path, overrides: Optional[list[str]] = None) -> tuple[Config, Path]:

@@ -19,10 +19,10 @@ from tqdm import tqdm
 
 from sngan import detector as inception
 from sngan.checkpoint import atomic_write
-from sngan.data import (REFERENCES, holds_images, list_images, load_reference, npz_images, read_image, read_npz,
-                        reference_files)
+from sngan.data import REFERENCES, load_reference, reference_files
 from sngan.errors import SnganError, UsageError
 from sngan.metrics import statistics
+from sngan.readers import holds_images, list_images, npz_images, read_image, read_npz
 
 # Bump when anything that changes cached statistics changes (feature path, file layout).
 CACHE_VERSION = 2  # 2: batch norms folded into the convolutions
@@ -77,7 +77,7 @@ def load_image_set(path: str | Path) -> torch.Tensor:
 
     Folder images are read as pytorch-fid reads them: PIL `.convert("RGB")` at their own size,
     never resized, so all must have the same size. A .npz holds uint8 images as `(N, H, W, 3)`
-    or `(N, 3, H, W)` (see `sngan.data.NPZ_IMAGE_KEYS`).
+    or `(N, 3, H, W)` (see `sngan.readers.NPZ_IMAGE_KEYS`).
     """
     path = Path(path)
     if path.suffix == ".npz" and path.is_file():

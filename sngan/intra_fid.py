@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sngan import data, detector as inception, metrics
+from sngan import data, detector as inception, metrics, readers
 from sngan.errors import UsageError
 
 
@@ -29,11 +29,11 @@ def reference_labels(ref: str, data_root: str | Path, download: bool, num_images
         labels, classes = ds.labels, ds.classes
         labels = None if labels is None else labels[: num_images or len(labels)]
     elif path.suffix == ".npz" and path.is_file():
-        arrays = data.read_npz(path)
-        n = len(data.npz_images(arrays, path)) if data.holds_images(arrays) else 0
-        labels, classes = data.npz_labels(arrays, path, n) if n else (None, ())
+        arrays = readers.read_npz(path)
+        n = len(readers.npz_images(arrays, path)) if readers.holds_images(arrays) else 0
+        labels, classes = readers.npz_labels(arrays, path, n) if n else (None, ())
     elif path.is_dir():
-        labels, classes = data.folder_classes(path, data.list_images(path))
+        labels, classes = readers.folder_classes(path, readers.list_images(path))
     else:
         labels, classes = None, ()
     if labels is None:

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from sngan.blocks import DBlock, GBlock, Norm
 from sngan.config import CHOICES, ModelConfig, check_resolution
-from sngan.spectral_norm import spectral_norm
 
 D_NORMS = CHOICES["d_norms"]
 
@@ -31,19 +31,6 @@ DEFAULT_CH = {  # arch -> resolution layout -> (g_ch, d_ch)
     "dcgan": {"any": (64, 64)},
     "resnet": {32: (256, 128), 48: (64, 64)},
 }
-
-
-class _Norm:
-    """Wraps D's layers according to the chosen normalisation."""
-
-    def __init__(self, kind: str, n_iters: int, target: float):
-        self.kind, self.n_iters, self.target = kind, n_iters, target
-
-    def layer(self, module: nn.Module) -> nn.Module:
-        return spectral_norm(module, self.n_iters, self.target) if self.kind == "sn" else module
-
-    def bn(self, channels: int) -> nn.Module:
-        return nn.BatchNorm2d(channels) if self.kind == "bn" else nn.Identity()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,7 +61,7 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """x `(N, 3, R, R)` -> 7 convs (3x3 s1 / 4x4 s2 alternating), LeakyReLU -> dense -> logit."""
 
-    def __init__(self, resolution: int, ch: int = 64, norm: _Norm = _Norm("sn", 1, 1.0),
+    def __init__(self, resolution: int, ch: int = 64, norm: Norm = Norm("sn", 1, 1.0),
                  variant: str = "paper", slope: float = 0.0):
         super().__init__()
         widths = [m * ch for m in DCGAN_D_WIDTHS[variant]]
@@ -125,77 +112,6 @@ def _init_resnet(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-class ConditionalBatchNorm2d(nn.Module):
-    """BatchNorm without its own affine, then a gain and bias of each image's class `y`:
-    `gain[y] * x_hat + bias[y]`, starting as the identity (gains 1, biases 0)."""
-
-    def __init__(self, channels: int, num_classes: int):
-        super().__init__()
-        self.bn = nn.BatchNorm2d(channels, affine=False)
-        self.gain, self.bias = nn.Embedding(num_classes, channels), nn.Embedding(num_classes, channels)
-        nn.init.ones_(self.gain.weight)
-        nn.init.zeros_(self.bias.weight)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
-
-
-def _g_norm(channels: int, num_classes: int) -> nn.Module:
-    return ConditionalBatchNorm2d(channels, num_classes) if num_classes else nn.BatchNorm2d(channels)
-
-
-def _apply_norm(norm: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    return norm(x, y) if isinstance(norm, ConditionalBatchNorm2d) else norm(x)
-
-
-class GBlock(nn.Module):
-    """BN-ReLU-up-conv3x3-BN-ReLU-conv3x3, shortcut up + conv1x1; conditional BN with classes."""
-
-    def __init__(self, c_in: int, c_out: int, num_classes: int = 0):
-        super().__init__()
-        self.bn1, self.conv1 = _g_norm(c_in, num_classes), nn.Conv2d(c_in, c_out, 3, 1, 1)
-        self.bn2, self.conv2 = _g_norm(c_out, num_classes), nn.Conv2d(c_out, c_out, 3, 1, 1)
-        self.shortcut = nn.Conv2d(c_in, c_out, 1, 1, 0)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = F.interpolate(F.relu(_apply_norm(self.bn1, x, y)), scale_factor=2, mode="nearest")
-        h = self.conv2(F.relu(_apply_norm(self.bn2, self.conv1(h), y)))
-        return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
-
-
-class DBlock(nn.Module):
-    """ReLU-conv3x3-ReLU-conv3x3 [-avgpool]; shortcut conv1x1 [-avgpool] when shape changes.
-
-    As in the official code, the hidden width (conv1's output) is the block's input width.
-    `first=True` is the paper's "optimized" first block: conv-ReLU-conv-avgpool, hidden width
-    c_out, with the shortcut avgpool-conv1x1 (no ReLU on the raw image).
-    """
-
-    def __init__(self, c_in: int, c_out: int, norm: _Norm, down: bool, first: bool = False):
-        super().__init__()
-        self.down, self.first = down, first
-        hidden = c_out if first else c_in
-        self.bn1 = nn.Identity() if first else norm.bn(c_in)
-        self.conv1 = norm.layer(nn.Conv2d(c_in, hidden, 3, 1, 1))
-        self.bn2 = norm.bn(hidden)
-        self.conv2 = norm.layer(nn.Conv2d(hidden, c_out, 3, 1, 1))
-        self.learnable_sc = first or down or c_in != c_out
-        if self.learnable_sc:
-            self.shortcut = norm.layer(nn.Conv2d(c_in, c_out, 1, 1, 0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x if self.first else F.relu(self.bn1(x))
-        h = self.conv2(F.relu(self.bn2(self.conv1(h))))
-        if self.down:
-            h = F.avg_pool2d(h, 2)
-        if not self.learnable_sc:
-            return h + x
-        if self.first:  # pool first: the 1x1 conv then runs on 4x fewer pixels, same result
-            return h + self.shortcut(F.avg_pool2d(x, 2))
-        sc = self.shortcut(x)
-        return h + (F.avg_pool2d(sc, 2) if self.down else sc)
-
-
 def _resnet_layout(resolution: int, g_ch: int, d_ch: int):
     """(G widths: dense then each up-block, D widths, D downsampling flags)."""
     if resolution <= 32:  # Table 4: G 256 everywhere; D 128 everywhere, two down, two plain
@@ -235,7 +151,7 @@ class ResNetDiscriminator(nn.Module):
     `num_classes`, the projection discriminator: the logit gains `<embed(y), h>`, the embedding
     normalised like the other layers (under SN, as in the official code)."""
 
-    def __init__(self, widths: list[int], downs: list[bool], norm: _Norm, fc_bias: bool = True,
+    def __init__(self, widths: list[int], downs: list[bool], norm: Norm, fc_bias: bool = True,
                  num_classes: int = 0):
         super().__init__()
         self.num_classes = num_classes
@@ -268,7 +184,7 @@ def _base_widths(cfg: ModelConfig, resolution: int) -> tuple[int, int]:
 
 def _dcgan(cfg: ModelConfig, resolution: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
     g_ch, d_ch = _base_widths(cfg, resolution)
-    norm = _Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
+    norm = Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
     return (DCGANGenerator(cfg.z_dim, resolution, g_ch),
             DCGANDiscriminator(resolution, d_ch, norm, cfg.dcgan_d, cfg.d_slope))
 
@@ -276,7 +192,7 @@ def _dcgan(cfg: ModelConfig, resolution: int, num_classes: int) -> tuple[nn.Modu
 def _resnet(cfg: ModelConfig, resolution: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
     g_ch, d_ch = _base_widths(cfg, resolution)
     g_widths, d_widths, downs = _resnet_layout(resolution, g_ch, d_ch)
-    norm = _Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
+    norm = Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
     # The official 32 px D's last linear has no bias; the 48 px one has.
     D = ResNetDiscriminator(d_widths, downs, norm, fc_bias=resolution > 32, num_classes=num_classes)
     return ResNetGenerator(cfg.z_dim, resolution, g_widths, num_classes), D

@@ -25,7 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from sngan import checkpoint, plots
-from sngan.config import flatten
+from sngan.config_files import flatten
 from sngan.errors import SnganError, UsageError
 
 # The run folder's layout: every other module names these files through here.
@@ -46,6 +46,11 @@ def latest_grid(folder: Path) -> Path | None:
     """The run's last sample grid: the EMA generator's when the run keeps one; None before any."""
     grids = sorted(Path(folder, SAMPLES).glob("ema-step-*.png")) or sorted(Path(folder, SAMPLES).glob("step-*.png"))
     return grids[-1] if grids else None
+
+
+def resume_target(path: Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint file) for `--resume RUN_DIR` (its latest.pt) or `--resume CKPT`."""
+    return (path, path / LATEST) if path.is_dir() else (path.parent, path)
 
 
 def prepare(folder: Path, config_text: bytes, truncate_after: int | None = None) -> None:

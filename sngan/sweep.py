@@ -27,7 +27,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
 
-from sngan import checkpoint, config, runs, train
+from sngan import checkpoint, config, config_files, runs, train
 from sngan.errors import SnganError, UsageError
 from sngan.sweep_spec import Cell, Sweep, cell_config, expand, find_spec, read_spec
 
@@ -66,7 +66,7 @@ def from_folder(folder: Path, overrides: list[str]) -> Sweep:
             raise UsageError(f"'{item}' cannot change when continuing a sweep folder (only "
                              f"{', '.join(train.RESUMABLE)} can); edit the spec and run it instead")
     cells = [Cell(e["name"], e["axes"], e["overrides"],
-                  cell_config(config.apply_overrides(e["config"], overrides), folder, e["name"]))
+                  cell_config(config_files.apply_overrides(e["config"], overrides), folder, e["name"]))
              for e in index["cells"]]
     return Sweep(folder, cells, index["axes"], index.get("spec", ""), "", index.get("set", []))
 
@@ -109,8 +109,8 @@ def prepare(sweep: Sweep) -> None:
 
 def _check_same_experiment(cell: Cell, cell_dir: Path) -> None:
     """A cell with results may only differ from the spec in how long and how often it trains."""
-    old = config.flatten(config.to_dict(config.from_dict(config.read_yaml(cell_dir / runs.CONFIG))))
-    for key, value in config.flatten(config.to_dict(cell.cfg)).items():
+    old = config_files.flatten(config.to_dict(config.from_dict(config_files.read_yaml(cell_dir / runs.CONFIG))))
+    for key, value in config_files.flatten(config.to_dict(cell.cfg)).items():
         if old.get(key) != value and not key.startswith("out.") and not train.resumable(key):
             raise UsageError(f"sweep cell '{cell.name}' in '{cell_dir}' was trained with {key}={old.get(key)!r}, "
                              f"the spec now says {value!r}; restore the spec, use another --out, or delete "
@@ -145,7 +145,7 @@ def train_cell(cell_dir: Path, progress: bool, outcome: Outcome) -> tuple[int, s
         with runs.stop_signals(stop):
             if outcome.signum:  # the sweep was stopped while this cell was being announced
                 raise _Stop(outcome.signum)
-            cfg = config.from_dict(config.read_yaml(cell_dir / runs.CONFIG))
+            cfg = config.from_dict(config_files.read_yaml(cell_dir / runs.CONFIG))
             state = checkpoint.load(latest) if latest.is_file() else None
             if state is None:  # stopped before its first checkpoint: new metrics must not follow the old
                 for name in (runs.METRICS, runs.BEST, "losses.png", "sigmas.png", "fid.png"):
@@ -174,6 +174,19 @@ def _stop_at_eof() -> None:
     `sngan sweep` resumes it, instead of training on unwatched."""
     os.read(0, 1)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def slots_for(gpus: str | None, jobs: int) -> list[dict] | None:
+    """The environment of each cell that may run at once: one per GPU of `gpus` ("0,1"), else
+    `jobs` plain ones; None: one cell at a time, in this process."""
+    if gpus is not None and jobs != 1:
+        raise UsageError("give --gpus (one cell per listed GPU) or --jobs (cells at once), not both")
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    gpu_list = [g.strip() for g in (gpus or "").split(",") if g.strip()]
+    if gpus is not None and not gpu_list:
+        raise UsageError("--gpus takes a comma-separated list of GPU indices, e.g. --gpus 0,1")
+    return [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_list] or ([{}] * jobs if jobs > 1 else None)
 
 
 def run(sweep: Sweep, slots: list[dict] | None = None, *, progress: bool = True,

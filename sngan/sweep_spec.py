@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sngan import config
+from sngan import config, config_files
 from sngan.errors import UsageError
 
 SPEC_KEYS = ("base", "set", "axes", "extra")
-SWEEPS_DIRS = [d / "sweeps" for d in config.BUNDLED_CONFIG_DIRS]
+SWEEPS_DIRS = [d / "sweeps" for d in config_files.BUNDLED_CONFIG_DIRS]
 
 
 @dataclass
@@ -54,7 +54,7 @@ def find_spec(name: str) -> Path:
 
 
 def read_spec(path: Path) -> dict:
-    spec = config.parse_yaml_file(path, "sweep spec")
+    spec = config_files.parse_yaml_file(path, "sweep spec")
     if not isinstance(spec, dict):
         raise UsageError(f"sweep spec '{path}' must be a mapping with base:, set:, axes: and extra:")
     for key in spec:
@@ -99,7 +99,7 @@ def parse_axes(axes: Any, where: str) -> dict[str, dict[str, dict[str, Any]]]:
                 if not isinstance(bundle, dict):
                     raise UsageError(f"axis '{name}' in '{where}': bundle '{label}' must be a mapping of config "
                                      "keys to values (for one key's values, give a list)")
-            parsed[name] = {str(label): config.flatten(bundle) for label, bundle in values.items()}
+            parsed[name] = {str(label): config_files.flatten(bundle) for label, bundle in values.items()}
         else:
             raise UsageError(f"axis '{name}' in '{where}' must be a non-empty list of values or mapping of "
                              "label -> overrides")
@@ -111,7 +111,7 @@ def _extra_cell(name: str, entry: Any, axes: dict, where: str) -> tuple[str, dic
     if not isinstance(entry, dict):
         raise UsageError(f"extra cell '{name}' in '{where}' must be a mapping of axis labels and/or overrides")
     labels, overrides = {axis: "—" for axis in axes}, {}
-    for key, value in config.flatten(entry).items():
+    for key, value in config_files.flatten(entry).items():
         if key not in axes:
             overrides[key] = value
         elif str(value) in axes[key]:
@@ -129,14 +129,14 @@ def expand(spec: dict, spec_path: Path, overrides: list[str], folder: Path | Non
     """The cells of a spec: base, `set`, `--set`, then each cell's axis values, validated."""
     where = str(spec_path)
     base_file = spec_path.parent / str(spec["base"])
-    base = config.read_yaml(base_file if base_file.is_file() else config.find_config(str(spec["base"])))
+    base = config_files.read_yaml(base_file if base_file.is_file() else config_files.find_config(str(spec["base"])))
     if not isinstance(spec.get("set") or {}, dict):
         raise UsageError(f"'set' in '{where}' must be a mapping of config keys to values")
     if not isinstance(spec.get("extra") or {}, dict):
         raise UsageError(f"'extra' in '{where}' must map cell names to axis labels and/or overrides")
-    for key, value in config.flatten(spec.get("set") or {}).items():
+    for key, value in config_files.flatten(spec.get("set") or {}).items():
         set_key(base, key, value)
-    base = config.apply_overrides(base, overrides)
+    base = config_files.apply_overrides(base, overrides)
     base_cfg = validated(base, "the base config")
     folder = folder or Path(base_cfg.out.root) / "sweeps" / spec_path.stem  # a re-run finds the same sweep
     axes = parse_axes(spec.get("axes"), where)

@@ -6,7 +6,6 @@ and only rank 0 writes to the folder.
 
 from __future__ import annotations
 
-import copy
 import signal
 import sys
 import time
@@ -20,6 +19,7 @@ from sngan import checkpoint, config, distributed, runs
 from sngan.events import Events
 from sngan.errors import SnganError
 from sngan.losses import Objective
+from sngan.nonfinite import NONFINITE, Diverged
 from sngan.sample import save_grid, to_uint8
 from sngan.spectral_norm import layer_sigmas
 from sngan.state import Run
@@ -32,10 +32,6 @@ RESUMABLE = ("train.steps", "train.log_every", "train.sample_every", "train.chec
 def resumable(key: str) -> bool:
     """Whether the config key `key` (dotted) may change when a run is resumed."""
     return any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in RESUMABLE)
-
-
-class Diverged(SnganError):
-    pass
 
 
 def train_step(run: Run, objective: Objective) -> tuple[torch.Tensor, ...]:
@@ -112,7 +108,7 @@ def _loop(run: Run, tracker, resumed: bool, progress: bool) -> dict:
     cfg, tc, ctx = run.cfg, run.cfg.train, run.ctx
     objective = Objective.from_config(cfg.loss)
     book = Book(run, resumed)
-    guard = NONFINITE[tc.on_nonfinite](run, book)
+    guard = NONFINITE[tc.on_nonfinite](run, book.diverged)
     stopped_by = None
     bar = tqdm(total=tc.steps, initial=run.step, desc=run.folder.name, unit="step", dynamic_ncols=True,
                disable=not progress, file=sys.stderr)
@@ -121,7 +117,7 @@ def _loop(run: Run, tracker, resumed: bool, progress: bool) -> dict:
             while run.step < tc.steps:
                 lr_scale = run.set_lr(run.step)
                 t0 = time.perf_counter()
-                out = guard.step(objective)  # None: a non-finite step that was undone
+                out = guard.step(lambda: train_step(run, objective))  # None: a non-finite step, undone
                 run.step += 1
                 if out is not None:
                     book.accumulate(out)
@@ -251,61 +247,6 @@ class Book:
             return self.stop.signum is not None
         flag = torch.tensor([self.stop.signum or 0], device=self.run.device)
         return int(distributed.all_reduce(flag, self.ctx, "max")) > 0
-
-
-class StopOnNonFinite:
-    """`train.on_nonfinite: stop`. The hot loop only keeps the first step whose loss was not
-    finite, on the device; `check` (at log and checkpoint steps) syncs, and stops the run before
-    a bad state can be saved. Every process checks at the same steps, so all agree."""
-
-    NEVER = torch.iinfo(torch.long).max
-
-    def __init__(self, run: Run, book: Book):
-        self.run, self.book = run, book
-        self.first_bad = torch.full((), self.NEVER, dtype=torch.long, device=run.device)
-
-    def step(self, objective: Objective) -> tuple[torch.Tensor, ...]:
-        out = train_step(self.run, objective)
-        finite = torch.isfinite(out[0]) & torch.isfinite(out[1])
-        self.first_bad = torch.minimum(self.first_bad, torch.where(finite, self.NEVER, self.run.step + 1))
-        return out
-
-    def check(self) -> None:
-        bad = int(distributed.all_reduce(self.first_bad.clone(), self.run.ctx, "min"))
-        if bad == self.NEVER and weights_finite(self.run.G, self.run.D):
-            return
-        raise self.book.diverged(bad if bad != self.NEVER else None)
-
-
-class SkipNonFinite:
-    """`train.on_nonfinite: skip`: a step whose loss is not finite is undone and counted in
-    `skipped`. Knowing that needs the loss on the host, so this policy syncs every step."""
-
-    def __init__(self, run: Run, book: Book):
-        self.run = run
-
-    def step(self, objective: Objective) -> tuple[torch.Tensor, ...] | None:
-        run = self.run
-        snapshot = {k: copy.deepcopy(getattr(run, k).state_dict()) for k in ("G", "D", "opt_g", "opt_d")}
-        out = train_step(run, objective)
-        finite = torch.isfinite(out[0]) & torch.isfinite(out[1])
-        if bool(distributed.all_reduce(finite.int(), run.ctx, "min")):
-            return out
-        for k, state in snapshot.items():
-            getattr(run, k).load_state_dict(state)
-        run.skipped += 1
-        return None
-
-    def check(self) -> None:
-        pass
-
-
-# train.on_nonfinite -> policy
-NONFINITE = {"stop": StopOnNonFinite, "skip": SkipNonFinite}
-
-
-def weights_finite(*modules: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters())
 
 
 def write_sample_grid(run: Run, events: Events) -> None:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from sngan import config
+from sngan import config_files
 from conftest import TINY, cli, sngan
 
 def test_help_lists_the_commands():
@@ -41,7 +41,7 @@ def test_quickstart_train_then_sample_smoke(tmp_path):
 
 
 def test_every_bundled_config_dry_runs(capsys):
-    for name in config.list_bundled():
+    for name in config_files.list_bundled():
         code, out, err = cli(capsys, "train", "--config", name, "--dry-run")
         assert code == 0, err
         assert yaml.safe_load(out)["out"]["name"] == name

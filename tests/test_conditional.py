@@ -8,11 +8,12 @@ from PIL import Image
 
 import sngan
 from formats import write_cifar10, write_stl10
-from sngan import checkpoint, config, data, models, runs, train
+from sngan import checkpoint, config, data, models, readers, runs, train
 from sngan.cli import main
 from sngan.config import DataConfig, ModelConfig
 from sngan.errors import UsageError
-from sngan.evaluate import eval_fid, format_result
+from sngan.evaluate import eval_fid
+from sngan.fid_result import format_result
 from sngan.sample import generate_batches, load_generator
 
 TINY_RESNET = {"arch": "resnet", "g_ch": 8, "d_ch": 8, "z_dim": 16, "conditional": True}
@@ -84,7 +85,7 @@ def test_conditional_needs_resnet():
 def test_labels_from_every_kind_of_data(tmp_path):
     write_cifar10(tmp_path / "c")
     cifar = data.load_labelled(DataConfig(name="cifar10", root=str(tmp_path / "c"), download=False))
-    assert cifar.classes == data.CIFAR10_CLASSES and cifar.labels.shape == (20,)
+    assert cifar.classes == readers.CIFAR10_CLASSES and cifar.labels.shape == (20,)
     with open(tmp_path / "c" / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
         import pickle
         assert cifar.labels[:4].tolist() == [int(v) for v in pickle.load(f)["labels"]]

