@@ -43,3 +43,15 @@ def test_real_data_study_split_and_spec(tmp_path, capsys):
     for cell, overrides in (("SN", "model.d_norm=sn"), ("BN", "model.d_norm=bn"), ("none", "model.d_norm=none"),
                             ("SN-EMA", "train.ema_decay=0.995")):
         assert any(cell in line and overrides in line for line in out.splitlines()), out
+
+    # The DiffAugment study: the SN cell without and with DiffAugment, under both initialisations.
+    spec_file.write_text(yaml.safe_dump(study.spec(train_file, held_file, 600, 250, 1000, study="diffaug")))
+    code, out, err = cli(capsys, "sweep", spec_file, "--out", tmp_path / "diffaug", "--dry-run")
+    assert code == 0, err
+    cells = [line for line in out.splitlines() if "model.init=" in line]
+    assert len(cells) == 4, out
+    for init in ("official", "pytorch"):
+        assert any(f"model.init={init}" in line and "train.diffaug=color,translation,cutout" in line for line in cells)
+        assert any(f"model.init={init}" in line and "train.diffaug=color" not in line for line in cells)
+    with np.load(train_file) as t:
+        assert "labels" in t.files and len(t["labels"]) == len(t["images"])  # the split keeps the labels
