@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 import sngan
+from conftest import cli
 from formats import write_cifar10, write_stl10
 from sngan import checkpoint, config, data, models, readers, runs, train
-from sngan.cli import main
 from sngan.config import DataConfig, ModelConfig
 from sngan.errors import UsageError
 from sngan.evaluate import eval_fid
@@ -17,13 +17,6 @@ from sngan.fid_result import format_result
 from sngan.sample import generate_batches, load_generator
 
 TINY_RESNET = {"arch": "resnet", "g_ch": 8, "d_ch": 8, "z_dim": 16, "conditional": True}
-
-
-def _cli(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def _perturb(module: torch.nn.Module, seed: int = 0) -> None:
@@ -122,7 +115,7 @@ def test_unlabelled_data_is_one_clear_error(tmp_path):
 
 def test_training_on_unlabelled_data_exits_with_one_line(tmp_path, capsys):
     np.savez(tmp_path / "u.npz", images=np.zeros((16, 32, 32, 3), dtype=np.uint8))
-    code, _, err = _cli(capsys, "train", "-c", "quickstart", "--out", tmp_path / "runs", "--set", "model.arch=resnet",
+    code, _, err = cli(capsys, "train", "-c", "quickstart", "--out", tmp_path / "runs", "--set", "model.arch=resnet",
                         "--set", "model.conditional=true", "--set", "data.name=npz", "--set", f"data.root={tmp_path / 'u.npz'}")
     assert code == 2 and "model.conditional needs class labels" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
@@ -154,7 +147,7 @@ def test_conditional_run_records_classes_and_draws_a_row_per_class(conditional_r
 
 
 def test_sample_class_by_name_or_index(conditional_run, tmp_path, capsys):
-    code, _, err = _cli(capsys, "sample", "--checkpoint", conditional_run, "--num", 5, "--class", "disc",
+    code, _, err = cli(capsys, "sample", "--checkpoint", conditional_run, "--num", 5, "--class", "disc",
                         "--out", tmp_path / "disc.npz")
     assert code == 0, err
     with np.load(tmp_path / "disc.npz") as f:
@@ -164,7 +157,7 @@ def test_sample_class_by_name_or_index(conditional_run, tmp_path, capsys):
     assert G.classes == data.SHAPE_CLASSES
     assert np.array_equal(G.sample_uint8(5, label=1), disc) and np.array_equal(G.sample_uint8(5, label="disc"), disc)
     assert not np.array_equal(G.sample_uint8(5, label="square"), disc)
-    code, _, err = _cli(capsys, "sample", "--checkpoint", conditional_run, "--num", 2, "--class", "cat",
+    code, _, err = cli(capsys, "sample", "--checkpoint", conditional_run, "--num", 2, "--class", "cat",
                         "--out", tmp_path / "x.npz")
     assert code == 2 and "unknown class 'cat'; the checkpoint's classes are 0: square, 1: disc" in err
 

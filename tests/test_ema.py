@@ -11,7 +11,7 @@ from sngan.state import Run
 from sngan.ema import EMA
 from sngan.errors import UsageError
 from sngan.sample import load_generator
-from conftest import TINY, assert_same_training_state, sngan, train_run
+from conftest import TINY, assert_same_training_state, cli, train_run
 from fid_fixtures import reference_folder
 
 
@@ -110,26 +110,28 @@ def test_fid_of_both_generators_best_by_ema_and_report(tiny, tmp_path, torch_hom
     assert runs.latest_grid(run_dir).name == "ema-step-0000002.png"
 
 
-def test_cli_ema_flags(tmp_path, torch_home):
-    import os
-    sngan("train", "-c", "quickstart", "--out", tmp_path / "runs", "--set", "train.steps=2", *TINY,
-          "--set", "train.ema_decay=0.5", "--no-progress")
+def test_cli_ema_flags(tmp_path, torch_home, capsys):
+    code, _, err = cli(capsys, "train", "-c", "quickstart", "--out", tmp_path / "runs", "--set", "train.steps=2",
+                       *TINY, "--set", "train.ema_decay=0.5", "--no-progress")
+    assert code == 0, err
     run_dir = next((tmp_path / "runs").iterdir())
     ckpt = run_dir / "latest.pt"
-    out = sngan("sample", "--checkpoint", ckpt, "--num", 4, "--out", tmp_path / "ema.npz", "--device", "cpu")
-    assert "(EMA generator)" in out.stderr
-    sngan("sample", "--checkpoint", ckpt, "--num", 4, "--out", tmp_path / "raw.npz", "--device", "cpu", "--no-ema")
+    code, _, err = cli(capsys, "sample", "--checkpoint", ckpt, "--num", 4, "--out", tmp_path / "ema.npz", "--device", "cpu")
+    assert code == 0 and "(EMA generator)" in err
+    code, _, err = cli(capsys, "sample", "--checkpoint", ckpt, "--num", 4, "--out", tmp_path / "raw.npz",
+                       "--device", "cpu", "--no-ema")
+    assert code == 0, err
     import numpy as np
     with np.load(tmp_path / "ema.npz") as a, np.load(tmp_path / "raw.npz") as b:
         assert not np.array_equal(a["images"], b["images"])  # same z, different weights
 
     ref = reference_folder(tmp_path / "ref")
-    env = {"TORCH_HOME": os.environ["TORCH_HOME"], "SNGAN_CACHE": os.environ["SNGAN_CACHE"]}
-    result = json.loads(sngan("eval-fid", "--checkpoint", ckpt, "--num", 10, "--ref", ref, "--device", "cpu",
-                              "--batch-size", 10, "--json", env=env).stdout)
-    assert result["source"] == f"{ckpt}, EMA generator"
-    bad = sngan("eval-fid", "--images", ref, "--ref", ref, "--ema", env=env, check=False)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith("use them with --checkpoint")
+    code, out, err = cli(capsys, "eval-fid", "--checkpoint", ckpt, "--num", 10, "--ref", ref, "--device", "cpu",
+                         "--batch-size", 10, "--json")
+    assert code == 0, err
+    assert json.loads(out)["source"] == f"{ckpt}, EMA generator"
+    code, _, err = cli(capsys, "eval-fid", "--images", ref, "--ref", ref, "--ema")
+    assert code == 2 and err.strip().splitlines()[-1].endswith("use them with --checkpoint")
 
 
 def test_standing_stats_are_the_statistics_of_the_ema_weights():

@@ -1,4 +1,4 @@
-"""FID during training (config section `eval`) and `sngan eval-fid --checkpoint` on the real CLI."""
+"""FID during training (config section `eval`) and `sngan eval-fid --checkpoint` through the CLI."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 
 from sngan import checkpoint, config, fid_stats, train
 from sngan.errors import SnganError
-from conftest import TINY, assert_same_training_state, sngan
+from conftest import TINY, assert_same_training_state, cli
 from fid_fixtures import reference_folder
 
 
@@ -63,18 +63,20 @@ def test_kid_in_training_needs_reference_images(tiny, tmp_path, torch_home):
     assert not (tmp_path / "runs").exists()
 
 
-def test_eval_fid_of_a_checkpoint_on_the_cli(tmp_path, torch_home):
-    import os
+def test_eval_fid_of_a_checkpoint_on_the_cli(tmp_path, torch_home, capsys):
     ref = reference_folder(tmp_path / "ref")
-    sngan("train", "-c", "quickstart", "--out", tmp_path / "runs", "--set", "train.steps=2", *TINY, "--no-progress")
+    code, _, err = cli(capsys, "train", "-c", "quickstart", "--out", tmp_path / "runs", "--set", "train.steps=2",
+                       *TINY, "--no-progress")
+    assert code == 0, err
     run_dir = next((tmp_path / "runs").iterdir())
-    env = {"TORCH_HOME": os.environ["TORCH_HOME"], "SNGAN_CACHE": os.environ["SNGAN_CACHE"]}
-    out = sngan("eval-fid", "--checkpoint", run_dir / "latest.pt", "--num", 10, "--ref", ref, "--is",
-                "--device", "cpu", "--batch-size", 10, "--json", env=env).stdout
+    code, out, err = cli(capsys, "eval-fid", "--checkpoint", run_dir / "latest.pt", "--num", 10, "--ref", ref, "--is",
+                         "--device", "cpu", "--batch-size", 10, "--json")
+    assert code == 0, err
     result = json.loads(out)
     assert result["metric"] == "fid10_custom" and result["num_gen"] == 10 and result["num_ref"] == 12
     assert result["fid"] > 0 and result["is_mean"] >= 1.0
-    text = sngan("eval-fid", "--images", ref, "--ref", ref, "--device", "cpu", "--kid", "--pr", env=env).stdout
+    code, text, err = cli(capsys, "eval-fid", "--images", ref, "--ref", ref, "--device", "cpu", "--kid", "--pr")
+    assert code == 0, err
     first = text.splitlines()[0]
     assert first.startswith("fid12_custom = ") and abs(float(first.split("=")[1])) < 1e-3
     # A set against itself: KID ~0 (subsets of all 12), every image inside its own ball.
