@@ -112,13 +112,15 @@ def test_image_folder_problems(capsys, tmp_path):
     _one_clean_line(*cli(capsys, *base, "--set", f"data.root={empty}")[::2], 1, "cannot read image")
 
 
-def _tiny_run(tmp_path) -> Path:
-    sngan("train", "-c", "quickstart", "--out", tmp_path / "runs", "--set", "train.steps=2", *TINY, "--no-progress")
+def _tiny_run(capsys, tmp_path) -> Path:
+    code, _, err = cli(capsys, "train", "-c", "quickstart", "--out", tmp_path / "runs", "--set", "train.steps=2",
+                       *TINY, "--no-progress")
+    assert code == 0, err
     return next((tmp_path / "runs").iterdir())
 
 
 def test_sample_bad_outputs_leave_files_untouched(capsys, tmp_path):
-    run_dir = _tiny_run(tmp_path)
+    run_dir = _tiny_run(capsys, tmp_path)
     ckpt = run_dir / "latest.pt"
     _one_clean_line(*cli(capsys, "sample", "--checkpoint", ckpt, "--num", 0, "--out", tmp_path / "a.png")[::2],
                     2, "--num must be at least 1")
@@ -143,7 +145,7 @@ def test_sample_bad_outputs_leave_files_untouched(capsys, tmp_path):
 def test_unwritable_output_is_one_line(capsys, tmp_path, monkeypatch):
     """The OS refusing the write (a read-only folder for a non-root user) is simulated, since
     root ignores folder permissions."""
-    run_dir = _tiny_run(tmp_path)
+    run_dir = _tiny_run(capsys, tmp_path)
     import sngan.checkpoint
 
     def refuse(src, dst):
