@@ -87,10 +87,8 @@ class Generator(nn.Module):
     def sample(self, n: int, seed: int = 0, batch_size: int = BATCH_SIZE, label: int | str | None = None) -> torch.Tensor:
         """`n` images `(n, 3, R, R)`, float32 in `[-1, 1]` on `G.device`, from seeded z (and `labels`)."""
         _check_n(n, batch_size)
-        device, y = self.device, self.labels(n, label)
-        ys = (None,) * n if y is None else y.split(batch_size)
-        return torch.cat([self.net(z.to(device), None if b is None else b.to(device))
-                          for z, b in zip(sample.latents(self.config, n, batch_size, seed), ys)])
+        batches = sample.inputs(self.net, self.config, n, batch_size, seed, self.device, labels=self.labels(n, label))
+        return torch.cat([self.net(z, y) for z, y in batches])
 
     def sample_uint8(self, n: int, seed: int = 0, batch_size: int = BATCH_SIZE, label: int | str | None = None
                      ) -> np.ndarray:

@@ -68,19 +68,27 @@ def latents(cfg: config.Config, num: int, batch_size: int, seed: int,
     return z_all[rank * num // world:(rank + 1) * num // world].split(batch_size)
 
 
-def generate_batches(G: nn.Module, cfg: config.Config, num: int, batch_size: int, seed: int,
-                     device: str | torch.device, share: tuple[int, int] = (0, 1),
-                     labels: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
-    """`num` samples as uint8 batches `(B, 3, R, R)` on `device`, from the z of `latents`. A
-    conditional G draws the classes `labels` (`(num,)`; default: every class equally often)."""
+def inputs(G: nn.Module, cfg: config.Config, num: int, batch_size: int, seed: int, device: str | torch.device,
+           share: tuple[int, int] = (0, 1), labels: torch.Tensor | None = None
+           ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """G's input batches `(z, y)` on `device`: the z of `latents` and, for a conditional G, the
+    classes `labels` (`(num,)`; default: every class equally often), else y None."""
     num_classes = getattr(G, "num_classes", 0)
     if num_classes and labels is None:
         labels = models.balanced_labels(num, num_classes)
     rank, world = share
     ys = (None,) * num if labels is None else labels[rank * num // world:(rank + 1) * num // world].split(batch_size)
     for z, y in zip(latents(cfg, num, batch_size, seed, share), ys):
+        yield z.to(device), None if y is None else y.to(device)
+
+
+def generate_batches(G: nn.Module, cfg: config.Config, num: int, batch_size: int, seed: int,
+                     device: str | torch.device, share: tuple[int, int] = (0, 1),
+                     labels: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """`num` samples as uint8 batches `(B, 3, R, R)` on `device`, from the inputs of `inputs`."""
+    for z, y in inputs(G, cfg, num, batch_size, seed, device, share, labels):
         with torch.inference_mode():
-            yield to_uint8(G(z.to(device), None if y is None else y.to(device)))
+            yield to_uint8(G(z, y))
 
 
 def check_output_path(out: Path, force: bool) -> str:
