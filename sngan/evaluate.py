@@ -63,7 +63,7 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
         return {**_ref_fields(info), "saved_stats": save_stats, "detector": detector.name,
                 "weights": str(detector.weights_path), "seconds": round(time.perf_counter() - start, 2)}
 
-    batches, total, (h, w), source = _generated_source(images, checkpoint, num, batch_size, device, seed, ema)
+    batches, total, (h, w), source, model = _generated_source(images, checkpoint, num, batch_size, device, seed, ema)
     if ref in REFERENCES and h != w:
         raise UsageError(f"generated images are {w}x{h}, but reference '{ref}' is square; use square "
                          "images or a folder/statistics reference")
@@ -90,8 +90,7 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     names = {m: metric_name(len(features), ref, ref_images, m) for m in ("kid", "precision", "recall")}
     result.update(feature_metrics(features, ref_features, kid, pr, names, fields=True) if kid or pr else {})
     if intra:
-        result.update(_intra_fields(checkpoint, ref, ref_features, detector, num, batch_size, device, seed, ema,
-                                    ref_args))
+        result.update(_intra_fields(*model, ref, ref_features, detector, num, batch_size, device, seed, ref_args))
     if save_stats:
         result["saved_stats"] = save_stats
     return {**result, "seconds": round(time.perf_counter() - start, 2)}
@@ -116,25 +115,25 @@ def _check_args(images: str | None, checkpoint: str | None, num: int, save_stats
 
 
 def _generated_source(images: str | None, checkpoint: str | None, num: int, batch_size: int, device: str,
-                      seed: int, ema: bool | None) -> tuple[Iterable[torch.Tensor], int, tuple[int, int], str]:
-    """uint8 `(B, 3, H, W)` batches to evaluate, their total count, (H, W), and where they come from."""
+                      seed: int, ema: bool | None) -> tuple[Iterable[torch.Tensor], int, tuple[int, int], str, tuple]:
+    """uint8 `(B, 3, H, W)` batches to evaluate, their total count, (H, W), where they come from,
+    and the checkpoint's (generator, config) (None for images)."""
     if checkpoint is not None:
         from sngan.sample import generate_batches, load_generator  # lazy: pulls in the models
 
         generator, cfg, kind = load_generator(checkpoint, device, ema)
         r = cfg.data.resolution
         source = f"{checkpoint}, EMA generator" if kind == "ema" else checkpoint
-        return generate_batches(generator, cfg, num, batch_size, seed, device), num, (r, r), source
+        return generate_batches(generator, cfg, num, batch_size, seed, device), num, (r, r), source, (generator, cfg)
     x = fid_stats.load_image_set(images)
-    return [x], len(x), (x.shape[2], x.shape[3]), images
+    return [x], len(x), (x.shape[2], x.shape[3]), images, None
 
 
-def _intra_fields(checkpoint: str, ref: str, ref_features: np.ndarray, detector: inception.Detector, num: int,
-                  batch_size: int, device: str, seed: int, ema: bool | None, ref_args: dict) -> dict:
+def _intra_fields(G: nn.Module, cfg, ref: str, ref_features: np.ndarray, detector: inception.Detector, num: int,
+                  batch_size: int, device: str, seed: int, ref_args: dict) -> dict:
+    """Intra-FID fields of the generator already loaded for FID (it is in eval mode)."""
     from sngan.intra_fid import intra_fid, reference_labels
-    from sngan.sample import load_generator
 
-    G, cfg, _ = load_generator(checkpoint, device, ema)
     labels, classes = reference_labels(ref, ref_args["data_root"], ref_args["download"], ref_args["num_images"])
     per_class = max(2, num // max(1, len(getattr(G, "classes", ()))))
     result = intra_fid(G, cfg, detector, ref_features, labels, classes, per_class, batch_size, seed, device)
