@@ -6,7 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+# Under pytest-xdist (`-n auto`) the workers share the cores: each takes its share of threads, and
+# passes it on to the CLI subprocesses it starts, so that nobody oversubscribes them (by default
+# every torch process starts one thread per core).
+THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+
+import torch  # noqa: E402  (after OMP_NUM_THREADS)
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -14,7 +21,7 @@ from fid_fixtures import *  # noqa: E402,F401,F403
 from sngan import config, runs, train  # noqa: E402
 from sngan.cli import main  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(THREADS)
 
 
 def tiny_config(tmp_path: Path, **sections) -> dict:
