@@ -1,10 +1,5 @@
-"""`sngan bench`: how fast each training option, and FID's Inception, run on this device.
-
-Training steps/s and images/s per architecture and D normalisation, the SN overhead (sn / none),
-and the speed options (channels_last, bf16, compile) each against its own baseline, timed as
-`sngan.timing` describes. FID: Inception features/s and the Frechet distance's time, with the
-real detector. Project acceptance checks (targets, eval-fid against pytorch-fid's CLI) live in
-`benchmarks/`.
+"""`sngan bench`: how fast each training option, and FID's Inception, run on this device (timed as
+`sngan.timing` describes). The project's acceptance checks live in `benchmarks/`.
 """
 
 from __future__ import annotations
@@ -74,7 +69,7 @@ def make_settings(*, quick: bool = False, device: str = "auto", archs: str | Non
     if not names:
         raise UsageError(f"--archs names no architecture; valid: {', '.join(ARCHS)}")
     if options is None:
-        chosen = ["channels_last", "bf16"] if quick else ["channels_last", "bf16", "compile"] + (["all"] if cuda else [])
+        chosen = ["channels_last", "bf16"] + ([] if quick else ["compile"] + (["all"] if cuda else []))
     else:
         chosen = [] if options.strip() == "none" else _names(options, OPTIONS, "--options")
     defaults = SIZES["quick" if quick else "cuda" if cuda else "cpu"]
@@ -149,7 +144,8 @@ def bench_options(s: Settings, log) -> tuple[list[dict], dict[str, str]]:
     for option in s.options:
         for name in archs[:1] if s.quick else archs:
             arch, res = ARCHS[name]
-            cfgs = {"baseline": train_config(s, arch, res, "sn"), option: train_config(s, arch, res, "sn", OPTIONS[option])}
+            cfgs = {"baseline": train_config(s, arch, res, "sn"),
+                    option: train_config(s, arch, res, "sn", OPTIONS[option])}
             log(f"timing {name} with {option}")
             try:
                 r = measure(cfgs, s.device, s.warmup, s.steps, s.repeats)

@@ -1,8 +1,7 @@
 """Training: one readable loop of n_dis discriminator steps per generator step.
 
-A run lives in its own numbered folder (see `sngan.runs`); under torchrun every process trains
-and only rank 0 writes to the folder.
-"""
+A run lives in its own numbered folder (`sngan.runs`); under torchrun every process trains and only
+rank 0 writes to the folder."""
 
 from __future__ import annotations
 
@@ -165,7 +164,11 @@ class Book:
         self.sums = torch.zeros(4, device=run.device)  # loss_d, loss_g, D(x), D(G(z)) since the last line
         self.count, self.t_last, self.step_last = 0, time.perf_counter(), run.step
         if self.ctx.main:
-            runs.prepare(run.folder, _config_text(run.cfg, self.ctx), truncate_after=run.step if resumed else None)
+            text = config.dump(run.cfg)
+            if self.ctx.enabled:
+                text = (f"# {self.ctx.world} processes: train.batch_size {run.cfg.train.batch_size} is the global "
+                        f"batch, {run.cfg.train.batch_size // self.ctx.world} per process\n") + text
+            runs.prepare(run.folder, text.encode(), truncate_after=run.step if resumed else None)
         self.events = Events(run.folder, run.cfg.train.tensorboard and self.ctx.main, run.step if resumed else 0)
 
     def accumulate(self, out: tuple[torch.Tensor, ...]) -> None:
@@ -255,18 +258,10 @@ def write_sample_grid(run: Run, events: Events) -> None:
     nrow = None if run.fixed_y is None else len(run.fixed_y) // len(run.classes)
     run.G.eval()
     with torch.no_grad():
-        for G, tag, ema in ((run.G, "G", False), *(((run.ema_generator(), "G_ema", True),) if run.ema else ())):
-            grid = save_grid(to_uint8(G(run.fixed_z, run.fixed_y)), run.folder / runs.grid_name(run.step, ema), nrow)
-            events.image(f"samples/{tag}", grid, run.step)
+        for tag, G in {"G": run.G, **({"G_ema": run.ema_generator()} if run.ema else {})}.items():
+            path = run.folder / runs.grid_name(run.step, ema=tag == "G_ema")
+            events.image(f"samples/{tag}", save_grid(to_uint8(G(run.fixed_z, run.fixed_y)), path, nrow), run.step)
     run.G.train()
-
-
-def _config_text(cfg: config.Config, ctx: distributed.Dist) -> bytes:
-    text = config.dump(cfg)
-    if ctx.enabled:
-        text = (f"# {ctx.world} processes: train.batch_size {cfg.train.batch_size} is the global batch, "
-                f"{cfg.train.batch_size // ctx.world} per process\n") + text
-    return text.encode()
 
 
 @contextmanager
