@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager, nullcontext
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import torch
@@ -23,14 +24,14 @@ from sngan.sample import save_grid, to_uint8
 from sngan.spectral_norm import layer_sigmas
 from sngan.state import Run
 
-# Keys that may change when resuming: they affect how long and how often, not what is trained.
+# Keys (or patterns) that may change when resuming: they affect how long and how often, not what is trained.
 RESUMABLE = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
              "train.keep_checkpoints", "train.device", "train.tensorboard", "eval.*")
 
 
 def resumable(key: str) -> bool:
     """Whether the config key `key` (dotted) may change when a run is resumed."""
-    return any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in RESUMABLE)
+    return any(fnmatchcase(key, pattern) for pattern in RESUMABLE)
 
 
 def train_step(run: Run, objective: Objective) -> tuple[torch.Tensor, ...]:
@@ -72,10 +73,8 @@ def train(cfg: config.Config, run_dir: Path | None = None, resume: dict | None =
     """Train a new run (in a new numbered folder under cfg.out.root when `run_dir` is None) or
     continue one from the checkpoint dict `resume`. Returns a summary dict (step, stopped_by, ...).
 
-    Everything that can fail on bad input (device, data, FID reference) is set up before the
-    run folder is created, so a mistake leaves no empty run folder behind. Under torchrun every
-    process runs this; only rank 0 touches the run folder.
-    """
+    Everything that can fail on bad input (device, data, FID reference) is set up before the run
+    folder is created, so a mistake leaves no empty run folder behind."""
     ctx, device = distributed.setup(cfg.train.device)
     ok = False
     try:
@@ -150,11 +149,9 @@ def _loop(run: Run, tracker, resumed: bool, progress: bool) -> dict:
 
 
 class Book:
-    """The run's records: the metrics log, checkpoints, the best FID, and the stop request.
-
-    Under torchrun every process keeps one and calls the collectives (checkpoint fingerprints,
-    loss sums, stop agreement) at the same steps; only rank 0 writes to the folder.
-    """
+    """The run's records: the metrics log, checkpoints, the best FID, and the stop request. Under
+    torchrun every process keeps one and calls the collectives (checkpoint fingerprints, loss sums,
+    stop agreement) at the same steps; only rank 0 writes to the folder."""
 
     def __init__(self, run: Run, resumed: bool):
         self.run, self.ctx = run, run.ctx
