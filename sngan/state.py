@@ -94,7 +94,7 @@ class Run:
             G, D = (nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
         self.memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
         self.G, self.D = (m.to(device, memory_format=self.memory_format) for m in (G, D))
-        self.pair = DPair(self.D, concat=cfg.model.d_norm != "bn")
+        pair = DPair(self.D, concat=cfg.model.d_norm != "bn")
         if self.ema is not None:
             self.ema.model.to(device, memory_format=self.memory_format)
         # Forward wrappers share parameters with G and D, whose state dicts stay free of the
@@ -102,11 +102,11 @@ class Run:
         # broadcasts rank 0's buffers (SN u, BN statistics) at each forward. In the G step D is
         # called unwrapped: its gradients are not needed there. The gradient penalty needs
         # double backward, which compiled graphs lack, so it always uses the eager D.
-        self.G_fwd, self.pair_fwd, self.D_g = self.G, self.pair, self.D
+        self.G_fwd, self.pair_fwd, self.D_g = self.G, pair, self.D
         if ctx.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.G_fwd = DDP(self.G, device_ids=ids)
-            self.pair_fwd = DDP(self.pair, device_ids=ids)
+            self.pair_fwd = DDP(pair, device_ids=ids)
         if tc.compile:
             self.G_fwd, self.pair_fwd, self.D_g = (torch.compile(m) for m in (self.G_fwd, self.pair_fwd, self.D))
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp == "bf16")
@@ -164,9 +164,8 @@ class Run:
     def ema_generator(self) -> nn.Module:
         """The EMA generator, with BatchNorm statistics of its own weights (recomputed when stale)."""
         if self._ema_stats_step != self.step:
-            g = torch.Generator().manual_seed(self.cfg.train.seed + 2)
-            n, y = self.cfg.train.batch_size, models.balanced_labels(self.cfg.train.batch_size, len(self.classes),
-                                                                      self.device)
+            n, g = self.cfg.train.batch_size, torch.Generator().manual_seed(self.cfg.train.seed + 2)
+            y = models.balanced_labels(n, len(self.classes), self.device)
             self.ema.standing_stats((models.sample_z(n, self.cfg.model, "cpu", g).to(self.device), y)
                                     for _ in range(STANDING_BATCHES))
             self._ema_stats_step = self.step

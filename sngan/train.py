@@ -257,7 +257,8 @@ def write_sample_grid(run: Run, events: Events) -> None:
     with torch.no_grad():
         for tag, G in {"G": run.G, **({"G_ema": run.ema_generator()} if run.ema else {})}.items():
             path = run.folder / runs.grid_name(run.step, ema=tag == "G_ema")
-            events.image(f"samples/{tag}", save_grid(to_uint8(G(run.fixed_z, run.fixed_y)), path, nrow), run.step)
+            grid = save_grid(to_uint8(G(run.fixed_z, run.fixed_y)), path, nrow)
+            events.image(f"samples/{tag}", grid, run.step)
     run.G.train()
 
 
