@@ -7,14 +7,8 @@ import torch
 from sngan.errors import UsageError
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 `[0, 255]` -> float32 `[-1, 1]`."""
-    return images.float().div_(127.5).sub_(1.0)
-
-
 class Batches:
-    """Shuffled batches from a uint8 image tensor (and its labels), reproducible from (seed,
-    epoch, position).
+    """Shuffled batches from uint8 images `(N, 3, R, R)` (and their labels `(N,)`).
 
     Every epoch is a fresh permutation derived from `seed` and the epoch number, so the state
     needed to resume is two integers. With `world > 1`, all ranks draw the same global batch
@@ -50,7 +44,7 @@ class Batches:
         start = self.pos + self.rank * self.batch_size
         idx = self._perm[start: start + self.batch_size]
         self.pos += self.global_batch
-        x = to_float(self.images[idx].to(self.device, non_blocking=True))
+        x = self.images[idx].to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)  # -> [-1, 1]
         if self.labels is None:
             return x, None
         return x, self.labels[idx.to(self.labels.device)].to(self.device, non_blocking=True)

@@ -1,10 +1,5 @@
-"""`sngan bench`: how fast each training option, and FID's Inception, run on this device.
-
-Training steps/s and images/s per architecture and D normalisation, the SN overhead (sn / none),
-and the speed options (channels_last, bf16, compile) each against its own baseline, timed as
-`sngan.timing` describes. FID: Inception features/s and the Frechet distance's time, with the
-real detector. Project acceptance checks (targets, eval-fid against pytorch-fid's CLI) live in
-`benchmarks/`.
+"""`sngan bench`: how fast each training option, and FID's Inception, run on this device (timed as
+`sngan.timing` describes). The project's acceptance checks live in `benchmarks/`.
 """
 
 from __future__ import annotations
@@ -13,12 +8,12 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from sngan import checkpoint, config, config_files, data, models
+from sngan import checkpoint, config, config_files, data, models, train
 from sngan.distributed import resolve_device
 from sngan.errors import SnganError, UsageError
 from sngan.state import Run
@@ -55,32 +50,30 @@ class Settings:
     repeats: int
     archs: list[str]
     options: list[str]
-    overrides: list[str] = field(default_factory=list)  # `--set` on every training config
-    fid: bool = True
-    fid_num: int = 0
-    fid_batch: int = 100
-    inception_weights: str | None = None  # None: as `sngan eval-fid` finds them
+    overrides: list[str]  # `--set` on every training config
+    fid: bool
+    fid_num: int
+    fid_batch: int
+    inception_weights: str | None  # None: as `sngan eval-fid` finds them
 
 
 def make_settings(*, quick: bool = False, device: str = "auto", archs: str | None = None, options: str | None = None,
                   overrides: list[str] | None = None, fid: bool = True, inception_weights: str | None = None,
                   **sizes: int | float | None) -> Settings:
-    """Settings for a run. `sizes` (the keys of SIZES) not given, or None, take the mode's default:
-    the paper's widths at batch 64, or with `quick` a CPU-sized run (no torch.compile: a minute
-    of compiling)."""
+    """Settings for a run. `sizes` (the keys of SIZES; a TypeError for others) not given, or None,
+    take the mode's default: the paper's widths at batch 64, or with `quick` a CPU-sized run (no
+    torch.compile: a minute of compiling)."""
     dev = str(resolve_device(device))
     cuda = dev.startswith("cuda")
     names = _names(archs, ARCHS, "--archs") if archs else list(ARCHS)
     if not names:
         raise UsageError(f"--archs names no architecture; valid: {', '.join(ARCHS)}")
     if options is None:
-        chosen = ["channels_last", "bf16"] if quick else ["channels_last", "bf16", "compile"] + (["all"] if cuda else [])
+        chosen = ["channels_last", "bf16"] + ([] if quick else ["compile"] + (["all"] if cuda else []))
     else:
         chosen = [] if options.strip() == "none" else _names(options, OPTIONS, "--options")
     defaults = SIZES["quick" if quick else "cuda" if cuda else "cpu"]
-    if unknown := sorted(set(sizes) - set(defaults)):
-        raise TypeError(f"make_settings: unknown settings {unknown}")
-    values = {k: default if sizes.get(k) is None else sizes[k] for k, default in defaults.items()}
+    values = {**defaults, **{k: v for k, v in sizes.items() if v is not None}}
     lows = {"batch_size": 1, "steps": 1, "repeats": 1, "fid_batch": 1, "warmup": 0, "fid_num": 2 if fid else 0}
     for key, low in lows.items():  # FID needs two images for a covariance
         if values[key] < low:
@@ -149,7 +142,8 @@ def bench_options(s: Settings, log) -> tuple[list[dict], dict[str, str]]:
     for option in s.options:
         for name in archs[:1] if s.quick else archs:
             arch, res = ARCHS[name]
-            cfgs = {"baseline": train_config(s, arch, res, "sn"), option: train_config(s, arch, res, "sn", OPTIONS[option])}
+            cfgs = {"baseline": train_config(s, arch, res, "sn"),
+                    option: train_config(s, arch, res, "sn", OPTIONS[option])}
             log(f"timing {name} with {option}")
             try:
                 r = measure(cfgs, s.device, s.warmup, s.steps, s.repeats)
@@ -196,10 +190,6 @@ def run(s: Settings, log=None) -> dict:
     """Run the benchmark; returns the JSON-able result (see docs/benchmarks.md for its fields)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     start = time.perf_counter()
-    if s.device == "cpu":
-        torch.set_flush_denormal(True)  # as `sngan train` does: denormals make CPU kernels crawl
-    else:
-        torch.backends.cudnn.benchmark = True
     result = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "mode": "quick" if s.quick else "full",
               "device": device_info(s.device), "settings": asdict(s)}
     result["settings"]["note"] = (
@@ -208,12 +198,13 @@ def run(s: Settings, log=None) -> dict:
         f"interleaved repeats of {s.steps} steps; step times are the best repeat")
     # Phase and total times stay unrounded, so the phases never add up to more than the total.
     phases, t = {}, time.perf_counter()
-    result["training"], result["sn_overhead"] = bench_training(s, log)
-    phases["training"], t = time.perf_counter() - t, time.perf_counter()
-    result["options"], result["options_skipped"] = bench_options(s, log)
-    phases["options"], t = time.perf_counter() - t, time.perf_counter()
-    result["fid"] = bench_fid(s, log) if s.fid else {"skipped": "--no-fid"}
-    phases["fid"] = time.perf_counter() - t
+    with train.algorithm_flags(False, torch.device(s.device)):  # cuDNN autotuning, no CPU denormals, as in training
+        result["training"], result["sn_overhead"] = bench_training(s, log)
+        phases["training"], t = time.perf_counter() - t, time.perf_counter()
+        result["options"], result["options_skipped"] = bench_options(s, log)
+        phases["options"], t = time.perf_counter() - t, time.perf_counter()
+        result["fid"] = bench_fid(s, log) if s.fid else {"skipped": "--no-fid"}
+        phases["fid"] = time.perf_counter() - t
     result["device"]["load_avg_end"] = load_average()
     result["total_s"], result["phase_s"] = time.perf_counter() - start, phases
     return result

@@ -1,14 +1,13 @@
 """Checkpoints: plain dicts of state dicts + config + RNG states, written atomically, loaded safely.
 
-A checkpoint never contains pickled modules or classes, so it loads with
-`torch.load(weights_only=True)` and keeps loading when the code moves around.
-"""
+Never pickled modules or classes: a checkpoint loads with `torch.load(weights_only=True)` and keeps
+loading when the code moves around."""
 
 from __future__ import annotations
 
 import os
 import pickle
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,16 +21,13 @@ VERSION = 1  # bump when the layout changes; loads refuse newer versions
 
 
 def _fsync_dir(folder: Path) -> None:
-    try:
+    """Make a rename in `folder` durable; skipped where a directory cannot be opened or synced."""
+    with suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms/filesystems cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], what: str = "file") -> Path:
@@ -48,13 +44,11 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], what: str = "fi
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        reason = e.strerror or str(e)
-        raise SnganError(f"cannot write {what} '{path}': {reason}; free disk space or fix permissions "
-                         "(the previous file, if any, is intact)") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise SnganError(f"cannot write {what} '{path}': {e.strerror or e}; free disk space or fix permissions "
+                             "(the previous file, if any, is intact)") from None
         raise
     _fsync_dir(path.parent)
     return path
@@ -147,8 +141,8 @@ def folder_lock(folder: Path, in_use: str):
         yield
 
 
-def prune(folder: Path, keep: int, pattern: str = "ckpt-*.pt") -> None:
+def prune(folder: Path, keep: int) -> None:
     """Delete all but the newest `keep` periodic checkpoints (latest.pt/best.pt are separate)."""
-    for old in sorted(folder.glob(pattern))[:-keep]:
+    for old in sorted(folder.glob("ckpt-*.pt"))[:-keep]:
         old.unlink(missing_ok=True)
 

@@ -1,7 +1,5 @@
-"""Multi-process training with torch.distributed, launched by `torchrun`.
-
-torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (and the rendezvous address); without them
-everything here degrades to a single process and every collective is a no-op.
+"""Multi-process training with torch.distributed, launched by `torchrun` (which sets RANK,
+LOCAL_RANK and WORLD_SIZE); without it there is one process and every collective is a no-op.
 """
 
 from __future__ import annotations
@@ -49,10 +47,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def setup(device_name: str) -> tuple[Dist, torch.device]:
-    """(process info, this process's device); joins the process group when launched by torchrun.
-
-    Backend: NCCL on GPUs, gloo on CPUs. Each process uses the GPU of its local rank.
-    """
+    """(process info, this process's device); under torchrun, joins the process group (NCCL on
+    GPUs, gloo on CPUs) and uses the GPU of its local rank."""
     ctx = from_env()
     device = resolve_device(device_name)
     if not ctx.enabled:
@@ -129,13 +125,11 @@ def sync_bn_statistics(ctx: Dist, *modules: torch.nn.Module) -> None:
 
 
 def fingerprint(*modules: torch.nn.Module) -> str:
-    """sha256 over every parameter and buffer (SN `u`, BN statistics) of `modules`, bit-exact.
-
-    Equal fingerprints on all ranks prove the replicas are identical."""
+    """sha256 over every parameter and buffer (SN `u`, BN statistics) of `modules`, bit-exact:
+    equal fingerprints on all ranks prove the replicas are identical."""
     h = hashlib.sha256()
     for m in modules:
         for name, t in m.state_dict().items():
             h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-                     if t.dim() else t.detach().cpu().reshape(1).view(torch.uint8).numpy().tobytes())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

@@ -1,14 +1,7 @@
-"""An exponential moving average (EMA) of the generator's weights, with its own BatchNorm statistics.
+"""An exponential moving average (EMA) of the generator's weights, with BatchNorm statistics of its own.
 
-After every generator update, each EMA parameter moves towards G's:
-`ema <- decay * ema + (1 - decay) * g`. Averaging the late iterates smooths out the oscillation
-of adversarial training and usually lowers FID (Yazici et al., ICLR 2019). For the first `start`
-steps the EMA simply copies G, so the random initial weights do not linger in the average.
-
-G's BatchNorm running statistics belong to G's weights, not to the averaged ones. Before the EMA
-generator is sampled, scored or saved, `standing_stats` recomputes them from forward passes of
-its own weights in train mode (BigGAN's "standing statistics"): the exact average of the batch
-statistics over a fixed set of latents, so the result depends on the weights alone.
+Averaging the late iterates smooths out the oscillation of adversarial training and usually lowers FID
+(Yazici et al., ICLR 2019).
 """
 
 from __future__ import annotations
@@ -24,8 +17,9 @@ STANDING_BATCHES = 16  # forward passes that estimate the EMA generator's BatchN
 
 
 class EMA:
-    """`EMA(G, decay, start)`; `update(G, step)` after each G step; `.model` is the average, in
-    eval mode and without gradients."""
+    """`update(G, step)` after each G step moves the average towards G: `ema <- decay * ema + (1 - decay) * g`;
+    for the first `start` steps it copies G instead, so the random initial weights do not linger.
+    `.model` is the average, in eval mode and without gradients."""
 
     def __init__(self, model: nn.Module, decay: float, start: int = 0):
         if not 0 < decay < 1:
@@ -36,8 +30,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         """Fold in `model`'s weights after generator step `step` (1-based). No host sync."""
-        params = list(self.model.parameters())
-        source = [p.detach() for p in model.parameters()]
+        params, source = list(self.model.parameters()), [p.detach() for p in model.parameters()]
         if step <= self.start:
             torch._foreach_copy_(params, source)
         else:
@@ -45,9 +38,10 @@ class EMA:
 
     @torch.no_grad()
     def standing_stats(self, inputs: Iterable[tuple[torch.Tensor, ...]]) -> None:
-        """Set every BatchNorm's running mean and variance to the average of its batch statistics
-        over forward passes of `inputs` (argument tuples: z, and labels for a conditional G)
-        through the EMA weights, in train mode."""
+        """BigGAN's "standing statistics": G's BatchNorm statistics belong to G's weights, not to the
+        average. Sets every BatchNorm's running mean and variance to the exact average of its batch
+        statistics over forward passes of `inputs` (argument tuples: z, and labels for a conditional
+        G) through the EMA weights in train mode, so they depend on the weights alone."""
         norms = [m for m in self.model.modules() if isinstance(m, _BatchNorm)]
         if not norms:
             return
@@ -63,6 +57,3 @@ class EMA:
             self.model.eval()
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
-
-    def state_dict(self) -> dict:
-        return self.model.state_dict()

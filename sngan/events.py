@@ -1,12 +1,7 @@
-"""TensorBoard event files beside a run's metrics.jsonl, for watching curves live.
+"""TensorBoard event files beside a run's metrics.jsonl, for watching curves live (`tensorboard --logdir runs`).
 
-`metrics.jsonl` stays the record; the events repeat its numbers under the same steps, grouped
-into tags (`loss/d`, `sigma/main.0`, `fid/fid5k_cifar10-train10k`, ...), and the sample grids.
-They are written when the `tensorboard` package is installed (`pip install "sngan[tensorboard]"`)
-and `train.tensorboard` is on, by rank 0 only. A resumed run purges events after its
-checkpoint's step, so the curves continue without duplicated steps.
-
-    tensorboard --logdir runs
+metrics.jsonl stays the record: the events repeat its numbers under tags (`loss/d`, `sigma/main.0`,
+`fid/fid5k_cifar10-train10k`, ...) at the same steps, and add the sample grids.
 """
 
 from __future__ import annotations
@@ -23,20 +18,18 @@ TAGS = {"loss_d": "loss/d", "loss_g": "loss/g", "d_real": "d_output/real", "d_fa
         "lr_g": "lr/g", "lr_d": "lr/d", "it_s": "speed/steps_per_s", "skipped": "train/skipped_steps"}
 
 
-def available() -> bool:
-    return importlib.util.find_spec("tensorboard") is not None
-
-
 class Events:
-    """A SummaryWriter for the run folder, or nothing at all when it is off: every call is then a
-    no-op, so the training loop need not ask."""
+    """A SummaryWriter for the run folder when `enabled` (rank 0 with `train.tensorboard`) and the
+    `tensorboard` package is installed (`pip install "sngan[tensorboard]"`); otherwise every call is
+    a no-op, so the training loop need not ask."""
 
     def __init__(self, run_dir: Path, enabled: bool, start_step: int = 0):
         self.writer = None
-        if enabled and available():
+        if enabled and importlib.util.find_spec("tensorboard") is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            # purge_step drops events a killed run wrote after the checkpoint it resumes from.
+            # A resumed run purges the events a killed run wrote after its checkpoint, so the
+            # curves continue without duplicated steps.
             self.writer = SummaryWriter(str(run_dir / FOLDER), purge_step=start_step + 1 if start_step else None)
 
     def scalars(self, entry: dict) -> None:

@@ -1,6 +1,5 @@
 """What a run does when a loss or weight stops being finite (`train.on_nonfinite`): `stop` before
-a bad state can be saved, naming the step, or `skip` the step and count it. One dict,
-`NONFINITE`, maps the config's names to the policies.
+a bad state can be saved, naming the step, or `skip` the step and count it.
 """
 
 from __future__ import annotations
@@ -14,20 +13,15 @@ from sngan import distributed
 from sngan.errors import SnganError
 from sngan.state import Run
 
-# One training step: (loss_d, loss_g, mean D(x), mean D(G(z))) as device tensors.
-Step = Callable[[], tuple[torch.Tensor, ...]]
-
 
 class Diverged(SnganError):
     pass
 
 
 class StopOnNonFinite:
-    """`train.on_nonfinite: stop`. The hot loop only keeps the first step whose loss was not
-    finite, on the device; `check` (at log and checkpoint steps) syncs, and stops the run before
-    a bad state can be saved. Every process checks at the same steps, so all agree.
-
-    `diverged(first_bad_step or None)` records the divergence and returns the error to raise."""
+    """`stop`: the hot loop only keeps, on the device, the first step whose loss was not finite;
+    `check` (at log and checkpoint steps) syncs, and raises `diverged(first bad step or None)`
+    before a bad state can be saved. Every process checks at the same steps, so all agree."""
 
     NEVER = torch.iinfo(torch.long).max
 
@@ -35,7 +29,7 @@ class StopOnNonFinite:
         self.run, self.diverged = run, diverged
         self.first_bad = torch.full((), self.NEVER, dtype=torch.long, device=run.device)
 
-    def step(self, train_step: Step) -> tuple[torch.Tensor, ...]:
+    def step(self, train_step: Callable[[], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
         out = train_step()
         finite = torch.isfinite(out[0]) & torch.isfinite(out[1])
         self.first_bad = torch.minimum(self.first_bad, torch.where(finite, self.NEVER, self.run.step + 1))
@@ -43,19 +37,20 @@ class StopOnNonFinite:
 
     def check(self) -> None:
         bad = int(distributed.all_reduce(self.first_bad.clone(), self.run.ctx, "min"))
-        if bad == self.NEVER and weights_finite(self.run.G, self.run.D):
+        weights = (p for m in (self.run.G, self.run.D) for p in m.parameters())
+        if bad == self.NEVER and all(bool(torch.isfinite(p).all()) for p in weights):
             return
         raise self.diverged(bad if bad != self.NEVER else None)
 
 
 class SkipNonFinite:
-    """`train.on_nonfinite: skip`: a step whose loss is not finite is undone and counted in
-    `skipped`. Knowing that needs the loss on the host, so this policy syncs every step."""
+    """`skip`: a step whose loss is not finite is undone and counted in `run.skipped`. Knowing
+    that needs the loss on the host, so this policy syncs every step."""
 
     def __init__(self, run: Run, diverged: Callable[[int | None], Diverged]):
         self.run = run
 
-    def step(self, train_step: Step) -> tuple[torch.Tensor, ...] | None:
+    def step(self, train_step: Callable[[], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...] | None:
         run = self.run
         snapshot = {k: copy.deepcopy(getattr(run, k).state_dict()) for k in ("G", "D", "opt_g", "opt_d")}
         out = train_step()
@@ -71,9 +66,5 @@ class SkipNonFinite:
         pass
 
 
-# train.on_nonfinite -> policy
+# train.on_nonfinite -> policy; both take (run, diverged) and wrap one training step (None: undone).
 NONFINITE = {"stop": StopOnNonFinite, "skip": SkipNonFinite}
-
-
-def weights_finite(*modules: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters())

@@ -26,12 +26,11 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state(z_gen: torch.Generator, aug_gen: torch.Generator) -> dict:
-    np_state = np.random.get_state(legacy=False)
+    _, key, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                  "pos": np_state["state"]["pos"], "has_gauss": np_state["has_gauss"],
-                  "gauss": np_state["gauss"]},
+        # A numpy array would not load with weights_only=True: the MT19937 key travels as a tensor.
+        "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "z": z_gen.get_state(),
@@ -40,11 +39,9 @@ def rng_state(z_gen: torch.Generator, aug_gen: torch.Generator) -> dict:
 
 
 def set_rng_state(state: dict, z_gen: torch.Generator, aug_gen: torch.Generator) -> None:
-    py = state["python"]
+    py, n = state["python"], state["numpy"]
     random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32),
-                         "pos": n["pos"]}, "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -54,11 +51,9 @@ def set_rng_state(state: dict, z_gen: torch.Generator, aug_gen: torch.Generator)
 
 
 class DPair(nn.Module):
-    """D on real and fake images (and their labels, for a conditional D) in one call, so that DDP
-    sees one forward per D update.
-
-    One concatenated pass (one SN power iteration per D update, and faster) unless D has
-    BatchNorm, whose batch statistics must not mix real and fake."""
+    """D on real and fake images (and their labels) in one call, so that DDP sees one forward per D
+    update: one concatenated pass (one SN power iteration, and faster) unless D has BatchNorm,
+    whose batch statistics must not mix real and fake."""
 
     def __init__(self, D: nn.Module, concat: bool):
         super().__init__()
@@ -74,12 +69,9 @@ class DPair(nn.Module):
 
 
 class Run:
-    """Everything a training run holds: config, models, optimisers, data and RNG.
-
-    With several processes (`ctx.world > 1`), `train.batch_size` is the global batch: each
+    """With several processes (`ctx.world > 1`), `train.batch_size` is the global batch: each
     process draws its own slice of every global batch of images and of z, so the processes
-    together see exactly what one process with the whole batch would.
-    """
+    together see exactly what one process with the whole batch would."""
 
     def __init__(self, cfg: config.Config, device: torch.device, ctx: distributed.Dist = distributed.Dist()):
         self.cfg, self.device, self.ctx = cfg, device, ctx
@@ -102,7 +94,7 @@ class Run:
             G, D = (nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
         self.memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
         self.G, self.D = (m.to(device, memory_format=self.memory_format) for m in (G, D))
-        self.pair = DPair(self.D, concat=cfg.model.d_norm != "bn")
+        pair = DPair(self.D, concat=cfg.model.d_norm != "bn")
         if self.ema is not None:
             self.ema.model.to(device, memory_format=self.memory_format)
         # Forward wrappers share parameters with G and D, whose state dicts stay free of the
@@ -110,11 +102,11 @@ class Run:
         # broadcasts rank 0's buffers (SN u, BN statistics) at each forward. In the G step D is
         # called unwrapped: its gradients are not needed there. The gradient penalty needs
         # double backward, which compiled graphs lack, so it always uses the eager D.
-        self.G_fwd, self.pair_fwd, self.D_g = self.G, self.pair, self.D
+        self.G_fwd, self.pair_fwd, self.D_g = self.G, pair, self.D
         if ctx.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.G_fwd = DDP(self.G, device_ids=ids)
-            self.pair_fwd = DDP(self.pair, device_ids=ids)
+            self.pair_fwd = DDP(pair, device_ids=ids)
         if tc.compile:
             self.G_fwd, self.pair_fwd, self.D_g = (torch.compile(m) for m in (self.G_fwd, self.pair_fwd, self.D))
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp == "bf16")
@@ -172,9 +164,8 @@ class Run:
     def ema_generator(self) -> nn.Module:
         """The EMA generator, with BatchNorm statistics of its own weights (recomputed when stale)."""
         if self._ema_stats_step != self.step:
-            g = torch.Generator().manual_seed(self.cfg.train.seed + 2)
-            n, y = self.cfg.train.batch_size, models.balanced_labels(self.cfg.train.batch_size, len(self.classes),
-                                                                      self.device)
+            n, g = self.cfg.train.batch_size, torch.Generator().manual_seed(self.cfg.train.seed + 2)
+            y = models.balanced_labels(n, len(self.classes), self.device)
             self.ema.standing_stats((models.sample_z(n, self.cfg.model, "cpu", g).to(self.device), y)
                                     for _ in range(STANDING_BATCHES))
             self._ema_stats_step = self.step

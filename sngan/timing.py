@@ -1,8 +1,5 @@
-"""Timing on a device, as `sngan bench` and the scripts in benchmarks/ take it.
-
-Configs compared with each other are timed in interleaved repeats with a rotating order, so a
-change of machine load hits all of them alike; a step time is the best repeat, as `timeit`
-reports it. Every record says which device and how busy the machine was (its load average).
+"""Timing on a device, as `sngan bench` and the scripts in benchmarks/ take it: configs compared
+with each other are timed in interleaved repeats, and a step time is the best repeat (as `timeit`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Training: one readable loop of n_dis discriminator steps per generator step.
 
-A run lives in its own numbered folder (see `sngan.runs`); under torchrun every process trains
-and only rank 0 writes to the folder.
-"""
+A run lives in its own numbered folder (`sngan.runs`); under torchrun every process trains and only
+rank 0 writes to the folder."""
 
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager, nullcontext
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import torch
@@ -24,14 +24,14 @@ from sngan.sample import save_grid, to_uint8
 from sngan.spectral_norm import layer_sigmas
 from sngan.state import Run
 
-# Keys that may change when resuming: they affect how long and how often, not what is trained.
+# Keys (or patterns) that may change when resuming: they affect how long and how often, not what is trained.
 RESUMABLE = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
              "train.keep_checkpoints", "train.device", "train.tensorboard", "eval.*")
 
 
 def resumable(key: str) -> bool:
     """Whether the config key `key` (dotted) may change when a run is resumed."""
-    return any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in RESUMABLE)
+    return any(fnmatchcase(key, pattern) for pattern in RESUMABLE)
 
 
 def train_step(run: Run, objective: Objective) -> tuple[torch.Tensor, ...]:
@@ -73,10 +73,8 @@ def train(cfg: config.Config, run_dir: Path | None = None, resume: dict | None =
     """Train a new run (in a new numbered folder under cfg.out.root when `run_dir` is None) or
     continue one from the checkpoint dict `resume`. Returns a summary dict (step, stopped_by, ...).
 
-    Everything that can fail on bad input (device, data, FID reference) is set up before the
-    run folder is created, so a mistake leaves no empty run folder behind. Under torchrun every
-    process runs this; only rank 0 touches the run folder.
-    """
+    Everything that can fail on bad input (device, data, FID reference) is set up before the run
+    folder is created, so a mistake leaves no empty run folder behind."""
     ctx, device = distributed.setup(cfg.train.device)
     ok = False
     try:
@@ -151,11 +149,9 @@ def _loop(run: Run, tracker, resumed: bool, progress: bool) -> dict:
 
 
 class Book:
-    """The run's records: the metrics log, checkpoints, the best FID, and the stop request.
-
-    Under torchrun every process keeps one and calls the collectives (checkpoint fingerprints,
-    loss sums, stop agreement) at the same steps; only rank 0 writes to the folder.
-    """
+    """The run's records: the metrics log, checkpoints, the best FID, and the stop request. Under
+    torchrun every process keeps one and calls the collectives (checkpoint fingerprints, loss sums,
+    stop agreement) at the same steps; only rank 0 writes to the folder."""
 
     def __init__(self, run: Run, resumed: bool):
         self.run, self.ctx = run, run.ctx
@@ -165,7 +161,11 @@ class Book:
         self.sums = torch.zeros(4, device=run.device)  # loss_d, loss_g, D(x), D(G(z)) since the last line
         self.count, self.t_last, self.step_last = 0, time.perf_counter(), run.step
         if self.ctx.main:
-            runs.prepare(run.folder, _config_text(run.cfg, self.ctx), truncate_after=run.step if resumed else None)
+            text = config.dump(run.cfg)
+            if self.ctx.enabled:
+                text = (f"# {self.ctx.world} processes: train.batch_size {run.cfg.train.batch_size} is the global "
+                        f"batch, {run.cfg.train.batch_size // self.ctx.world} per process\n") + text
+            runs.prepare(run.folder, text.encode(), truncate_after=run.step if resumed else None)
         self.events = Events(run.folder, run.cfg.train.tensorboard and self.ctx.main, run.step if resumed else 0)
 
     def accumulate(self, out: tuple[torch.Tensor, ...]) -> None:
@@ -255,18 +255,11 @@ def write_sample_grid(run: Run, events: Events) -> None:
     nrow = None if run.fixed_y is None else len(run.fixed_y) // len(run.classes)
     run.G.eval()
     with torch.no_grad():
-        for G, tag, ema in ((run.G, "G", False), *(((run.ema_generator(), "G_ema", True),) if run.ema else ())):
-            grid = save_grid(to_uint8(G(run.fixed_z, run.fixed_y)), run.folder / runs.grid_name(run.step, ema), nrow)
+        for tag, G in {"G": run.G, **({"G_ema": run.ema_generator()} if run.ema else {})}.items():
+            path = run.folder / runs.grid_name(run.step, ema=tag == "G_ema")
+            grid = save_grid(to_uint8(G(run.fixed_z, run.fixed_y)), path, nrow)
             events.image(f"samples/{tag}", grid, run.step)
     run.G.train()
-
-
-def _config_text(cfg: config.Config, ctx: distributed.Dist) -> bytes:
-    text = config.dump(cfg)
-    if ctx.enabled:
-        text = (f"# {ctx.world} processes: train.batch_size {cfg.train.batch_size} is the global batch, "
-                f"{cfg.train.batch_size // ctx.world} per process\n") + text
-    return text.encode()
 
 
 @contextmanager
