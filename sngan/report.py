@@ -16,6 +16,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from sngan import plots
+from sngan.checkpoint import atomic_write
 from sngan.runs import RunRecord, collect, headline, latest_grid, status as run_status
 from sngan.errors import SnganError
 
@@ -200,9 +201,6 @@ def build(paths: list[Path], out: Path) -> list[Path]:
           + "".join(f"## {title}\n\n![{title}]({p.name})\n\n" for title, p in figures))
     texts = {"report.md": md, "report.csv": _csv(runs, axes, rows, out),
              "index.html": _html(runs, header, body, figures, note, out)}
-    for name, text in texts.items():
-        try:
-            (out / name).write_text(text)
-        except OSError as e:
-            raise SnganError(f"cannot write '{out / name}': {e.strerror}") from None
+    for name, text in texts.items():  # atomically, like the PNGs: a reader never sees half a table
+        atomic_write(out / name, lambda f, t=text: f.write(t.encode()), "report")
     return [out / name for name in texts] + [p for _, p in figures]
