@@ -28,17 +28,14 @@ STOPPED = (128 + signal.SIGINT, 128 + signal.SIGTERM)  # a cell's exit code afte
 
 
 def plan(target: str, overrides: list[str], out: str | Path | None) -> Sweep:
-    """The sweep for `sngan sweep TARGET`: a spec (file or bundled name) or an existing sweep folder."""
-    if Path(target).is_dir():
-        if out is not None:
-            raise UsageError("--out goes with a spec; a sweep folder is continued where it is")
-        return from_folder(Path(target), overrides)
-    spec_path = find_spec(target)
-    return expand(read_spec(spec_path), spec_path, overrides, Path(out) if out is not None else None)
-
-
-def from_folder(folder: Path, overrides: list[str]) -> Sweep:
-    """Continue a sweep from its index.json alone; `overrides` may only change how long and how often."""
+    """The sweep for `sngan sweep TARGET`: a spec (file or bundled name), or a sweep folder continued
+    from its index.json alone, where `overrides` may only change how long and how often cells train."""
+    if not Path(target).is_dir():
+        spec_path = find_spec(target)
+        return expand(read_spec(spec_path), spec_path, overrides, Path(out) if out is not None else None)
+    if out is not None:
+        raise UsageError("--out goes with a spec; a sweep folder is continued where it is")
+    folder = Path(target)
     if not (folder / runs.INDEX).is_file():
         raise UsageError(f"'{folder}' is not a sweep folder (it has no {runs.INDEX}); give a sweep spec instead")
     index = runs.read_index(folder)
