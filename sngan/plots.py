@@ -90,12 +90,9 @@ def grid_figure(panels: list[tuple[str, Series]], *, cols=2, panel_size=(600, 38
 
 def bar_figure(groups: Sequence[str], series: dict[str, Sequence[float | None]], *, title="",
                xlabel="", ylabel="", size=(900, 500)) -> Figure:
-    """Grouped bars, as in the paper's Figure 1: for each of `groups` along x (settings A-F),
-    one bar per series (method), labelled with its value.
-
-    `series` maps a name to one value per group; None and NaN/inf get no bar (a run without that
-    number). Bars start at 0. With no value at all the chart says "no data".
-    """
+    """Grouped bars, as in the paper's Figure 1: for each of `groups` along x (settings A-F), one bar
+    per series (method), labelled with its value. `series` maps a name to one value per group; None
+    and NaN/inf get no bar (a run without that number). With no value at all it says "no data"."""
     fig = _figure(*size)
     ax = fig.add_subplot()
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
