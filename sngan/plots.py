@@ -1,11 +1,5 @@
-"""Line and bar charts of metrics, drawn by matplotlib's object API (Agg, no pyplot state), and
-sheets of captioned sample grids.
-
-`line_figure`, `grid_figure` and `bar_figure` return a `matplotlib.figure.Figure`, so a caller
-can restyle or reuse it (axes, rcParams, style sheets) before `save` writes it as a PNG.
-Series take the style's cycle colours by position ("C0", "C1", ...: tab10 by default), so a
-series keeps its colour when a neighbour has nothing to draw.
-"""
+"""Line, panel and bar charts of metrics as matplotlib `Figure`s (Agg, no pyplot state), which a caller
+may restyle before `save` writes the PNG; and sheets of captioned sample grids. Sizes are in pixels."""
 
 from __future__ import annotations
 
@@ -54,6 +48,8 @@ def _draw_lines(ax, series: Series, *, title="", xlabel="", ylabel="", logy=Fals
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     if logy:
         ax.set_yscale("log")
+    # Colours go by position in the style's cycle ("C0", "C1", ...), so a series keeps its colour
+    # when a neighbour has nothing to draw.
     for i, (name, (xs, ys)) in enumerate(series.items()):
         x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
         ok = np.isfinite(x) & np.isfinite(y) & ((y > 0) if logy else True)
@@ -71,26 +67,22 @@ def _draw_lines(ax, series: Series, *, title="", xlabel="", ylabel="", logy=Fals
         _no_data(ax)
 
 
-def line_figure(series: Series, *, title="", xlabel="step", ylabel="", logy=False,
-                size=(800, 500)) -> Figure:
-    """`{name: (xs, ys)}` as coloured lines in one chart of `size` = (width, height) pixels.
-    With nothing to draw, the chart says "no data"."""
-    fig = _figure(*size)
-    _draw_lines(fig.add_subplot(), series, title=title, xlabel=xlabel, ylabel=ylabel, logy=logy)
-    return fig
+def line_figure(series: Series, *, title="", xlabel="step", ylabel="", logy=False, size=(800, 500)) -> Figure:
+    """`{name: (xs, ys)}` as coloured lines in one chart of `size` = (width, height) pixels."""
+    return grid_figure([(title, series)], panel_size=size, xlabel=xlabel, ylabel=ylabel, logy=logy)
 
 
-def grid_figure(panels: list[tuple[str, Series]], *, cols=2, panel_size=(600, 380), xlabel="step",
+def grid_figure(panels: list[tuple[str, Series]], *, cols=2, panel_size=(600, 380), xlabel="step", ylabel="",
                 logy=False) -> Figure:
-    """`(title, series)` panels, `cols` per row, each `panel_size` pixels; no panels gives one
-    "no data" panel."""
+    """`(title, series)` panels, `cols` per row, each `panel_size` pixels; a panel (or no panels)
+    with nothing to draw says "no data"."""
     panels = panels or [("", {})]
     cols = max(1, min(cols, len(panels)))
     rows = math.ceil(len(panels) / cols)
     fig = _figure(cols * panel_size[0], rows * panel_size[1])
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (title, series) in zip(axes, panels):
-        _draw_lines(ax, series, title=title, xlabel=xlabel, logy=logy)
+        _draw_lines(ax, series, title=title, xlabel=xlabel, ylabel=ylabel, logy=logy)
     for ax in axes[len(panels):]:  # the unused end of the last row
         ax.remove()
     return fig
@@ -98,12 +90,9 @@ def grid_figure(panels: list[tuple[str, Series]], *, cols=2, panel_size=(600, 38
 
 def bar_figure(groups: Sequence[str], series: dict[str, Sequence[float | None]], *, title="",
                xlabel="", ylabel="", size=(900, 500)) -> Figure:
-    """Grouped bars, as in the paper's Figure 1: for each of `groups` along x (settings A-F),
-    one bar per series (method), labelled with its value.
-
-    `series` maps a name to one value per group; None and NaN/inf get no bar (a run without that
-    number). Bars start at 0. With no value at all the chart says "no data".
-    """
+    """Grouped bars, as in the paper's Figure 1: for each of `groups` along x (settings A-F), one bar
+    per series (method), labelled with its value. `series` maps a name to one value per group; None
+    and NaN/inf get no bar (a run without that number). With no value at all it says "no data"."""
     fig = _figure(*size)
     ax = fig.add_subplot()
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)

@@ -1,17 +1,6 @@
-"""`sngan report`: runs and sweeps side by side, as a table, plots and a page of samples.
-
-    report/
-        report.md  report.csv  index.html   one row per run (index.html shows everything)
-        fid_by_setting.png   final FID per setting, one bar per method (the paper's Figure 1)
-        fid.png              FID over steps, one line per run
-        losses.png           loss_d and loss_g over steps, one panel per run
-        sigmas.png           the sigma of each D layer over steps, one panel per run
-        samples.png          each run's latest sample grid, side by side
-
-The FID plots are left out when no run has an FID entry. Everything is read from the run
-folders (config.yaml, metrics.jsonl, samples/) and, for a sweep, its index.json, by
-`sngan.runs.collect`; no model is loaded, so a report can be built while the runs still train.
-"""
+"""`sngan report`: runs and sweeps side by side as a table, plots and a sheet of samples (the files
+are listed in docs/sweeps.md). It reads only what `runs.collect` reads from the folders and loads
+no model, so a report can be built while the runs still train."""
 
 from __future__ import annotations
 
@@ -27,14 +16,11 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from sngan import plots
+from sngan.checkpoint import atomic_write
 from sngan.runs import RunRecord, collect, headline, latest_grid, status as run_status
 from sngan.errors import SnganError
 
 NONE = "—"  # a number a run does not have (no FID yet, no IS without logits)
-
-
-# ---------------------------------------------------------------------------------------------
-# One row per run
 
 
 def summarise(run: RunRecord) -> dict:
@@ -83,7 +69,9 @@ def _duration(seconds) -> str:
     if seconds is None:
         return NONE
     s = int(round(seconds))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{seconds:.1f}s"
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{seconds:.1f}s"
 
 
 def table(runs: list[RunRecord], axes: list[str], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -142,10 +130,6 @@ th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
 """
 
 
-# ---------------------------------------------------------------------------------------------
-# Plots and samples
-
-
 def fid_by_setting(runs: list[RunRecord], axes: list[str], rows: list[dict]) -> Figure | None:
     """Final FID as grouped bars: groups are the first axis' labels (settings A-F), one bar per
     label of the other axes (the method). Runs outside a sweep are grouped by their name, one
@@ -194,10 +178,6 @@ def sample_sheet(runs: list[RunRecord], path: Path) -> Path:
                               for run, g in zip(runs, grids)], path)
 
 
-# ---------------------------------------------------------------------------------------------
-# The report
-
-
 def build(paths: list[Path], out: Path) -> list[Path]:
     """Write the report for the runs under `paths` into `out`; returns the files written."""
     runs, axes = collect(paths)
@@ -221,9 +201,6 @@ def build(paths: list[Path], out: Path) -> list[Path]:
           + "".join(f"## {title}\n\n![{title}]({p.name})\n\n" for title, p in figures))
     texts = {"report.md": md, "report.csv": _csv(runs, axes, rows, out),
              "index.html": _html(runs, header, body, figures, note, out)}
-    for name, text in texts.items():
-        try:
-            (out / name).write_text(text)
-        except OSError as e:
-            raise SnganError(f"cannot write '{out / name}': {e.strerror}") from None
+    for name, text in texts.items():  # atomically, like the PNGs: a reader never sees half a table
+        atomic_write(out / name, lambda f, t=text: f.write(t.encode()), "report")
     return [out / name for name in texts] + [p for _, p in figures]

@@ -1,14 +1,5 @@
-"""Run folders and a run's lifetime: numbering, the folder lock, the metrics log, the plots, the
-signals that stop a run cleanly, and reading finished folders back. Shared by training, sweeps
-and reports.
-
-    runs/00003-cifar_sn/
-        config.yaml          resolved config, written before the first step
-        metrics.jsonl        losses, D(x)/D(G(z)), per-layer sigma, lr, time; FID at eval steps
-        samples/step-*.png   grids of a fixed z (ema-step-*.png: the EMA generator's)
-        ckpt-*.pt latest.pt  checkpoints (best.pt too when FID is tracked)
-        losses.png sigmas.png fid.png
-"""
+"""Run folders (layout in docs/training.md): numbering, the lock, the metrics log and plots, the
+signals that stop a run cleanly, and reading folders and sweep indexes back for reports."""
 
 from __future__ import annotations
 
@@ -16,6 +7,7 @@ import json
 import re
 import signal
 import sys
+import threading
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +22,7 @@ from sngan.errors import SnganError, UsageError
 
 # The run folder's layout: every other module names these files through here.
 CONFIG, METRICS, LATEST, BEST, SAMPLES = "config.yaml", "metrics.jsonl", "latest.pt", "best.pt", "samples"
+INDEX = "index.json"  # a sweep folder's summary of its cells
 
 
 def checkpoint_name(step: int) -> str:
@@ -176,18 +169,14 @@ class StopRequest:
         tqdm.write(f"\n{signal.Signals(signum).name} received: finishing this step and saving a checkpoint "
                    "(Ctrl-C again to quit at once)", file=sys.stderr)
 
-    @contextmanager
     def installed(self):
-        with stop_signals(self._handle):
-            yield self
+        return stop_signals(self._handle)
 
 
 @contextmanager
 def stop_signals(handler):
     """Route SIGINT and SIGTERM to `handler` inside the block, then restore the old handlers.
     Python delivers signals to the main thread only, so elsewhere this does nothing."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -199,16 +188,9 @@ def stop_signals(handler):
             signal.signal(s, h)
 
 
-@contextmanager
 def run_lock(run_dir: Path):
-    """Hold an exclusive lock on a run folder so two processes never train into it at once.
-    The OS releases it when the process dies, so a crash leaves no stale lock."""
-    with checkpoint.folder_lock(run_dir, f"run folder '{run_dir}' is in use by another sngan process"):
-        yield
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading run folders back (for `sngan report`)
+    """An exclusive lock on a run folder, so two processes never train into it at once."""
+    return checkpoint.folder_lock(run_dir, f"run folder '{run_dir}' is in use by another sngan process")
 
 
 @dataclass
@@ -231,12 +213,17 @@ def read_run(folder: Path, name: str) -> RunRecord:
     return RunRecord(name, folder, flatten(cfg), read_metrics(folder))
 
 
-def read_sweep(folder: Path) -> tuple[list[RunRecord], list[str]]:
-    """A sweep folder's cells, with their axis labels and status, and its axes, from index.json."""
+def read_index(folder: Path) -> dict:
+    """A sweep folder's index.json (written by `sngan.sweep`)."""
     try:
-        index = json.loads((folder / "index.json").read_text())
+        return json.loads((folder / INDEX).read_text())
     except (json.JSONDecodeError, OSError) as e:
-        raise SnganError(f"cannot read sweep index '{folder / 'index.json'}': {e}") from None
+        raise SnganError(f"cannot read sweep index '{folder / INDEX}': {e}") from None
+
+
+def read_sweep(folder: Path) -> tuple[list[RunRecord], list[str]]:
+    """A sweep folder's cells, with their axis labels and status, and its axes."""
+    index = read_index(folder)
     records = []
     for cell in index.get("cells", []):
         cell_dir = folder / cell["dir"]
@@ -252,7 +239,7 @@ def collect(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
     axes in order of first appearance."""
     records, axes = [], []
     for path in map(Path, paths):
-        if (path / "index.json").is_file():
+        if (path / INDEX).is_file():
             found, sweep_axes = read_sweep(path)
             axes += [a for a in sweep_axes if a not in axes]
         elif (path / CONFIG).is_file():

@@ -1,15 +1,6 @@
-"""Sweeps: a base config plus axes to vary; every cell of the grid is an ordinary run folder.
-
-    runs/sweeps/<spec name>/       (or --out DIR)
-        sweep.yaml                 a copy of the spec, for the record
-        index.json                 every cell: axis labels, overrides, resolved config, status, step
-        cells/<cell name>/         an ordinary run folder (config.yaml, metrics.jsonl, latest.pt, ...)
-        cells/<cell name>/sweep.log   the cell's output, when cells run as subprocesses (--gpus, --jobs)
-
-The spec and its expansion into cells are in `sngan.sweep_spec`. A cell's folder is the truth about it (`runs.status`), so
-running a spec again skips finished and diverged cells and resumes interrupted ones; the index
-is a summary, rewritten whenever a cell starts or ends.
-"""
+"""`sngan sweep`: train the cells of a spec (`sngan.sweep_spec`), each an ordinary run folder, in this
+process or as subprocesses. A cell's folder is the truth about it (`runs.status`), and index.json
+a summary rewritten whenever a cell starts or ends. Folder layout and behaviour: docs/sweeps.md."""
 
 from __future__ import annotations
 
@@ -31,36 +22,25 @@ from sngan import checkpoint, config, config_files, runs, train
 from sngan.errors import SnganError, UsageError
 from sngan.sweep_spec import Cell, Sweep, cell_config, expand, find_spec, read_spec
 
-INDEX, INDEX_FORMAT, INDEX_VERSION, LOG = "index.json", "sngan-sweep", 1, "sweep.log"
+INDEX_FORMAT, INDEX_VERSION, LOG = "sngan-sweep", 1, "sweep.log"
 FINAL = ("done", "diverged")  # states a re-run leaves alone
 STOPPED = (128 + signal.SIGINT, 128 + signal.SIGTERM)  # a cell's exit code after it checkpointed on request
 
 
-# ---------------------------------------------------------------------------------------------
-# The sweep folder
-
-
 def plan(target: str, overrides: list[str], out: str | Path | None) -> Sweep:
-    """The sweep for `sngan sweep TARGET`: a spec (file or bundled name) or an existing sweep folder."""
-    if Path(target).is_dir():
-        if out is not None:
-            raise UsageError("--out goes with a spec; a sweep folder is continued where it is")
-        return from_folder(Path(target), overrides)
-    spec_path = find_spec(target)
-    return expand(read_spec(spec_path), spec_path, overrides, Path(out) if out is not None else None)
-
-
-def from_folder(folder: Path, overrides: list[str]) -> Sweep:
-    """Continue a sweep from its index.json alone; `overrides` may only change how long and how often."""
-    path = folder / INDEX
-    if not path.is_file():
-        raise UsageError(f"'{folder}' is not a sweep folder (it has no {INDEX}); give a sweep spec instead")
-    try:
-        index = json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError) as e:
-        raise SnganError(f"cannot read sweep index '{path}': {e}") from None
+    """The sweep for `sngan sweep TARGET`: a spec (file or bundled name), or a sweep folder continued
+    from its index.json alone, where `overrides` may only change how long and how often cells train."""
+    if not Path(target).is_dir():
+        spec_path = find_spec(target)
+        return expand(read_spec(spec_path), spec_path, overrides, Path(out) if out is not None else None)
+    if out is not None:
+        raise UsageError("--out goes with a spec; a sweep folder is continued where it is")
+    folder = Path(target)
+    if not (folder / runs.INDEX).is_file():
+        raise UsageError(f"'{folder}' is not a sweep folder (it has no {runs.INDEX}); give a sweep spec instead")
+    index = runs.read_index(folder)
     if index.get("format") != INDEX_FORMAT or index.get("version", 0) > INDEX_VERSION:
-        raise SnganError(f"'{path}' is not a sweep index this sngan understands")
+        raise SnganError(f"'{folder / runs.INDEX}' is not a sweep index this sngan understands")
     for item in overrides:
         if not train.resumable(item.split("=", 1)[0].strip()):
             raise UsageError(f"'{item}' cannot change when continuing a sweep folder (only "
@@ -80,7 +60,7 @@ def write_index(sweep: Sweep) -> None:
                    "config": config.to_dict(c.cfg)} for c in sweep.cells],
     }
     text = json.dumps(index, indent=1).encode()
-    checkpoint.atomic_write(sweep.folder / INDEX, lambda f: f.write(text), "sweep index")
+    checkpoint.atomic_write(sweep.folder / runs.INDEX, lambda f: f.write(text), "sweep index")
 
 
 def refresh(sweep: Sweep, cells: list[Cell] | None = None) -> None:
@@ -117,14 +97,8 @@ def _check_same_experiment(cell: Cell, cell_dir: Path) -> None:
                              "that cell folder to train it again")
 
 
-# ---------------------------------------------------------------------------------------------
-# Running cells: in this process one after another, or as `python -m sngan.sweep CELL_DIR`
-
-
 class _Stop(BaseException):
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
+    """A signal (its number the only arg) that came before train() put its own handler in place."""
 
 
 @dataclass
@@ -137,7 +111,7 @@ def train_cell(cell_dir: Path, progress: bool, outcome: Outcome) -> tuple[int, s
     """Train a cell's folder to the end here: resume from latest.pt, or start afresh. Returns
     (exit code, error) as its subprocess exits: 0, 128+signal when stopped, or the error's code."""
 
-    def stop(signum, frame):  # until train() puts its own handler in place: stop at once
+    def stop(signum, frame):
         raise _Stop(signum)
 
     latest = cell_dir / runs.LATEST
@@ -153,7 +127,7 @@ def train_cell(cell_dir: Path, progress: bool, outcome: Outcome) -> tuple[int, s
                 shutil.rmtree(cell_dir / runs.SAMPLES, ignore_errors=True)
             signum = train.train(cfg, cell_dir, resume=state, resume_path=latest, progress=progress)["stopped_by"]
     except (_Stop, KeyboardInterrupt) as e:  # KeyboardInterrupt: a second Ctrl-C in train()
-        signum = getattr(e, "signum", signal.SIGINT)
+        signum = e.args[0] if isinstance(e, _Stop) else signal.SIGINT
     except SnganError as e:
         return e.exit_code, str(e)
     outcome.signum = outcome.signum or signum
@@ -229,18 +203,22 @@ def _run(sweep: Sweep, slots, progress, say, launch, poll_s) -> Outcome:
         rc, message = train_cell(sweep.cell_dir(cell), progress, outcome)
         return SimpleNamespace(poll=lambda: rc, send_signal=lambda signum: None, message=message)
 
+    def may_start() -> bool:
+        return bool(todo) and outcome.signum is None and not outcome.failed
+
     launch = launch or (here if slots is None else lambda cell, env: _spawn(sweep.cell_dir(cell), watched, env))
-    n, total = 0, len(todo)
+    total = len(todo)
     try:
         with runs.stop_signals(stop):
-            while running or (todo and outcome.signum is None and not outcome.failed):
+            while running or may_start():
                 for slot, env in enumerate(slots or [{}]):
-                    if slot in running or not todo or outcome.signum is not None or outcome.failed:
+                    if slot in running or not may_start():
                         continue
-                    cell, n = todo.pop(0), n + 1
+                    cell = todo.pop(0)
                     cell.status = "running"
                     write_index(sweep)
-                    say(f"[{n}/{total}] {cell.name}: " + (f"resuming from step {cell.step}" if cell.step else "starting")
+                    say(f"[{total - len(todo)}/{total}] {cell.name}: "
+                        + (f"resuming from step {cell.step}" if cell.step else "starting")
                         + (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in env else "")
                         + (f" (log: {sweep.cell_dir(cell) / LOG})" if slots else ""))
                     running[slot] = (cell, launch(cell, env))
@@ -258,11 +236,9 @@ def _run(sweep: Sweep, slots, progress, say, launch, poll_s) -> Outcome:
 def _ended(sweep: Sweep, cell: Cell, rc: int, message: str, outcome: Outcome, say) -> None:
     # Stopped on request: 128+signal from train, or killed by the signal before a handler was in place.
     stopped = rc in STOPPED or (rc < 0 and outcome.signum is not None)
-    if rc and not stopped and not message:
-        try:
-            lines = [ln for ln in (sweep.cell_dir(cell) / LOG).read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            lines = []
+    if rc and not stopped and not message:  # a subprocess's error is the last line of its log
+        log = sweep.cell_dir(cell) / LOG
+        lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
         message = lines[-1][:300] if lines else f"exit code {rc}"
     refresh(sweep, [cell])
     cell.message = message

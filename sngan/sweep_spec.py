@@ -1,6 +1,5 @@
 """A sweep's spec: a base config plus axes to vary, expanded into cells with validated configs.
-Nothing here writes; `sngan.sweep` runs the cells. The spec format is in docs/sweeps.md.
-"""
+Nothing here writes; `sngan.sweep` runs the cells. The spec format is in docs/sweeps.md."""
 
 from __future__ import annotations
 
