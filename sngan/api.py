@@ -1,10 +1,6 @@
-"""`sngan.load`: a trained generator as a ready `nn.Module`, for use from Python.
-
-Everything here is built on sample.py (`load_generator`, `latents`, `generate_batches`), the
-functions behind `sngan sample` and `sngan eval-fid --checkpoint`, so
-`sngan.load(ckpt).sample_uint8(n, seed=s)` is exactly what
-`sngan sample --checkpoint ckpt --num n --seed s --out x.npz` writes.
-"""
+"""`sngan.load`: a trained generator as a ready `nn.Module`, for use from Python. It is built on the
+functions behind `sngan sample` (sample.py), so `sngan.load(ckpt).sample_uint8(n, seed=s)` is exactly
+what `sngan sample --checkpoint ckpt --num n --seed s --out x.npz` writes."""
 
 from __future__ import annotations
 
@@ -14,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sngan import config, models, sample
+from sngan import config, export, models, sample
 from sngan.distributed import resolve_device
 from sngan.errors import UsageError
 
@@ -25,38 +21,18 @@ BATCH_SIZE = 256
 
 class Generator(nn.Module):
     """A trained generator: z `(N, z_dim)` (and, class-conditional, labels y `(N,)`) -> images
-    `(N, 3, R, R)` in `[-1, 1]`.
+    `(N, 3, R, R)` in `[-1, 1]`, returned by `sngan.load` in eval mode; `G.net` is the network.
 
-    Returned by `sngan.load` in eval mode. `G(z)` (`G(z, y)`) runs the network (`G.net`) as any
-    module; `sample` and `sample_uint8` draw the seeded z of `sngan sample --seed` themselves and,
-    for a conditional G, one class (`label`, a name or index) or every class equally often.
-
-    Attributes: `config` (the run's `sngan.config.Config`), `kind` ("ema" or "raw"), `source`
-    (the checkpoint or run folder it came from); properties `z_dim`, `z_dist` ("normal":
-    N(0, I), or "uniform": U(-1, 1)), `resolution` (R), `classes` (names; empty when
+    Attributes (docs/api.md): `config`, `kind` ("ema" or "raw"), `source`, `z_dim`, `z_dist`
+    ("normal": N(0, I), "uniform": U(-1, 1)), `resolution` (R), `classes` (names; () when
     unconditional) and `device`.
     """
 
     def __init__(self, net: nn.Module, cfg: config.Config, kind: str, source: str | Path | None = None):
         super().__init__()
-        self.net = net
-        self.config, self.kind, self.source = cfg, kind, source
-
-    @property
-    def z_dim(self) -> int:
-        return self.config.model.z_dim
-
-    @property
-    def z_dist(self) -> str:
-        return self.config.model.z_dist
-
-    @property
-    def resolution(self) -> int:
-        return self.config.data.resolution
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return tuple(getattr(self.net, "classes", ()))
+        self.net, self.config, self.kind, self.source = net, cfg, kind, source
+        self.z_dim, self.z_dist, self.resolution = cfg.model.z_dim, cfg.model.z_dist, cfg.data.resolution
+        self.classes: tuple[str, ...] = tuple(getattr(net, "classes", ()))
 
     @property
     def device(self) -> torch.device:
@@ -81,10 +57,11 @@ class Generator(nn.Module):
     def sample_z(self, n: int, seed: int = 0) -> torch.Tensor:
         """The z behind `sample(n, seed)`: `(n, z_dim)` float on the CPU, the same on any device."""
         _check_n(n)
-        return torch.cat(sample.latents(self.config, n, n, seed))
+        return sample.latents(self.config, n, seed)
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, batch_size: int = BATCH_SIZE, label: int | str | None = None) -> torch.Tensor:
+    def sample(self, n: int, seed: int = 0, batch_size: int = BATCH_SIZE, label: int | str | None = None
+               ) -> torch.Tensor:
         """`n` images `(n, 3, R, R)`, float32 in `[-1, 1]` on `G.device`, from seeded z (and `labels`)."""
         _check_n(n, batch_size)
         batches = sample.inputs(self.net, self.config, n, batch_size, seed, self.device, labels=self.labels(n, label))
@@ -101,8 +78,6 @@ class Generator(nn.Module):
 
     def export(self, path: str | Path, force: bool = False) -> Path:
         """Write this generator as a file that runs with PyTorch alone; see `sngan.export`."""
-        from sngan import export
-
         return export.export(self, Path(path), force)
 
     def extra_repr(self) -> str:
@@ -117,8 +92,7 @@ def load(path: str | Path, device: str | torch.device = "auto", ema: bool | None
     generator, False for the raw one, None (default) for the EMA one when the checkpoint has it.
     The model is rebuilt from the config stored in the checkpoint alone, in eval mode.
     """
-    dev = _device(device)
-    net, cfg, kind = sample.load_generator(path, dev, ema)
+    net, cfg, kind = sample.load_generator(path, _device(device), ema)
     return Generator(net, cfg, kind, path).eval()
 
 
