@@ -128,10 +128,9 @@ def export(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ):
     """Write the generator as one file that runs with PyTorch alone: same z, same images."""
-    from sngan.api import load
-    from sngan.export import check_out
+    from sngan.api import check_export_path, load
 
-    check_out(out, force)  # before the slow part: loading and exporting
+    check_export_path(out, force)  # before the slow part: loading and exporting
     G = load(checkpoint_path, device, ema)
     G.export(out, force)
     typer.echo(f"wrote {out}: the {'EMA ' if G.kind == 'ema' else ''}generator, z (N, {G.z_dim}) {G.z_dist} "
