@@ -197,7 +197,7 @@ def bench(
     """Time training (steps/s, SN overhead, speed options) and FID's Inception on this device: a table, and JSON."""
     from sngan import bench as benchmark
 
-    if out.parent != Path("") and not out.parent.is_dir():
+    if not out.parent.is_dir():
         raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
     settings = benchmark.make_settings(
         quick=quick, device=device, archs=archs, options=options, batch_size=batch_size, width_scale=width_scale,

@@ -263,15 +263,12 @@ def validate(cfg: Config) -> None:
     if bad:
         raise UsageError(f"config key 'train.diffaug' has unknown augmentation '{bad[0].strip()}'; valid: "
                          f"{', '.join(CHOICES['augments'])}, comma-separated (\"\" turns it off)")
-    if cfg.eval.every and cfg.eval.num_samples < 2:
-        raise UsageError("config key 'eval.num_samples' must be at least 2 for FID")
 
 
 def load(path: str | Path, overrides: Optional[list[str]] = None) -> tuple[Config, Path]:
     """Load a config file (or bundled name), apply overrides, validate. Returns (config, file)."""
     file = find_config(path)
-    data = apply_overrides(read_yaml(file), overrides or [])
-    cfg = from_dict(data)
+    cfg = from_dict(apply_overrides(read_yaml(file), overrides or []))
     if not cfg.out.name:
         cfg.out.name = file.stem
     return cfg, file
