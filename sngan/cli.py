@@ -48,8 +48,7 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ):
     """Train a GAN from a YAML config; every run gets its own numbered folder."""
-    from sngan import checkpoint
-    from sngan import train as training
+    from sngan import checkpoint, train as training
     from sngan.distributed import from_env
     from sngan.runs import resume_target  # lazy: `sngan --help` stays free of matplotlib
 
