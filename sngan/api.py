@@ -1,20 +1,18 @@
-"""`sngan.load`: a trained generator as a ready `nn.Module`, for use from Python.
-
-Everything here is built on sample.py (`load_generator`, `latents`, `generate_batches`), the
-functions behind `sngan sample` and `sngan eval-fid --checkpoint`, so
+"""A trained generator outside training: `sngan.load` gives a ready `nn.Module`, which `sngan export`
+writes as a file that runs with PyTorch alone. Sampling uses the functions behind `sngan sample`, so
 `sngan.load(ckpt).sample_uint8(n, seed=s)` is exactly what
-`sngan sample --checkpoint ckpt --num n --seed s --out x.npz` writes.
-"""
+`sngan sample --checkpoint ckpt --num n --seed s --out x.npz` writes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from sngan import config, models, sample
+from sngan import __version__, checkpoint, config, models, sample
 from sngan.distributed import resolve_device
 from sngan.errors import UsageError
 
@@ -22,41 +20,29 @@ from sngan.errors import UsageError
 # convolution's result, so the defaults agree to keep the API's images identical to the CLI's.
 BATCH_SIZE = 256
 
+EXPORT_FORMAT, EXPORT_VERSION = "sngan-exported-generator", 1
+EXPORT_METADATA = "sngan.json"  # the extra file in an exported program that says how to draw z
+# How `sngan sample --seed` draws z (models.sample_z, on the CPU), for people without sngan.
+Z_RECIPES = {
+    "normal": "torch.randn(n, {z_dim}, generator=torch.Generator().manual_seed(seed))",
+    "uniform": "torch.rand(n, {z_dim}, generator=torch.Generator().manual_seed(seed)) * 2 - 1",
+}
+
 
 class Generator(nn.Module):
     """A trained generator: z `(N, z_dim)` (and, class-conditional, labels y `(N,)`) -> images
-    `(N, 3, R, R)` in `[-1, 1]`.
+    `(N, 3, R, R)` in `[-1, 1]`, returned by `sngan.load` in eval mode; `G.net` is the network.
 
-    Returned by `sngan.load` in eval mode. `G(z)` (`G(z, y)`) runs the network (`G.net`) as any
-    module; `sample` and `sample_uint8` draw the seeded z of `sngan sample --seed` themselves and,
-    for a conditional G, one class (`label`, a name or index) or every class equally often.
-
-    Attributes: `config` (the run's `sngan.config.Config`), `kind` ("ema" or "raw"), `source`
-    (the checkpoint or run folder it came from); properties `z_dim`, `z_dist` ("normal":
-    N(0, I), or "uniform": U(-1, 1)), `resolution` (R), `classes` (names; empty when
+    Attributes (docs/api.md): `config`, `kind` ("ema" or "raw"), `source`, `z_dim`, `z_dist`
+    ("normal": N(0, I), "uniform": U(-1, 1)), `resolution` (R), `classes` (names; () when
     unconditional) and `device`.
     """
 
     def __init__(self, net: nn.Module, cfg: config.Config, kind: str, source: str | Path | None = None):
         super().__init__()
-        self.net = net
-        self.config, self.kind, self.source = cfg, kind, source
-
-    @property
-    def z_dim(self) -> int:
-        return self.config.model.z_dim
-
-    @property
-    def z_dist(self) -> str:
-        return self.config.model.z_dist
-
-    @property
-    def resolution(self) -> int:
-        return self.config.data.resolution
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return tuple(getattr(self.net, "classes", ()))
+        self.net, self.config, self.kind, self.source = net, cfg, kind, source
+        self.z_dim, self.z_dist, self.resolution = cfg.model.z_dim, cfg.model.z_dist, cfg.data.resolution
+        self.classes: tuple[str, ...] = tuple(getattr(net, "classes", ()))
 
     @property
     def device(self) -> torch.device:
@@ -81,10 +67,11 @@ class Generator(nn.Module):
     def sample_z(self, n: int, seed: int = 0) -> torch.Tensor:
         """The z behind `sample(n, seed)`: `(n, z_dim)` float on the CPU, the same on any device."""
         _check_n(n)
-        return torch.cat(sample.latents(self.config, n, n, seed))
+        return sample.latents(self.config, n, seed)
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, batch_size: int = BATCH_SIZE, label: int | str | None = None) -> torch.Tensor:
+    def sample(self, n: int, seed: int = 0, batch_size: int = BATCH_SIZE, label: int | str | None = None
+               ) -> torch.Tensor:
         """`n` images `(n, 3, R, R)`, float32 in `[-1, 1]` on `G.device`, from seeded z (and `labels`)."""
         _check_n(n, batch_size)
         batches = sample.inputs(self.net, self.config, n, batch_size, seed, self.device, labels=self.labels(n, label))
@@ -100,10 +87,37 @@ class Generator(nn.Module):
         return torch.cat([b.cpu() for b in batches]).permute(0, 2, 3, 1).numpy()
 
     def export(self, path: str | Path, force: bool = False) -> Path:
-        """Write this generator as a file that runs with PyTorch alone; see `sngan.export`."""
-        from sngan import export
+        """Write the network (put in eval mode; its weights stay on `G.device`) atomically to `path` as a
+        `torch.export` program that takes any batch size, with `export_metadata()` as its extra file
+        `sngan.json`. Returns the path.
 
-        return export.export(self, Path(path), force)
+        torch.export, not TorchScript: in the PyTorch this was written with (2.14) `torch.jit.trace`,
+        `save` and `load` are deprecated and warn on every call. The generators have no data-dependent
+        control flow, so the program's aten ops compute the same images as the module for the same z.
+        """
+        out = Path(path)
+        check_export_path(out, force)
+        # A batch of 2: torch.export specialises a dimension whose example size is 1.
+        batch = torch.export.Dim("batch")
+        example, shapes = (self.sample_z(2).to(self.device),), ({0: batch},)
+        if self.classes:  # a conditional G takes the labels as its second input
+            example, shapes = (*example, self.labels(2).to(self.device)), (*shapes, {0: batch})
+        program = torch.export.export(self.net.eval(), example, dynamic_shapes=shapes)
+        extra = {EXPORT_METADATA: json.dumps(self.export_metadata(), indent=1)}
+        return checkpoint.atomic_write(out, lambda f: torch.export.save(program, f, extra_files=extra),
+                                       "exported generator")
+
+    def export_metadata(self) -> dict:
+        """What an exported file says about itself (docs/api.md): how to draw z, the output, the config."""
+        return {
+            "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "sngan_version": __version__,
+            "torch_version": str(torch.__version__),
+            "z_dim": self.z_dim, "z_dist": self.z_dist, "z": Z_RECIPES[self.z_dist].format(z_dim=self.z_dim),
+            "resolution": self.resolution, "output": "float32 (N, 3, R, R) in [-1, 1]",
+            "classes": list(self.classes), "inputs": "z" + (", y: int64 (N,) class indices" if self.classes else ""),
+            "kind": self.kind, "checkpoint": None if self.source is None else str(self.source),
+            "config": config.to_dict(self.config),
+        }
 
     def extra_repr(self) -> str:
         return (f"kind={self.kind!r}, z_dim={self.z_dim}, z_dist={self.z_dist!r}, resolution={self.resolution}, "
@@ -117,8 +131,7 @@ def load(path: str | Path, device: str | torch.device = "auto", ema: bool | None
     generator, False for the raw one, None (default) for the EMA one when the checkpoint has it.
     The model is rebuilt from the config stored in the checkpoint alone, in eval mode.
     """
-    dev = _device(device)
-    net, cfg, kind = sample.load_generator(path, dev, ema)
+    net, cfg, kind = sample.load_generator(path, _device(device), ema)
     return Generator(net, cfg, kind, path).eval()
 
 
@@ -137,3 +150,12 @@ def _check_n(n: int, batch_size: int = 1) -> None:
         raise UsageError(f"the number of samples must be at least 1, got {n}")
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, got {batch_size}")
+
+
+def check_export_path(out: Path, force: bool) -> None:
+    if not out.parent.is_dir():
+        raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
+    if out.is_dir():
+        raise UsageError(f"output '{out}' is a folder; name a file such as generator.pt2")
+    if out.exists() and not force:
+        raise UsageError(f"output '{out}' already exists; choose another path or pass --force")

@@ -48,11 +48,11 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ):
     """Train a GAN from a YAML config; every run gets its own numbered folder."""
-    from sngan import checkpoint
-    from sngan import train as training
+    from sngan import checkpoint, train as training
     from sngan.distributed import from_env
     from sngan.runs import resume_target  # lazy: `sngan --help` stays free of matplotlib
 
+    run_dir = ckpt = state = None
     if resume is not None:
         if config_path is not None:
             raise UsageError("--resume takes the config stored in the checkpoint; drop --config "
@@ -63,43 +63,30 @@ def train(
             if not training.resumable(item.split("=", 1)[0].strip()):
                 raise UsageError(f"'{item}' cannot change when resuming (only {', '.join(training.RESUMABLE)} can)")
         cfg = config.from_dict(config_files.apply_overrides(state["config"], overrides))
-        if dry_run:
-            typer.echo(config.dump(cfg), nl=False)
-            return
+    elif config_path is None:
+        raise UsageError("give --config PATH (or a bundled name such as quickstart), or --resume RUN_DIR")
+    else:
+        cfg, _ = config.load(config_path, [*overrides, f"out.root={out}"] if out is not None else overrides)
+    if dry_run:
+        typer.echo(config.dump(cfg), nl=False)
+        return
+    speaks = from_env().main  # under torchrun, one process speaks for all
+    if state is not None:
         if state["step"] >= cfg.train.steps:
             typer.echo(f"{run_dir}: already trained {state['step']} of {cfg.train.steps} steps; "
                        "pass --set train.steps=N to train longer")
             return
-        if from_env().main:
+        if speaks:
             typer.echo(f"resuming {run_dir} from step {state['step']} ({ckpt.name})", err=True)
-        summary = training.train(cfg, run_dir, resume=state, resume_path=ckpt, progress=progress)
-    else:
-        if config_path is None:
-            raise UsageError("give --config PATH (or a bundled name such as quickstart), or --resume RUN_DIR")
-        if out is not None:
-            overrides = [*overrides, f"out.root={out}"]
-        cfg, _ = config.load(config_path, overrides)
-        if dry_run:
-            typer.echo(config.dump(cfg), nl=False)
-            return
-        summary = training.train(cfg, progress=progress)
-    _finish(summary)
-
-
-def _finish(summary: dict) -> None:
-    from sngan.distributed import from_env
-
-    if not from_env().main:  # under torchrun, one process speaks for all
-        if summary["stopped_by"] is not None:
-            raise typer.Exit(128 + summary["stopped_by"])
-        return
-    run_dir = summary["run_dir"]
+    summary = training.train(cfg, run_dir, resume=state, resume_path=ckpt, progress=progress)
     if summary["stopped_by"] is not None:
-        typer.echo(f"stopped at step {summary['step']} of {summary['steps']}; checkpoint saved. "
-                   f"Resume with: sngan train --resume {run_dir}", err=True)
+        if speaks:
+            typer.echo(f"stopped at step {summary['step']} of {summary['steps']}; checkpoint saved. "
+                       f"Resume with: sngan train --resume {summary['run_dir']}", err=True)
         raise typer.Exit(128 + summary["stopped_by"])
-    typer.echo(f"done: {summary['step']} steps in {run_dir}" +
-               (f" (best FID {summary['best_fid']:.2f})" if summary["best_fid"] is not None else ""), err=True)
+    if speaks:
+        best = f" (best FID {summary['best_fid']:.2f})" if summary["best_fid"] is not None else ""
+        typer.echo(f"done: {summary['step']} steps in {summary['run_dir']}{best}", err=True)
 
 
 @app.command()
@@ -140,10 +127,9 @@ def export(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ):
     """Write the generator as one file that runs with PyTorch alone: same z, same images."""
-    from sngan.api import load
-    from sngan.export import check_out
+    from sngan.api import check_export_path, load
 
-    check_out(out, force)  # before the slow part: loading and exporting
+    check_export_path(out, force)  # before the slow part: loading and exporting
     G = load(checkpoint_path, device, ema)
     G.export(out, force)
     typer.echo(f"wrote {out}: the {'EMA ' if G.kind == 'ema' else ''}generator, z (N, {G.z_dim}) {G.z_dist} "
@@ -210,7 +196,7 @@ def bench(
     """Time training (steps/s, SN overhead, speed options) and FID's Inception on this device: a table, and JSON."""
     from sngan import bench as benchmark
 
-    if out.parent != Path("") and not out.parent.is_dir():
+    if not out.parent.is_dir():
         raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
     settings = benchmark.make_settings(
         quick=quick, device=device, archs=archs, options=options, batch_size=batch_size, width_scale=width_scale,
@@ -275,10 +261,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except _CliError as e:
-        ctx = getattr(e, "ctx", None)
+        ctx = getattr(e, "ctx", None)  # only usage errors know their command
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         print(f"error: {e.format_message()}{hint}", file=sys.stderr)
-        sys.exit(getattr(e, "exit_code", 2))
+        sys.exit(e.exit_code)
     except _Abort:
         print("aborted", file=sys.stderr)
         sys.exit(130)

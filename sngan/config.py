@@ -1,13 +1,11 @@
-"""Typed configuration: nested dataclasses whose field help is the config reference, built from
-plain data (`load` reads a YAML file and its overrides via `sngan.config_files`) and validated,
-so that every user mistake is a one-line `UsageError` naming the key and what would be valid.
-"""
+"""Typed configuration: nested dataclasses whose field help is the config reference (docs/configuration.md),
+validated so that every user mistake is a one-line `UsageError` naming the key and what would be valid."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
+import operator
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +18,7 @@ from sngan.errors import UsageError
 
 
 def _f(default, help: str, **meta):
-    """A dataclass field with its help text (the config reference is generated from it) and
-    validation metadata: gt/ge/lt/le bounds, `choices` (a registry name)."""
+    """A field with its help text and validation: gt/ge/lt/le bounds, `choices` (a CHOICES key)."""
     return field(default=default, metadata={"help": help, **meta})
 
 
@@ -175,46 +172,30 @@ def choices(registry: str) -> list[str]:
     return list(CHOICES[registry])
 
 
-def _coerce(value: Any, tp, key: str) -> Any:
-    """Check `value` against the annotated type `tp`, converting only lossless cases (int -> float)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+def _coerce(value: Any, tp: type, key: str) -> Any:
+    """`value` as the annotated type `tp`, converting only lossless cases (int -> float, 3.0 -> 3)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp in (bool, str) and isinstance(value, tp):
+        return value
+    if tp is int and number and (isinstance(value, int) or value.is_integer()):
+        return int(value)
+    if tp in (float, str) and number:
+        return tp(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+        try:
             return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-    raise UsageError(f"config key '{key}' must be {getattr(tp, '__name__', tp)}, got {value!r}")
+        except ValueError:
+            pass
+    raise UsageError(f"config key '{key}' must be {tp.__name__}, got {value!r}")
 
 
-def _check_field(f: dataclasses.Field, value: Any, key: str) -> None:
-    meta = f.metadata
-    if "choices" in meta:
-        valid = choices(meta["choices"])
-        if value not in valid:
-            raise UsageError(f"config key '{key}' is {value!r}; valid choices: {', '.join(valid)}")
-    for op, ok, word in (("gt", lambda a, b: a > b, ">"), ("ge", lambda a, b: a >= b, ">="),
-                         ("lt", lambda a, b: a < b, "<"), ("le", lambda a, b: a <= b, "<=")):
+_BOUNDS = {"gt": (operator.gt, ">"), "ge": (operator.ge, ">="), "lt": (operator.lt, "<"), "le": (operator.le, "<=")}
+
+
+def _check_field(meta: dict, value: Any, key: str) -> None:
+    if "choices" in meta and value not in CHOICES[meta["choices"]]:
+        raise UsageError(f"config key '{key}' is {value!r}; valid choices: {', '.join(CHOICES[meta['choices']])}")
+    for op, (ok, word) in _BOUNDS.items():
         if op in meta and not ok(value, meta[op]):
             raise UsageError(f"config key '{key}' must be {word} {meta[op]}, got {value!r}")
 
@@ -238,7 +219,7 @@ def _build(cls, data: Any, prefix: str):
             kwargs[name] = _build(tp, value, key + ".")
         else:
             kwargs[name] = _coerce(value, tp, key)
-            _check_field(fields[name], kwargs[name], key)
+            _check_field(fields[name].metadata, kwargs[name], key)
     return cls(**kwargs)
 
 
@@ -282,15 +263,12 @@ def validate(cfg: Config) -> None:
     if bad:
         raise UsageError(f"config key 'train.diffaug' has unknown augmentation '{bad[0].strip()}'; valid: "
                          f"{', '.join(CHOICES['augments'])}, comma-separated (\"\" turns it off)")
-    if cfg.eval.every and cfg.eval.num_samples < 2:
-        raise UsageError("config key 'eval.num_samples' must be at least 2 for FID")
 
 
 def load(path: str | Path, overrides: Optional[list[str]] = None) -> tuple[Config, Path]:
     """Load a config file (or bundled name), apply overrides, validate. Returns (config, file)."""
     file = find_config(path)
-    data = apply_overrides(read_yaml(file), overrides or [])
-    cfg = from_dict(data)
+    cfg = from_dict(apply_overrides(read_yaml(file), overrides or []))
     if not cfg.out.name:
         cfg.out.name = file.stem
     return cfg, file

@@ -1,6 +1,5 @@
 """Config files as plain data, before any typing: finding a file or a bundled config by name,
-parsing YAML with one-line errors, and `section.key=value` overrides on nested dicts.
-"""
+parsing YAML with one-line errors, and `section.key=value` overrides on nested dicts."""
 
 from __future__ import annotations
 
@@ -24,10 +23,9 @@ def find_config(path: str | Path) -> Path:
         return p
     names = [p.name] if p.suffix in (".yaml", ".yml") else [p.name + ".yaml", p.name]
     if p.parent == Path("."):
-        for folder in BUNDLED_CONFIG_DIRS:
-            for name in names:
-                if (folder / name).is_file():
-                    return folder / name
+        found = [folder / name for folder in BUNDLED_CONFIG_DIRS for name in names if (folder / name).is_file()]
+        if found:
+            return found[0]
     bundled = ", ".join(list_bundled()) or "none found"
     raise UsageError(f"config file '{path}' not found (bundled configs: {bundled})")
 
@@ -54,11 +52,10 @@ def parse_yaml_file(path: Path, what: str = "config"):
 
 def read_yaml(path: Path) -> dict:
     data = parse_yaml_file(path)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UsageError(f"config '{path}' must be a mapping of sections (data:, model:, ...), got {type(data).__name__}")
-    return data
+    if not isinstance(data, (dict, type(None))):
+        raise UsageError(f"config '{path}' must be a mapping of sections (data:, model:, ...), "
+                         f"got {type(data).__name__}")
+    return data or {}
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

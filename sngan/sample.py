@@ -8,6 +8,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from sngan import checkpoint, config, models
@@ -54,31 +55,29 @@ def class_index(G: nn.Module, name_or_index: str) -> int:
                      f"{', '.join(f'{i}: {c}' for i, c in enumerate(classes))}")
 
 
-def latents(cfg: config.Config, num: int, batch_size: int, seed: int,
-            share: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, ...]:
-    """The z behind `--seed`: `num` latents as CPU batches `(B, z_dim)`.
-
-    z is drawn on the CPU from its own generator so a seed gives the same images on any device.
-    With `share=(rank, world)` only that contiguous part of the same `num` latents is returned,
-    so `world` processes together produce exactly the single-process set.
-    """
-    g = torch.Generator().manual_seed(seed)
-    z_all = models.sample_z(num, cfg.model, "cpu", g)
-    rank, world = share
-    return z_all[rank * num // world:(rank + 1) * num // world].split(batch_size)
+def latents(cfg: config.Config, num: int, seed: int) -> torch.Tensor:
+    """The z behind `--seed`: `(num, z_dim)` on the CPU, drawn from its own generator so that a
+    seed gives the same images on any device."""
+    return models.sample_z(num, cfg.model, "cpu", torch.Generator().manual_seed(seed))
 
 
 def inputs(G: nn.Module, cfg: config.Config, num: int, batch_size: int, seed: int, device: str | torch.device,
            share: tuple[int, int] = (0, 1), labels: torch.Tensor | None = None
            ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """G's input batches `(z, y)` on `device`: the z of `latents` and, for a conditional G, the
-    classes `labels` (`(num,)`; default: every class equally often), else y None."""
+    classes `labels` (`(num,)`; default: every class equally often), else y None.
+
+    With `share=(rank, world)` only that contiguous part of the same `num` inputs is yielded,
+    so `world` processes together produce exactly the single-process set.
+    """
     num_classes = getattr(G, "num_classes", 0)
     if num_classes and labels is None:
         labels = models.balanced_labels(num, num_classes)
     rank, world = share
-    ys = (None,) * num if labels is None else labels[rank * num // world:(rank + 1) * num // world].split(batch_size)
-    for z, y in zip(latents(cfg, num, batch_size, seed, share), ys):
+    part = slice(rank * num // world, (rank + 1) * num // world)
+    zs = latents(cfg, num, seed)[part].split(batch_size)
+    ys = [None] * len(zs) if labels is None else labels[part].split(batch_size)
+    for z, y in zip(zs, ys):
         yield z.to(device), None if y is None else y.to(device)
 
 
@@ -112,10 +111,6 @@ def write_samples(G: nn.Module, cfg: config.Config, num: int, out: Path, seed: i
     (key `images`, and `labels` from a conditional G) when it ends in .npz, else one PNG per image
     in that folder. A conditional G draws class `label`, else every class equally often, and a
     grid then has one row per class (`num // C` images each). Returns the number written."""
-    from PIL import Image
-
-    if num < 1:
-        raise UsageError("--num must be at least 1")
     kind = check_output_path(out, force)
     num_classes, nrow, labels = getattr(G, "num_classes", 0), None, None
     if num_classes and label is not None:
@@ -126,16 +121,16 @@ def write_samples(G: nn.Module, cfg: config.Config, num: int, out: Path, seed: i
     elif num_classes:
         labels = models.balanced_labels(num, num_classes)
     images = torch.cat([b.cpu() for b in generate_batches(G, cfg, num, batch_size, seed, device, labels=labels)])
+    nhwc = images.permute(0, 2, 3, 1).numpy()
     try:
         if kind == "png":
             save_grid(images, out, nrow)
         elif kind == "npz":
-            arrays = {"images": images.permute(0, 2, 3, 1).numpy(),
-                      **({} if labels is None else {"labels": labels.numpy(), "class_names": np.array(G.classes)})}
-            checkpoint.atomic_write(out, lambda f: np.savez(f, **arrays), "samples")
+            extra = {} if labels is None else {"labels": labels.numpy(), "class_names": np.array(G.classes)}
+            checkpoint.atomic_write(out, lambda f: np.savez(f, images=nhwc, **extra), "samples")
         else:
             out.mkdir(exist_ok=True)
-            for i, im in enumerate(images.permute(0, 2, 3, 1).numpy()):
+            for i, im in enumerate(nhwc):
                 Image.fromarray(im).save(out / f"{i:06d}.png")
     except PermissionError as e:
         raise SnganError(f"cannot write to '{out}': {e.strerror}") from None
@@ -145,9 +140,9 @@ def write_samples(G: nn.Module, cfg: config.Config, num: int, out: Path, seed: i
 def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -> torch.Tensor:
     """Save uint8 `(N, 3, R, R)` images as a grid PNG of `nrow` images per row (default: square-ish),
     atomically; returns the grid as uint8 `(3, H, W)`."""
-    from PIL import Image
-    from torchvision.utils import make_grid
+    from torchvision.utils import make_grid  # torchvision takes a while to import; only grids need it
 
     grid = make_grid(images.cpu(), nrow=nrow or math.ceil(math.sqrt(len(images))), padding=2)
-    checkpoint.atomic_write(path, lambda f: Image.fromarray(grid.permute(1, 2, 0).numpy()).save(f, format="PNG"), "image")
+    image = Image.fromarray(grid.permute(1, 2, 0).numpy())
+    checkpoint.atomic_write(path, lambda f: image.save(f, format="PNG"), "image")
     return grid

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import sngan
-from sngan import config, export
+from sngan import api, config
 from sngan.errors import SnganError
 from conftest import cli, tiny_config, train_run
 
@@ -65,9 +65,9 @@ def resnet_uniform(tmp_path_factory):
 
 
 def _metadata(path: Path) -> dict:
-    extra = {export.METADATA: ""}
+    extra = {api.EXPORT_METADATA: ""}
     torch.export.load(str(path), extra_files=extra)
-    return json.loads(extra[export.METADATA])
+    return json.loads(extra[api.EXPORT_METADATA])
 
 
 @pytest.mark.parametrize("run, flags, kind, z_dist", [("dcgan_ema", [], "ema", "normal"),
@@ -89,7 +89,7 @@ def test_exported_generator_runs_without_sngan(request, tmp_path, capsys, run, f
 
     G = sngan.load(run_dir, device="cpu", ema=kind == "ema")
     meta = json.loads(got["meta"])
-    assert meta["format"] == export.FORMAT and meta["kind"] == kind
+    assert meta["format"] == api.EXPORT_FORMAT and meta["kind"] == kind
     assert (meta["z_dim"], meta["z_dist"], meta["resolution"]) == (16, z_dist, 32)
     assert config.from_dict(meta["config"]) == G.config
     # the same z, the same images: float outputs bit for bit, and the documented uint8 recipe
