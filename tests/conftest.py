@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-# Under pytest-xdist (`-n auto`) the workers share the cores: each takes its share of threads, and
-# passes it on to the CLI subprocesses it starts, so that nobody oversubscribes them (by default
-# every torch process starts one thread per core).
+# Under pytest-xdist (`-n auto`) the workers share the cores: each takes its share of threads and
+# passes the same count on to the subprocesses it starts. The same count matters beyond speed: a
+# subprocess's results are compared bit for bit with the test's own, and a CPU convolution's
+# rounding depends on how many threads split it.
 THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
-os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 import torch  # noqa: E402  (after OMP_NUM_THREADS)
 
