@@ -1,14 +1,9 @@
-"""Generators and discriminators of the paper: the standard CNN ("dcgan", Table 3) and the
-ResNet (Tables 4 and 5), at 32x32 (CIFAR-10) and 48x48 (STL-10).
+"""The paper's generators and discriminators: the standard CNN ("dcgan", Table 3) and the ResNet
+(Tables 4 and 5), at 32x32 (CIFAR-10) and 48x48 (STL-10). Images are `(N, 3, R, R)` in `[-1, 1]`;
+D returns logits `(N,)`. G always uses BatchNorm; D's normalisation is `sn`, `bn` or `none`.
 
-Generators always use BatchNorm, as in the paper. The discriminator's normalisation is a
-choice: "sn" (spectral norm on every conv/linear), "bn" (BatchNorm after every conv but the
-first) or "none". Images are `(N, 3, R, R)` in `[-1, 1]`; D returns logits `(N,)`.
-
-Every G and D takes class labels `y` (int64 `(N,)`) as an optional second argument. The
-unconditional models ignore them; the class-conditional ResNet (`model.conditional`, the
-official code's projection setting) needs them: G's blocks use conditional BatchNorm (a gain and
-bias per class) and D adds the projection term `<embed(y), h>` to its logit.
+Every G and D takes int64 labels `y` `(N,)` as an optional second argument, which the unconditional
+models ignore; the class-conditional ResNet (the official code's projection setting) needs them.
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ import torch.nn.functional as F
 
 from sngan.blocks import DBlock, GBlock, Norm
 from sngan.config import CHOICES, ModelConfig, check_resolution
+from sngan.spectral_norm import raw_weight
 
 D_NORMS = CHOICES["d_norms"]
 
@@ -31,10 +27,6 @@ DEFAULT_CH = {  # arch -> resolution layout -> (g_ch, d_ch)
     "dcgan": {"any": (64, 64)},
     "resnet": {32: (256, 128), 48: (64, 64)},
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# Standard CNN (paper Table 3)
 
 
 class DCGANGenerator(nn.Module):
@@ -51,8 +43,6 @@ class DCGANGenerator(nn.Module):
         layers += [nn.Conv2d(ch, 3, 3, 1, 1), nn.Tanh()]
         self.main = nn.Sequential(*layers)
 
-    num_classes = 0
-
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.fc(z).view(-1, 8 * self.ch, self.bottom, self.bottom)
         return self.main(h)
@@ -61,13 +51,11 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """x `(N, 3, R, R)` -> 7 convs (3x3 s1 / 4x4 s2 alternating), LeakyReLU -> dense -> logit."""
 
-    def __init__(self, resolution: int, ch: int = 64, norm: Norm = Norm("sn", 1, 1.0),
-                 variant: str = "paper", slope: float = 0.0):
+    def __init__(self, resolution: int, ch: int, norm: Norm, variant: str = "paper", slope: float = 0.0):
         super().__init__()
-        widths = [m * ch for m in DCGAN_D_WIDTHS[variant]]
         slope = slope or DCGAN_D_SLOPE[variant]
         layers, c_in = [], 3
-        for i, c_out in enumerate(widths):
+        for i, c_out in enumerate(m * ch for m in DCGAN_D_WIDTHS[variant]):
             k, s = (3, 1) if i % 2 == 0 else (4, 2)
             layers.append(norm.layer(nn.Conv2d(c_in, c_out, k, s, 1)))
             if i > 0:
@@ -75,50 +63,10 @@ class DCGANDiscriminator(nn.Module):
             layers.append(nn.LeakyReLU(slope))
             c_in = c_out
         self.main = nn.Sequential(*layers)
-        bottom = resolution // 8
-        self.fc = norm.layer(nn.Linear(bottom * bottom * c_in, 1))
+        self.fc = norm.layer(nn.Linear((resolution // 8) ** 2 * c_in, 1))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.fc(self.main(x).flatten(1)).squeeze(1)
-
-
-# ---------------------------------------------------------------------------------------------
-# ResNet (paper Tables 4 and 5)
-
-
-def _weight(m: nn.Module) -> torch.Tensor:
-    """The raw weight of a layer, under spectral norm too."""
-    return m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
-
-
-def _init_dcgan(module: nn.Module) -> None:
-    """The official standard CNN's initialisation: weights N(0, 0.02), biases zero."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(_weight(m), 0.0, 0.02)
-            nn.init.zeros_(m.bias)
-
-
-def _init_resnet(module: nn.Module) -> None:
-    """The official ResNet's initialisation: Glorot-uniform with gain sqrt(2) on the convs inside
-    residual paths, gain 1 on shortcuts, linears and G's output conv; biases zero."""
-    for name, m in module.named_modules():
-        if isinstance(m, nn.Embedding) and name == "embed":  # the projection D's class embedding
-            nn.init.xavier_uniform_(_weight(m))
-        elif isinstance(m, (nn.Conv2d, nn.Linear)):
-            plain = name.endswith(("shortcut", "to_rgb")) or isinstance(m, nn.Linear)
-            nn.init.xavier_uniform_(_weight(m), 1.0 if plain else math.sqrt(2))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
-def _resnet_layout(resolution: int, g_ch: int, d_ch: int):
-    """(G widths: dense then each up-block, D widths, D downsampling flags)."""
-    if resolution <= 32:  # Table 4: G 256 everywhere; D 128 everywhere, two down, two plain
-        return [g_ch] * 4, [d_ch] * 4, [True, True, False, False]
-    # Table 5: G 512 -> 256 -> 128 -> 64; D 64, 128, 256, 512 (down), 1024 (plain)
-    return ([8 * g_ch, 4 * g_ch, 2 * g_ch, g_ch], [d_ch, 2 * d_ch, 4 * d_ch, 8 * d_ch, 16 * d_ch],
-            [True, True, True, True, False])
 
 
 def _need_labels(y: torch.Tensor | None, num_classes: int) -> None:
@@ -155,15 +103,13 @@ class ResNetDiscriminator(nn.Module):
                  num_classes: int = 0):
         super().__init__()
         self.num_classes = num_classes
-        blocks, c_in = [], 3
-        for i, (c_out, down) in enumerate(zip(widths, downs)):
-            blocks.append(DBlock(c_in, c_out, norm, down, first=i == 0))
-            c_in = c_out
-        self.blocks = nn.Sequential(*blocks)
-        self.bn = norm.bn(c_in)
-        self.fc = norm.layer(nn.Linear(c_in, 1, bias=fc_bias))
+        c_ins = [3, *widths[:-1]]
+        self.blocks = nn.Sequential(*[DBlock(c_ins[i], widths[i], norm, downs[i], first=i == 0)
+                                      for i in range(len(widths))])
+        self.bn = norm.bn(widths[-1])
+        self.fc = norm.layer(nn.Linear(widths[-1], 1, bias=fc_bias))
         if num_classes:
-            self.embed = norm.layer(nn.Embedding(num_classes, c_in))
+            self.embed = norm.layer(nn.Embedding(num_classes, widths[-1]))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         _need_labels(y, self.num_classes)
@@ -176,26 +122,41 @@ class ResNetDiscriminator(nn.Module):
 # Registry
 
 
-def _base_widths(cfg: ModelConfig, resolution: int) -> tuple[int, int]:
-    layouts = DEFAULT_CH[cfg.arch]
-    g, d = layouts.get("any") or layouts[32 if resolution <= 32 else 48]
-    return cfg.g_ch or g, cfg.d_ch or d
-
-
-def _dcgan(cfg: ModelConfig, resolution: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
-    g_ch, d_ch = _base_widths(cfg, resolution)
-    norm = Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
+def _dcgan(cfg: ModelConfig, resolution: int, g_ch: int, d_ch: int, norm: Norm, num_classes: int):
     return (DCGANGenerator(cfg.z_dim, resolution, g_ch),
             DCGANDiscriminator(resolution, d_ch, norm, cfg.dcgan_d, cfg.d_slope))
 
 
-def _resnet(cfg: ModelConfig, resolution: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
-    g_ch, d_ch = _base_widths(cfg, resolution)
-    g_widths, d_widths, downs = _resnet_layout(resolution, g_ch, d_ch)
-    norm = Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
+def _resnet(cfg: ModelConfig, resolution: int, g_ch: int, d_ch: int, norm: Norm, num_classes: int):
+    if resolution <= 32:  # Table 4: G 256 everywhere; D 128 everywhere, two down, two plain
+        g_widths, d_widths, downs = [g_ch] * 4, [d_ch] * 4, [True, True, False, False]
+    else:  # Table 5: G 512 -> 256 -> 128 -> 64; D 64, 128, 256, 512 (down), 1024 (plain)
+        g_widths = [8 * g_ch, 4 * g_ch, 2 * g_ch, g_ch]
+        d_widths, downs = [d_ch, 2 * d_ch, 4 * d_ch, 8 * d_ch, 16 * d_ch], [True] * 4 + [False]
     # The official 32 px D's last linear has no bias; the 48 px one has.
     D = ResNetDiscriminator(d_widths, downs, norm, fc_bias=resolution > 32, num_classes=num_classes)
     return ResNetGenerator(cfg.z_dim, resolution, g_widths, num_classes), D
+
+
+def _init_dcgan(module: nn.Module) -> None:
+    """The official standard CNN's initialisation: weights N(0, 0.02), biases zero."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(raw_weight(m), 0.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def _init_resnet(module: nn.Module) -> None:
+    """The official ResNet's initialisation: Glorot-uniform with gain sqrt(2) on the convs inside
+    residual paths, gain 1 on shortcuts, linears, G's output conv and D's class embedding; biases zero."""
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Embedding) and name == "embed":
+            nn.init.xavier_uniform_(raw_weight(m))
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            plain = name.endswith(("shortcut", "to_rgb")) or isinstance(m, nn.Linear)
+            nn.init.xavier_uniform_(raw_weight(m), 1.0 if plain else math.sqrt(2))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 # arch -> (builder of (G, D), the official code's initialisation)
@@ -211,8 +172,11 @@ def build(cfg: ModelConfig, resolution: int, num_classes: int = 0) -> tuple[nn.M
     check_resolution(cfg.arch, resolution)  # the config's rule, for models built without a Config
     if cfg.conditional and num_classes < 1:
         raise ValueError("model.conditional needs the number of classes")
+    layouts = DEFAULT_CH[cfg.arch]
+    g_ch, d_ch = layouts.get("any") or layouts[32 if resolution <= 32 else 48]
+    norm = Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
     builder, init = ARCHS[cfg.arch]
-    G, D = builder(cfg, resolution, num_classes if cfg.conditional else 0)
+    G, D = builder(cfg, resolution, cfg.g_ch or g_ch, cfg.d_ch or d_ch, norm, num_classes if cfg.conditional else 0)
     if cfg.init == "official":
         init(G)
         init(D)
