@@ -67,8 +67,11 @@ def _ensure(name: str, split: str, root: str | Path, download: bool) -> None:
                          "machine with internet access and copy it into data.root") from None
 
 
-def read_cifar10(root: str | Path, split: str) -> Dataset:
+def load_cifar10(root: str | Path, split: str, download: bool) -> Dataset:
     """CIFAR-10 `split` ('train' or 'test'): uint8 `(N, 3, 32, 32)` and labels, from the pickle batches."""
+    if split not in CIFAR10_FILES:
+        raise UsageError(f"CIFAR-10 split '{split}' is not one of: train, test")
+    _ensure("cifar10", split, root, download)
     folder = Path(root) / CIFAR10_DIR
     parts, labels = [], []
     for name in CIFAR10_FILES[split]:
@@ -82,13 +85,6 @@ def read_cifar10(root: str | Path, split: str) -> Dataset:
             raise SnganError(f"cannot read CIFAR-10 file '{path}' ({e}); delete '{folder}' and "
                              "download it again with data.download=true") from None
     return Dataset(torch.from_numpy(np.concatenate(parts)), torch.from_numpy(np.concatenate(labels)), CIFAR10_CLASSES)
-
-
-def load_cifar10(root: str | Path, split: str, download: bool) -> Dataset:
-    if split not in CIFAR10_FILES:
-        raise UsageError(f"CIFAR-10 split '{split}' is not one of: train, test")
-    _ensure("cifar10", split, root, download)
-    return read_cifar10(root, split)
 
 
 def read_stl10(root: str | Path, split: str) -> torch.Tensor:
