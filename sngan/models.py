@@ -5,6 +5,7 @@ All take labels `y` `(N,)` as an optional second argument: only the class-condit
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -24,11 +25,12 @@ DEFAULT_CH = {  # arch -> resolution layout -> (g_ch, d_ch)
 }
 
 
-class Norm:
+class Norm(NamedTuple):
     """Wraps D's layers according to the chosen normalisation (G always uses BatchNorm, as in the paper)."""
 
-    def __init__(self, kind: str, n_iters: int, target: float):
-        self.kind, self.n_iters, self.target = kind, n_iters, target
+    kind: str  # D_NORMS
+    n_iters: int
+    target: float
 
     def layer(self, module: nn.Module) -> nn.Module:
         return spectral_norm(module, self.n_iters, self.target) if self.kind == "sn" else module
@@ -42,9 +44,8 @@ class DCGANGenerator(nn.Module):
 
     def __init__(self, z_dim: int, resolution: int, ch: int):
         super().__init__()
-        self.bottom = resolution // 8
-        self.ch = ch
-        self.fc = nn.Linear(z_dim, self.bottom * self.bottom * 8 * ch)
+        self.shape = (8 * ch, resolution // 8, resolution // 8)  # of the dense layer's output
+        self.fc = nn.Linear(z_dim, math.prod(self.shape))
         layers = [nn.BatchNorm2d(8 * ch), nn.ReLU()]
         for c_in, c_out in ((8 * ch, 4 * ch), (4 * ch, 2 * ch), (2 * ch, ch)):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.ReLU()]
@@ -52,8 +53,7 @@ class DCGANGenerator(nn.Module):
         self.main = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.fc(z).view(-1, 8 * self.ch, self.bottom, self.bottom)
-        return self.main(h)
+        return self.main(self.fc(z).view(-1, *self.shape))
 
 
 class DCGANDiscriminator(nn.Module):
@@ -159,15 +159,15 @@ class ResNetGenerator(nn.Module):
 
     def __init__(self, z_dim: int, resolution: int, widths: list[int], num_classes: int = 0):
         super().__init__()
-        self.bottom, self.c0, self.num_classes = resolution // 8, widths[0], num_classes
-        self.fc = nn.Linear(z_dim, self.bottom * self.bottom * widths[0])
+        self.shape, self.num_classes = (widths[0], resolution // 8, resolution // 8), num_classes
+        self.fc = nn.Linear(z_dim, math.prod(self.shape))
         self.blocks = nn.ModuleList([GBlock(a, b, num_classes) for a, b in zip(widths[:-1], widths[1:])])
         self.bn = nn.BatchNorm2d(widths[-1])
         self.to_rgb = nn.Conv2d(widths[-1], 3, 3, 1, 1)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         _need_labels(y, self.num_classes)
-        h = self.fc(z).view(-1, self.c0, self.bottom, self.bottom)
+        h = self.fc(z).view(-1, *self.shape)
         for block in self.blocks:
             h = block(h, y)
         return torch.tanh(self.to_rgb(F.relu(self.bn(h))))
