@@ -166,7 +166,8 @@ def load_folder(root: str | Path, resolution: int, limit: int = 0) -> Dataset:
                                   disable=len(files) < 2000)):
         im = read_image(path)
         w, h = im.size
-        s, left, top = min(w, h), (w - min(w, h)) // 2, (h - min(w, h)) // 2
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
         im = im.crop((left, top, left + s, top + s))  # the centre square
         if s != resolution:
             im = im.resize((resolution, resolution), Image.BICUBIC, reducing_gap=None)
