@@ -1,8 +1,6 @@
-"""Data sets by name (`DATASETS`), each decoded once into a whole uint8 tensor `(N, 3, R, R)`, with
-its class labels when it has them: at a few milliseconds per GAN step a per-image DataLoader would
-be the bottleneck, so the tensor lives on the training device and `sngan.batches` gathers batches
-from it by index. Also the named FID reference sets and the built-in synthetic shapes; the file
-formats themselves are read by `sngan.readers`.
+"""Data sets by name (`DATASETS`), each decoded once into one uint8 tensor `(N, 3, R, R)` with its labels
+when it has them: at a few milliseconds per GAN step a per-image DataLoader would be the bottleneck, so
+`sngan.batches` gathers batches from the tensor on the device. Also the FID reference sets and synthetic shapes.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ REFERENCES = {
 
 def resize(images: torch.Tensor, resolution: int, chunk: int = 4096) -> torch.Tensor:
     """Antialiased bilinear resize of uint8 `(N, 3, H, W)` to `(N, 3, R, R)` uint8, in chunks."""
-    if images.shape[-1] == resolution and images.shape[-2] == resolution:
+    if images.shape[-2:] == (resolution, resolution):
         return images
     out = []
     for part in images.split(chunk):
@@ -38,10 +36,6 @@ def resize(images: torch.Tensor, resolution: int, chunk: int = 4096) -> torch.Te
                           antialias=True, align_corners=False)
         out.append(x.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# Synthetic shapes: a built-in data set that a small GAN learns in a minute on a CPU
 
 
 SHAPE_CLASSES = ("square", "disc")
@@ -53,10 +47,8 @@ def synthetic_shapes(n: int, resolution: int, seed: int = 0) -> torch.Tensor:
 
 
 def synthetic_dataset(n: int, resolution: int, seed: int = 0) -> Dataset:
-    """The synthetic shapes, labelled by shape (SHAPE_CLASSES).
-
-    Deterministic in `seed`; built with tensor operations so thousands take well under a second.
-    """
+    """The synthetic shapes, labelled by shape (SHAPE_CLASSES): a built-in data set that a small GAN
+    learns in a minute on a CPU. Deterministic in `seed`; thousands take well under a second."""
     g = torch.Generator().manual_seed(seed)
     r = resolution
     coords = (torch.arange(r, dtype=torch.float32) + 0.5) / r
@@ -77,37 +69,17 @@ def synthetic_dataset(n: int, resolution: int, seed: int = 0) -> Dataset:
     return Dataset((image * 255).round().clamp(0, 255).to(torch.uint8), is_disc.view(n).long(), SHAPE_CLASSES)
 
 
-# ---------------------------------------------------------------------------------------------
-# Registry
+def _split(cfg: DataConfig, default: str) -> str:
+    return default if cfg.split == "default" else cfg.split
 
 
-def _cifar10(cfg: DataConfig) -> Dataset:
-    return load_cifar10(cfg.root, "train" if cfg.split == "default" else cfg.split, cfg.download)
-
-
-def _stl10(cfg: DataConfig) -> Dataset:
-    return load_stl10(cfg.root, "unlabeled+train" if cfg.split == "default" else cfg.split, cfg.download)
-
-
-def _folder(cfg: DataConfig) -> Dataset:
-    return load_folder(cfg.root, cfg.resolution, cfg.num_images)
-
-
-def _synthetic(cfg: DataConfig) -> Dataset:
-    return synthetic_dataset(cfg.num_images or 4096, cfg.resolution)
-
-
-def _npz(cfg: DataConfig) -> Dataset:
-    return load_npz(cfg.root)
-
-
-# name -> loader of a Dataset of uint8 (N, 3, H, W); resizing and limiting happen in load_dataset.
+# name -> loader of a Dataset of uint8 (N, 3, H, W); load_dataset limits and resizes it.
 DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
-    "cifar10": _cifar10,
-    "stl10": _stl10,
-    "folder": _folder,
-    "npz": _npz,
-    "synthetic": _synthetic,
+    "cifar10": lambda cfg: load_cifar10(cfg.root, _split(cfg, "train"), cfg.download),
+    "stl10": lambda cfg: load_stl10(cfg.root, _split(cfg, "unlabeled+train"), cfg.download),
+    "folder": lambda cfg: load_folder(cfg.root, cfg.resolution, cfg.num_images),
+    "npz": lambda cfg: load_npz(cfg.root),
+    "synthetic": lambda cfg: synthetic_dataset(cfg.num_images or 4096, cfg.resolution),
 }
 
 
@@ -137,19 +109,16 @@ def load_labelled(cfg: DataConfig) -> Dataset:
 
 
 def reference_files(ref: str, root: str | Path) -> list[Path]:
-    """The on-disk files a named reference set is read from (they may not exist yet)."""
+    """The on-disk files a named reference set (see REFERENCES) is read from (they may not exist yet)."""
     return source_files(*REFERENCES[ref], root)
 
 
-def load_reference(ref: str, root: str | Path, resolution: int, download: bool) -> torch.Tensor:
-    """A named FID reference set (see REFERENCES) as uint8 `(N, 3, R, R)`."""
-    if ref not in REFERENCES:
-        raise UsageError(f"unknown reference set '{ref}'; valid: {', '.join(REFERENCES)}, "
-                         "a folder of images, or a statistics .npz")
-    return resize(load_reference_dataset(ref, root, download).images, resolution)
-
-
 def load_reference_dataset(ref: str, root: str | Path, download: bool) -> Dataset:
-    """A named FID reference set (see REFERENCES) at its own resolution, with labels when it has them."""
+    """A named reference set at its own resolution, with labels when it has them."""
     name, split = REFERENCES[ref]
     return (load_cifar10 if name == "cifar10" else load_stl10)(root, split, download)
+
+
+def load_reference(ref: str, root: str | Path, resolution: int, download: bool) -> torch.Tensor:
+    """A named reference set's images as uint8 `(N, 3, R, R)`."""
+    return resize(load_reference_dataset(ref, root, download).images, resolution)

@@ -1,14 +1,6 @@
-"""DiffAugment (Zhao et al., NeurIPS 2020): differentiable augmentations of every image D sees.
-
-With a few thousand images D memorises the training set and G's signal fades. Augmenting real
-*and* generated images, in D's steps and in G's, with transformations that gradients pass through,
-lets D train on more varied images without G learning to produce augmented ones.
-
-The three transformations are those of the paper's reference code, on images in `[-1, 1]`:
-`color` (brightness, saturation, contrast), `translation` (shift by up to 1/8 of the size,
-zero padding) and `cutout` (one zeroed square of half the size). Every random draw comes from the
-`torch.Generator` passed in, so a run's augmentations are a stream of their own that a
-checkpoint saves and a resume continues exactly.
+"""DiffAugment (Zhao et al., NeurIPS 2020): differentiable augmentations of every image D sees, real and
+fake, so that D trained on a few thousand images does not memorise them and G does not learn the
+augmentations. Every random draw comes from the `torch.Generator` passed in: a stream a checkpoint saves.
 """
 
 from __future__ import annotations
@@ -16,9 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-
-TRANSLATION_RATIO = 1 / 8
-CUTOUT_RATIO = 1 / 2
+import torch.nn.functional as F
 
 
 def _rand(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -43,26 +33,25 @@ def _offsets(n: int, low: int, high: int, x: torch.Tensor, g: torch.Generator) -
 def _pixel_grid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column indices `(1, H, 1)` and `(1, 1, W)` of an image batch `(N, C, H, W)`."""
     h, w = x.shape[2:]
-    return (torch.arange(h, device=x.device).view(1, h, 1), torch.arange(w, device=x.device).view(1, 1, w))
+    return torch.arange(h, device=x.device).view(1, h, 1), torch.arange(w, device=x.device).view(1, 1, w)
 
 
 def translation(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Shift each image by up to 1/8 of its size in each direction; uncovered pixels become 0."""
     n, _, h, w = x.shape
-    sy, sx = int(h * TRANSLATION_RATIO + 0.5), int(w * TRANSLATION_RATIO + 0.5)
+    sy, sx = int(h / 8 + 0.5), int(w / 8 + 0.5)
     rows, cols = _pixel_grid(x)
     # Index into the image padded by one zero pixel on each side; out-of-range sources land on it.
     src_r = (rows + _offsets(n, -sy, sy, x, g)).add(1).clamp(0, h + 1)  # (n, H, 1)
     src_c = (cols + _offsets(n, -sx, sx, x, g)).add(1).clamp(0, w + 1)  # (n, 1, W)
-    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
     batch = torch.arange(n, device=x.device).view(n, 1, 1)
-    return padded.permute(0, 2, 3, 1)[batch, src_r, src_c].permute(0, 3, 1, 2)
+    return F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)[batch, src_r, src_c].permute(0, 3, 1, 2)
 
 
 def cutout(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Zero one square of half the image's size per image, centred anywhere (it may be cut by the border)."""
+    """Zero one square of half the image's size per image, centred anywhere (the border may cut it)."""
     n, _, h, w = x.shape
-    ch, cw = int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
+    ch, cw = int(h / 2 + 0.5), int(w / 2 + 0.5)
     top = _offsets(n, 0, h + (1 - ch % 2) - 1, x, g) - ch // 2
     left = _offsets(n, 0, w + (1 - cw % 2) - 1, x, g) - cw // 2
     rows, cols = _pixel_grid(x)
@@ -76,18 +65,14 @@ AUGMENTS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
 }
 
 
-def parse(policy: str) -> tuple[str, ...]:
-    """`"color,translation"` -> ("color", "translation"), in application order; "" -> ()."""
-    names = {p.strip() for p in policy.split(",") if p.strip()}
-    return tuple(name for name in AUGMENTS if name in names)
-
-
 class DiffAugment:
-    """`DiffAugment("color,cutout", generator)(x)`: the policy's augmentations applied to `x`
-    `(N, 3, H, W)`; each image gets its own random parameters. The identity for an empty policy."""
+    """`DiffAugment("color,cutout", generator)(x)`: the policy's augmentations, in AUGMENTS' order, of
+    images `(N, 3, H, W)` in `[-1, 1]`, each with its own random parameters. An empty policy is falsy
+    and the identity."""
 
     def __init__(self, policy: str, generator: torch.Generator):
-        self.steps = [AUGMENTS[name] for name in parse(policy)]
+        names = {p.strip() for p in policy.split(",")}
+        self.steps = [step for name, step in AUGMENTS.items() if name in names]
         self.generator = generator
 
     def __bool__(self) -> bool:

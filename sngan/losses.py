@@ -1,13 +1,9 @@
-"""GAN losses as pure functions of discriminator logits, and the objective a config asks for.
-
-Each loss is a pair: `d(real_logits, fake_logits) -> scalar` for the discriminator and
-`g(fake_logits) -> scalar` for the generator; both are minimised. The WGAN baselines add what
-keeps D Lipschitz besides spectral norm: a gradient penalty (WGAN-GP) or weight clipping.
+"""GAN losses as pure functions of D's logits, both minimised: `d(real, fake)` and `g(fake)` -> scalar.
+The WGAN baselines add what keeps D Lipschitz besides spectral norm: a gradient penalty or weight clipping.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
@@ -38,20 +34,16 @@ def hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
 
 
 def hinge_g(fake: torch.Tensor) -> torch.Tensor:
-    """-E[D(G(z))]."""
+    """-E[D(G(z))]: G's loss under both hinge and Wasserstein."""
     return -fake.mean()
 
 
 def wasserstein_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """E[D(G(z))] - E[D(x)]: D estimates the Wasserstein-1 distance (needs a Lipschitz D:
-    a gradient penalty, weight clipping or spectral norm)."""
+    """E[D(G(z))] - E[D(x)]: D estimates the Wasserstein-1 distance (when it is Lipschitz)."""
     return fake.mean() - real.mean()
 
 
-def wasserstein_g(fake: torch.Tensor) -> torch.Tensor:
-    """-E[D(G(z))]."""
-    return -fake.mean()
-
+wasserstein_g = hinge_g
 
 LOSSES: dict[str, Loss] = {
     "standard": Loss(standard_d, standard_g),
@@ -60,7 +52,8 @@ LOSSES: dict[str, Loss] = {
 }
 
 
-def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
     """WGAN-GP's E[(|grad_x D(x_hat)|_2 - 1)^2], x_hat uniformly between paired real and fake images.
 
     `D`: images -> logits (a conditional D with the labels bound); `real`, `fake`: `(N, 3, H, W)`.
@@ -72,19 +65,19 @@ def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor, generator: torch
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
-@dataclass(frozen=True)
 class Objective:
-    """The configured loss with its Lipschitz devices: D's loss (plus the gradient penalty when
-    the loss takes one) and, after each D step, weight clipping when `loss.clip` is set."""
+    """The configured loss with its Lipschitz devices: `d` adds the gradient penalty when the loss
+    takes one, and `after_d_step` clips D's weights when `loss.clip` is set."""
 
-    loss: Loss
-    gp_weight: float = 0.0
-    clip: float = 0.0
+    def __init__(self, cfg: LossConfig):
+        self.loss = LOSSES[cfg.name]
+        self.g = self.loss.g
+        self.gp_weight = cfg.gp_weight if self.loss.takes_penalty else 0.0
+        self.clip = cfg.clip
 
     @classmethod
-    def from_config(cls, cfg: LossConfig) -> "Objective":
-        loss = LOSSES[cfg.name]
-        return cls(loss, cfg.gp_weight if loss.takes_penalty else 0.0, cfg.clip)
+    def from_config(cls, cfg: LossConfig) -> Objective:
+        return cls(cfg)
 
     def d(self, D, real: torch.Tensor, fake: torch.Tensor, d_real: torch.Tensor, d_fake: torch.Tensor,
           generator: torch.Generator | None = None) -> torch.Tensor:
@@ -93,9 +86,6 @@ class Objective:
         if self.gp_weight:
             loss = loss + self.gp_weight * gradient_penalty(D, real, fake, generator)
         return loss
-
-    def g(self, d_fake: torch.Tensor) -> torch.Tensor:
-        return self.loss.g(d_fake)
 
     @torch.no_grad()
     def after_d_step(self, D: torch.nn.Module) -> None:

@@ -1,26 +1,18 @@
-"""Generators and discriminators of the paper: the standard CNN ("dcgan", Table 3) and the
-ResNet (Tables 4 and 5), at 32x32 (CIFAR-10) and 48x48 (STL-10).
-
-Generators always use BatchNorm, as in the paper. The discriminator's normalisation is a
-choice: "sn" (spectral norm on every conv/linear), "bn" (BatchNorm after every conv but the
-first) or "none". Images are `(N, 3, R, R)` in `[-1, 1]`; D returns logits `(N,)`.
-
-Every G and D takes class labels `y` (int64 `(N,)`) as an optional second argument. The
-unconditional models ignore them; the class-conditional ResNet (`model.conditional`, the
-official code's projection setting) needs them: G's blocks use conditional BatchNorm (a gain and
-bias per class) and D adds the projection term `<embed(y), h>` to its logit.
-"""
+"""The paper's generators and discriminators, the standard CNN ("dcgan", Table 3) and the ResNet (Tables 4
+and 5), at 32 px (CIFAR-10) and 48 px (STL-10); images are `(N, 3, R, R)` in `[-1, 1]`, D's logits `(N,)`.
+All take labels `y` `(N,)` as an optional second argument: only the class-conditional ResNet needs them."""
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from sngan.blocks import DBlock, GBlock, Norm
 from sngan.config import CHOICES, ModelConfig, check_resolution
+from sngan.spectral_norm import raw_weight, spectral_norm
 
 D_NORMS = CHOICES["d_norms"]
 
@@ -33,41 +25,45 @@ DEFAULT_CH = {  # arch -> resolution layout -> (g_ch, d_ch)
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# Standard CNN (paper Table 3)
+class Norm(NamedTuple):
+    """Wraps D's layers according to the chosen normalisation (G always uses BatchNorm, as in the paper)."""
+
+    kind: str  # D_NORMS
+    n_iters: int
+    target: float
+
+    def layer(self, module: nn.Module) -> nn.Module:
+        return spectral_norm(module, self.n_iters, self.target) if self.kind == "sn" else module
+
+    def bn(self, channels: int) -> nn.Module:
+        return nn.BatchNorm2d(channels) if self.kind == "bn" else nn.Identity()
 
 
 class DCGANGenerator(nn.Module):
     """z `(N, z_dim)` -> dense M x M x 8ch -> 3 x [deconv 4x4 s2, BN, ReLU] -> conv 3x3 -> tanh."""
 
-    def __init__(self, z_dim: int, resolution: int, ch: int = 64):
+    def __init__(self, z_dim: int, resolution: int, ch: int):
         super().__init__()
-        self.bottom = resolution // 8
-        self.ch = ch
-        self.fc = nn.Linear(z_dim, self.bottom * self.bottom * 8 * ch)
+        self.shape = (8 * ch, resolution // 8, resolution // 8)  # of the dense layer's output
+        self.fc = nn.Linear(z_dim, math.prod(self.shape))
         layers = [nn.BatchNorm2d(8 * ch), nn.ReLU()]
         for c_in, c_out in ((8 * ch, 4 * ch), (4 * ch, 2 * ch), (2 * ch, ch)):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.ReLU()]
         layers += [nn.Conv2d(ch, 3, 3, 1, 1), nn.Tanh()]
         self.main = nn.Sequential(*layers)
 
-    num_classes = 0
-
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.fc(z).view(-1, 8 * self.ch, self.bottom, self.bottom)
-        return self.main(h)
+        return self.main(self.fc(z).view(-1, *self.shape))
 
 
 class DCGANDiscriminator(nn.Module):
     """x `(N, 3, R, R)` -> 7 convs (3x3 s1 / 4x4 s2 alternating), LeakyReLU -> dense -> logit."""
 
-    def __init__(self, resolution: int, ch: int = 64, norm: Norm = Norm("sn", 1, 1.0),
-                 variant: str = "paper", slope: float = 0.0):
+    def __init__(self, resolution: int, ch: int, norm: Norm, variant: str = "paper", slope: float = 0.0):
         super().__init__()
-        widths = [m * ch for m in DCGAN_D_WIDTHS[variant]]
         slope = slope or DCGAN_D_SLOPE[variant]
         layers, c_in = [], 3
-        for i, c_out in enumerate(widths):
+        for i, c_out in enumerate(m * ch for m in DCGAN_D_WIDTHS[variant]):
             k, s = (3, 1) if i % 2 == 0 else (4, 2)
             layers.append(norm.layer(nn.Conv2d(c_in, c_out, k, s, 1)))
             if i > 0:
@@ -75,50 +71,81 @@ class DCGANDiscriminator(nn.Module):
             layers.append(nn.LeakyReLU(slope))
             c_in = c_out
         self.main = nn.Sequential(*layers)
-        bottom = resolution // 8
-        self.fc = norm.layer(nn.Linear(bottom * bottom * c_in, 1))
+        self.fc = norm.layer(nn.Linear((resolution // 8) ** 2 * c_in, 1))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.fc(self.main(x).flatten(1)).squeeze(1)
 
 
-# ---------------------------------------------------------------------------------------------
-# ResNet (paper Tables 4 and 5)
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without its own affine, then a gain and bias of each image's class `y`:
+    `gain[y] * x_hat + bias[y]`, starting as the identity (gains 1, biases 0)."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain, self.bias = nn.Embedding(num_classes, channels), nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
 
 
-def _weight(m: nn.Module) -> torch.Tensor:
-    """The raw weight of a layer, under spectral norm too."""
-    return m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+def _g_norm(channels: int, num_classes: int) -> nn.Module:
+    return ConditionalBatchNorm2d(channels, num_classes) if num_classes else nn.BatchNorm2d(channels)
 
 
-def _init_dcgan(module: nn.Module) -> None:
-    """The official standard CNN's initialisation: weights N(0, 0.02), biases zero."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(_weight(m), 0.0, 0.02)
-            nn.init.zeros_(m.bias)
+def _apply_norm(norm: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    return norm(x, y) if isinstance(norm, ConditionalBatchNorm2d) else norm(x)
 
 
-def _init_resnet(module: nn.Module) -> None:
-    """The official ResNet's initialisation: Glorot-uniform with gain sqrt(2) on the convs inside
-    residual paths, gain 1 on shortcuts, linears and G's output conv; biases zero."""
-    for name, m in module.named_modules():
-        if isinstance(m, nn.Embedding) and name == "embed":  # the projection D's class embedding
-            nn.init.xavier_uniform_(_weight(m))
-        elif isinstance(m, (nn.Conv2d, nn.Linear)):
-            plain = name.endswith(("shortcut", "to_rgb")) or isinstance(m, nn.Linear)
-            nn.init.xavier_uniform_(_weight(m), 1.0 if plain else math.sqrt(2))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+class GBlock(nn.Module):
+    """BN-ReLU-up-conv3x3-BN-ReLU-conv3x3, shortcut up + conv1x1; conditional BN with classes."""
+
+    def __init__(self, c_in: int, c_out: int, num_classes: int = 0):
+        super().__init__()
+        self.bn1, self.conv1 = _g_norm(c_in, num_classes), nn.Conv2d(c_in, c_out, 3, 1, 1)
+        self.bn2, self.conv2 = _g_norm(c_out, num_classes), nn.Conv2d(c_out, c_out, 3, 1, 1)
+        self.shortcut = nn.Conv2d(c_in, c_out, 1, 1, 0)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = F.interpolate(F.relu(_apply_norm(self.bn1, x, y)), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(_apply_norm(self.bn2, self.conv1(h), y)))
+        return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
-def _resnet_layout(resolution: int, g_ch: int, d_ch: int):
-    """(G widths: dense then each up-block, D widths, D downsampling flags)."""
-    if resolution <= 32:  # Table 4: G 256 everywhere; D 128 everywhere, two down, two plain
-        return [g_ch] * 4, [d_ch] * 4, [True, True, False, False]
-    # Table 5: G 512 -> 256 -> 128 -> 64; D 64, 128, 256, 512 (down), 1024 (plain)
-    return ([8 * g_ch, 4 * g_ch, 2 * g_ch, g_ch], [d_ch, 2 * d_ch, 4 * d_ch, 8 * d_ch, 16 * d_ch],
-            [True, True, True, True, False])
+class DBlock(nn.Module):
+    """ReLU-conv3x3-ReLU-conv3x3 [-avgpool]; shortcut conv1x1 [-avgpool] when shape changes.
+
+    As in the official code, the hidden width (conv1's output) is the block's input width.
+    `first=True` is the paper's "optimized" first block: conv-ReLU-conv-avgpool, hidden width
+    c_out, with the shortcut avgpool-conv1x1 (no ReLU on the raw image).
+    """
+
+    def __init__(self, c_in: int, c_out: int, norm: Norm, down: bool, first: bool = False):
+        super().__init__()
+        self.down, self.first = down, first
+        hidden = c_out if first else c_in
+        self.bn1 = nn.Identity() if first else norm.bn(c_in)
+        self.conv1 = norm.layer(nn.Conv2d(c_in, hidden, 3, 1, 1))
+        self.bn2 = norm.bn(hidden)
+        self.conv2 = norm.layer(nn.Conv2d(hidden, c_out, 3, 1, 1))
+        self.learnable_sc = first or down or c_in != c_out
+        if self.learnable_sc:
+            self.shortcut = norm.layer(nn.Conv2d(c_in, c_out, 1, 1, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x if self.first else F.relu(self.bn1(x))
+        h = self.conv2(F.relu(self.bn2(self.conv1(h))))
+        if self.down:
+            h = F.avg_pool2d(h, 2)
+        if not self.learnable_sc:
+            return h + x
+        if self.first:  # pool first: the 1x1 conv then runs on 4x fewer pixels, same result
+            return h + self.shortcut(F.avg_pool2d(x, 2))
+        sc = self.shortcut(x)
+        return h + (F.avg_pool2d(sc, 2) if self.down else sc)
 
 
 def _need_labels(y: torch.Tensor | None, num_classes: int) -> None:
@@ -132,15 +159,15 @@ class ResNetGenerator(nn.Module):
 
     def __init__(self, z_dim: int, resolution: int, widths: list[int], num_classes: int = 0):
         super().__init__()
-        self.bottom, self.c0, self.num_classes = resolution // 8, widths[0], num_classes
-        self.fc = nn.Linear(z_dim, self.bottom * self.bottom * widths[0])
+        self.shape, self.num_classes = (widths[0], resolution // 8, resolution // 8), num_classes
+        self.fc = nn.Linear(z_dim, math.prod(self.shape))
         self.blocks = nn.ModuleList([GBlock(a, b, num_classes) for a, b in zip(widths[:-1], widths[1:])])
         self.bn = nn.BatchNorm2d(widths[-1])
         self.to_rgb = nn.Conv2d(widths[-1], 3, 3, 1, 1)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         _need_labels(y, self.num_classes)
-        h = self.fc(z).view(-1, self.c0, self.bottom, self.bottom)
+        h = self.fc(z).view(-1, *self.shape)
         for block in self.blocks:
             h = block(h, y)
         return torch.tanh(self.to_rgb(F.relu(self.bn(h))))
@@ -155,15 +182,13 @@ class ResNetDiscriminator(nn.Module):
                  num_classes: int = 0):
         super().__init__()
         self.num_classes = num_classes
-        blocks, c_in = [], 3
-        for i, (c_out, down) in enumerate(zip(widths, downs)):
-            blocks.append(DBlock(c_in, c_out, norm, down, first=i == 0))
-            c_in = c_out
-        self.blocks = nn.Sequential(*blocks)
-        self.bn = norm.bn(c_in)
-        self.fc = norm.layer(nn.Linear(c_in, 1, bias=fc_bias))
+        c_ins = [3, *widths[:-1]]
+        self.blocks = nn.Sequential(*[DBlock(c_ins[i], widths[i], norm, downs[i], first=i == 0)
+                                      for i in range(len(widths))])
+        self.bn = norm.bn(widths[-1])
+        self.fc = norm.layer(nn.Linear(widths[-1], 1, bias=fc_bias))
         if num_classes:
-            self.embed = norm.layer(nn.Embedding(num_classes, c_in))
+            self.embed = norm.layer(nn.Embedding(num_classes, widths[-1]))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         _need_labels(y, self.num_classes)
@@ -176,26 +201,41 @@ class ResNetDiscriminator(nn.Module):
 # Registry
 
 
-def _base_widths(cfg: ModelConfig, resolution: int) -> tuple[int, int]:
-    layouts = DEFAULT_CH[cfg.arch]
-    g, d = layouts.get("any") or layouts[32 if resolution <= 32 else 48]
-    return cfg.g_ch or g, cfg.d_ch or d
-
-
-def _dcgan(cfg: ModelConfig, resolution: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
-    g_ch, d_ch = _base_widths(cfg, resolution)
-    norm = Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
+def _dcgan(cfg: ModelConfig, resolution: int, g_ch: int, d_ch: int, norm: Norm, num_classes: int):
     return (DCGANGenerator(cfg.z_dim, resolution, g_ch),
             DCGANDiscriminator(resolution, d_ch, norm, cfg.dcgan_d, cfg.d_slope))
 
 
-def _resnet(cfg: ModelConfig, resolution: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
-    g_ch, d_ch = _base_widths(cfg, resolution)
-    g_widths, d_widths, downs = _resnet_layout(resolution, g_ch, d_ch)
-    norm = Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
+def _resnet(cfg: ModelConfig, resolution: int, g_ch: int, d_ch: int, norm: Norm, num_classes: int):
+    if resolution <= 32:  # Table 4: G 256 everywhere; D 128 everywhere, two down, two plain
+        g_widths, d_widths, downs = [g_ch] * 4, [d_ch] * 4, [True, True, False, False]
+    else:  # Table 5: G 512 -> 256 -> 128 -> 64; D 64, 128, 256, 512 (down), 1024 (plain)
+        g_widths = [8 * g_ch, 4 * g_ch, 2 * g_ch, g_ch]
+        d_widths, downs = [d_ch, 2 * d_ch, 4 * d_ch, 8 * d_ch, 16 * d_ch], [True] * 4 + [False]
     # The official 32 px D's last linear has no bias; the 48 px one has.
     D = ResNetDiscriminator(d_widths, downs, norm, fc_bias=resolution > 32, num_classes=num_classes)
     return ResNetGenerator(cfg.z_dim, resolution, g_widths, num_classes), D
+
+
+def _init_dcgan(module: nn.Module) -> None:
+    """The official standard CNN's initialisation: weights N(0, 0.02), biases zero."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(raw_weight(m), 0.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def _init_resnet(module: nn.Module) -> None:
+    """The official ResNet's initialisation: Glorot-uniform with gain sqrt(2) on the convs inside
+    residual paths, gain 1 on shortcuts, linears, G's output conv and D's class embedding; biases zero."""
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Embedding) and name == "embed":
+            nn.init.xavier_uniform_(raw_weight(m))
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            plain = name.endswith(("shortcut", "to_rgb")) or isinstance(m, nn.Linear)
+            nn.init.xavier_uniform_(raw_weight(m), 1.0 if plain else math.sqrt(2))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 # arch -> (builder of (G, D), the official code's initialisation)
@@ -211,8 +251,11 @@ def build(cfg: ModelConfig, resolution: int, num_classes: int = 0) -> tuple[nn.M
     check_resolution(cfg.arch, resolution)  # the config's rule, for models built without a Config
     if cfg.conditional and num_classes < 1:
         raise ValueError("model.conditional needs the number of classes")
+    layouts = DEFAULT_CH[cfg.arch]
+    g_ch, d_ch = layouts.get("any") or layouts[32 if resolution <= 32 else 48]
+    norm = Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
     builder, init = ARCHS[cfg.arch]
-    G, D = builder(cfg, resolution, num_classes if cfg.conditional else 0)
+    G, D = builder(cfg, resolution, cfg.g_ch or g_ch, cfg.d_ch or d_ch, norm, num_classes if cfg.conditional else 0)
     if cfg.init == "official":
         init(G)
         init(D)

@@ -1,6 +1,6 @@
-"""The on-disk formats data sets are read from, each into a `Dataset` of uint8 `(N, 3, H, W)`
-images: CIFAR-10's python pickle batches and STL-10's column-major binaries (torchvision only
-downloads their archives), folders of image files, and .npz arrays; a bad file is one clear line.
+"""The on-disk formats data sets are read from, each into a `Dataset` of uint8 `(N, 3, H, W)` images:
+CIFAR-10's pickle batches and STL-10's column-major binaries (torchvision only downloads their archives),
+folders of image files, and .npz arrays; a bad file is one clear line.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,13 +34,44 @@ STL10_FILES = {"unlabeled": "unlabeled_X.bin", "train": "train_X.bin", "test": "
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
 
+# name -> (title, archive to unpack, where to get it, the torchvision data set that downloads it)
+ARCHIVES = {
+    "cifar10": ("CIFAR-10", "cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar.html", "CIFAR10"),
+    "stl10": ("STL-10", "stl10_binary.tar.gz", "https://cs.stanford.edu/~acoates/stl10/", "STL10"),
+}
 
-# ---------------------------------------------------------------------------------------------
-# CIFAR-10
+
+def source_files(name: str, split: str, root: str | Path) -> list[Path]:
+    """The original files a data set split is read from (they may not exist yet)."""
+    root = Path(root)
+    if name == "cifar10":
+        return [root / CIFAR10_DIR / n for n in CIFAR10_FILES[split]]
+    return [root / STL10_DIR / STL10_FILES[s] for s in split.split("+")]
 
 
-def read_cifar10(root: str | Path, split: str) -> Dataset:
-    """CIFAR-10 `split` ('train' or 'test'): uint8 `(N, 3, 32, 32)` and labels, from the python pickle batches."""
+def _ensure(name: str, split: str, root: str | Path, download: bool) -> None:
+    """Download the archive when files are missing and that is allowed; else say what to put where."""
+    missing = [p for p in source_files(name, split, root) if not p.is_file()]
+    if not missing:
+        return
+    title, archive, url, dataset = ARCHIVES[name]
+    if not download:
+        raise SnganError(f"{title} not found (expected {missing[0]}); set data.download=true, or unpack "
+                         f"{archive} from {url} into '{missing[0].parent.parent}'")
+    try:
+        import torchvision  # lazy: slow to import, and only needed to download
+
+        getattr(torchvision.datasets, dataset)(str(root), download=True)
+    except Exception as e:  # network errors come in many types (URLError, HTTPError, OSError, ...)
+        raise SnganError(f"downloading {title} failed ({type(e).__name__}: {e}); download it on a "
+                         "machine with internet access and copy it into data.root") from None
+
+
+def load_cifar10(root: str | Path, split: str, download: bool) -> Dataset:
+    """CIFAR-10 `split` ('train' or 'test'): uint8 `(N, 3, 32, 32)` and labels, from the pickle batches."""
+    if split not in CIFAR10_FILES:
+        raise UsageError(f"CIFAR-10 split '{split}' is not one of: train, test")
+    _ensure("cifar10", split, root, download)
     folder = Path(root) / CIFAR10_DIR
     parts, labels = [], []
     for name in CIFAR10_FILES[split]:
@@ -48,25 +79,12 @@ def read_cifar10(root: str | Path, split: str) -> Dataset:
         try:
             with open(path, "rb") as f:
                 entry = pickle.load(f, encoding="latin1")
-            data = np.asarray(entry["data"], dtype=np.uint8)
+            parts.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.append(np.asarray(entry["labels"], dtype=np.int64))
         except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
             raise SnganError(f"cannot read CIFAR-10 file '{path}' ({e}); delete '{folder}' and "
                              "download it again with data.download=true") from None
-        parts.append(data.reshape(-1, 3, 32, 32))
     return Dataset(torch.from_numpy(np.concatenate(parts)), torch.from_numpy(np.concatenate(labels)), CIFAR10_CLASSES)
-
-
-def load_cifar10(root: str | Path, split: str, download: bool) -> Dataset:
-    if split not in CIFAR10_FILES:
-        raise UsageError(f"CIFAR-10 split '{split}' is not one of: train, test")
-    _ensure(source_files("cifar10", split, root), "cifar10", download, lambda: __import__("torchvision").datasets.CIFAR10(
-        str(root), train=split == "train", download=True))
-    return read_cifar10(root, split)
-
-
-# ---------------------------------------------------------------------------------------------
-# STL-10
 
 
 def read_stl10(root: str | Path, split: str) -> torch.Tensor:
@@ -80,64 +98,21 @@ def read_stl10(root: str | Path, split: str) -> torch.Tensor:
         raise SnganError(f"STL-10 file '{path}' has {raw.size} bytes, not a whole number of "
                          "96x96 images; delete it and download it again")
     # Each image is stored channel by channel, each channel column by column.
-    images = raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)
-    return torch.from_numpy(np.ascontiguousarray(images))
-
-
-def read_stl10_labels(root: str | Path, split: str) -> torch.Tensor | None:
-    """Labels 0-9 of STL-10's `train` or `test` split (stored 1-10); None for `unlabeled` or a missing file."""
-    path = Path(root) / STL10_DIR / STL10_FILES[split].replace("_X", "_y")
-    if split == "unlabeled" or not path.is_file():
-        return None
-    return torch.from_numpy(np.fromfile(path, dtype=np.uint8).astype(np.int64) - 1)
+    return torch.from_numpy(np.ascontiguousarray(raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)))
 
 
 def load_stl10(root: str | Path, split: str, download: bool) -> Dataset:
+    """STL-10 `split` (`+` joins splits); labelled when every part has a label file (train, test)."""
     parts = split.split("+")
     if any(s not in STL10_FILES for s in parts):
         raise UsageError(f"STL-10 split '{split}' is not one of: unlabeled, train, test, unlabeled+train")
-    _ensure(source_files("stl10", split, root), "stl10", download, lambda: __import__("torchvision").datasets.STL10(
-        str(root), split="unlabeled", download=True))
+    _ensure("stl10", split, root, download)
     images = torch.cat([read_stl10(root, s) for s in parts])
-    labels = [read_stl10_labels(root, s) for s in parts]
-    if any(y is None for y in labels):
+    label_files = [Path(root) / STL10_DIR / STL10_FILES[s].replace("_X", "_y") for s in parts]
+    if "unlabeled" in parts or not all(p.is_file() for p in label_files):
         return Dataset(images)
-    return Dataset(images, torch.cat(labels), STL10_CLASSES)
-
-
-# name -> (title, archive to unpack, where to get it)
-ARCHIVES = {
-    "cifar10": ("CIFAR-10", "cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar.html"),
-    "stl10": ("STL-10", "stl10_binary.tar.gz", "https://cs.stanford.edu/~acoates/stl10/"),
-}
-
-
-def source_files(name: str, split: str, root: str | Path) -> list[Path]:
-    """The original files a data set split is read from (they may not exist yet)."""
-    root = Path(root)
-    if name == "cifar10":
-        return [root / CIFAR10_DIR / n for n in CIFAR10_FILES[split]]
-    return [root / STL10_DIR / STL10_FILES[s] for s in split.split("+")]
-
-
-def _ensure(files: list[Path], name: str, download: bool, fetch: Callable[[], object]) -> None:
-    """Download when files are missing and that is allowed; else say what to put where."""
-    missing = [p for p in files if not p.is_file()]
-    if not missing:
-        return
-    title, archive, url = ARCHIVES[name]
-    if not download:
-        raise SnganError(f"{title} not found (expected {missing[0]}); set data.download=true, or unpack "
-                         f"{archive} from {url} into '{missing[0].parent.parent}'")
-    _download(title, fetch)
-
-
-def _download(what: str, fetch: Callable[[], object]) -> None:
-    try:
-        fetch()
-    except Exception as e:  # network errors come in many types (URLError, HTTPError, OSError, ...)
-        raise SnganError(f"downloading {what} failed ({type(e).__name__}: {e}); download it on a "
-                         "machine with internet access and copy it into data.root") from None
+    labels = [np.fromfile(p, dtype=np.uint8).astype(np.int64) - 1 for p in label_files]  # stored 1-10
+    return Dataset(images, torch.from_numpy(np.concatenate(labels)), STL10_CLASSES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,17 +144,6 @@ def read_image(path: Path):
         raise SnganError(f"cannot read image '{path}': {e}; remove it from the folder") from None
 
 
-def _center_crop_resize(im, resolution: int):
-    from PIL import Image
-
-    w, h = im.size
-    s = min(w, h)
-    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    if s != resolution:
-        im = im.resize((resolution, resolution), Image.BICUBIC, reducing_gap=None)
-    return im
-
-
 def folder_classes(root: str | Path, files: list[Path]) -> tuple[torch.Tensor | None, tuple[str, ...]]:
     """Labels from one sub-folder per class (the sub-folders' sorted names are the classes), as
     torchvision's ImageFolder; (None, ()) when any image lies directly in `root`."""
@@ -192,15 +156,22 @@ def folder_classes(root: str | Path, files: list[Path]) -> tuple[torch.Tensor | 
 
 
 def load_folder(root: str | Path, resolution: int, limit: int = 0) -> Dataset:
-    """Every image under `root`, centre-cropped to a square and resized, as uint8 `(N, 3, R, R)`;
-    labelled when the images are in one sub-folder per class."""
-    files = list_images(root)
-    if limit:
-        files = files[:limit]
+    """Every image under `root`, centre-cropped to a square and resized (bicubic), as uint8
+    `(N, 3, R, R)`; labelled when the images are in one sub-folder per class."""
+    from PIL import Image
+
+    files = list_images(root)[: limit or None]
     out = np.empty((len(files), resolution, resolution, 3), dtype=np.uint8)
     for i, path in enumerate(tqdm(files, desc=f"reading {root}", unit="img", leave=False,
                                   disable=len(files) < 2000)):
-        out[i] = np.asarray(_center_crop_resize(read_image(path), resolution))
+        im = read_image(path)
+        w, h = im.size
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        im = im.crop((left, top, left + s, top + s))  # the centre square
+        if s != resolution:
+            im = im.resize((resolution, resolution), Image.BICUBIC, reducing_gap=None)
+        out[i] = np.asarray(im)
     return Dataset(torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), *folder_classes(Path(root), files))
 
 
@@ -272,4 +243,3 @@ def load_npz(path: str | Path) -> Dataset:
     if images.shape[2] != images.shape[3]:
         raise SnganError(f"'{path}' holds {images.shape[3]}x{images.shape[2]} images; training needs square images")
     return Dataset(images, *npz_labels(arrays, path, len(images)))
-
