@@ -1,17 +1,10 @@
-"""The FID detector: pytorch-fid's Inception, so features match `python -m pytorch_fid`.
-
-The network is pytorch-fid's port of the TF 2015-12-05 Inception (2048-d pool3 features, inputs
-in [0, 1] resized bilinearly to 299), built here from pytorch-fid's public blocks and run in
-strict float32. It is made faster without changing what it computes: each batch norm is folded
-into the convolution before it, and on the CPU the network runs in channels_last, 16 images at a
-time. Features agree with pytorch-fid's to about 1e-6. Where the weights come from: see
-`resolve_weights`.
+"""The FID detector: pytorch-fid's Inception (TF 2015-12-05, 2048-d pool3), run in strict float32
+with batch norms folded into the convolutions, so features match `python -m pytorch_fid` to ~1e-6.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -100,11 +93,7 @@ def file_sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SHA256_MEMO:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _SHA256_MEMO[key] = h.hexdigest()
+        _SHA256_MEMO[key] = inception_convert.hexdigest(path, "sha256")
     return _SHA256_MEMO[key]
 
 
@@ -173,19 +162,15 @@ def fold_batch_norms(net: nn.Module) -> nn.Module:
     return net
 
 
-def _precision_flags() -> list[tuple[object, str, object]]:
-    """(backend, attribute, strict value) of each switch between full and reduced float32 precision."""
-    b = torch.backends
-    if hasattr(getattr(b.cudnn, "conv", None), "fp32_precision"):  # torch >= 2.9
-        return [(f, "fp32_precision", "ieee") for f in (b.cudnn.conv, b.cuda.matmul, b.mkldnn.conv, b.mkldnn.matmul)]
-    return [(b.cudnn, "allow_tf32", False), (b.cuda.matmul, "allow_tf32", False)]
-
-
 @contextlib.contextmanager
 def strict_fp32() -> Iterator[None]:
     """Float32 convolutions and matmuls in full precision while the block runs: no TF32 on CUDA
     (cuDNN convolutions use it by default) and no reduced precision in oneDNN on the CPU."""
-    flags = _precision_flags()
+    b = torch.backends
+    if hasattr(getattr(b.cudnn, "conv", None), "fp32_precision"):  # torch >= 2.9
+        flags = [(f, "fp32_precision", "ieee") for f in (b.cudnn.conv, b.cuda.matmul, b.mkldnn.conv, b.mkldnn.matmul)]
+    else:
+        flags = [(b.cudnn, "allow_tf32", False), (b.cuda.matmul, "allow_tf32", False)]
     saved = [getattr(backend, attr) for backend, attr, _ in flags]
     try:
         for backend, attr, strict in flags:

@@ -1,9 +1,6 @@
-"""`sngan eval-fid` and FID during training, both with pytorch-fid's protocol; KID and
-precision/recall from the same features when asked for.
-
-Samples from a checkpoint are generated in memory, never written as PNGs: uint8 PNGs are
-lossless, but writing tens of thousands of files is slow and clutters disks. A metric's name
-states its protocol (`fid10k_cifar10-train`), and a result records everything needed to compare it.
+"""`sngan eval-fid` and FID during training, with pytorch-fid's protocol (KID and precision/recall
+from the same features when asked for). A checkpoint's samples stay in memory: writing tens of
+thousands of PNGs is slow, and uint8 images lose nothing either way.
 """
 
 from __future__ import annotations
@@ -16,10 +13,11 @@ import torch
 from torch import nn
 
 from sngan import detector as inception
-from sngan import fid_stats, metrics
+from sngan import distributed, fid_stats, metrics
 from sngan.data import REFERENCES
 from sngan.errors import UsageError
 from sngan.fid_result import is_name, metric_name
+from sngan.intra_fid import intra_fid, reference_labels
 
 # Inception Score as the paper computes it (TF): 10 splits, the paper's over 50,000 samples.
 IS_SPLITS = 10
@@ -49,9 +47,7 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     `sngan.intra_fid`). A conditional checkpoint's samples for FID are class-balanced.
     """
     start = time.perf_counter()
-    _check_args(images, checkpoint, num, save_stats, ema, kid or pr)
-    if intra and checkpoint is None:
-        raise UsageError("--intra-fid scores the classes of a class-conditional generator; give --checkpoint")
+    _check_args(images, checkpoint, num, save_stats, ema, kid or pr, intra)
     detector = inception.load_detector(inception_weights, device)
     ref_args = {"data_root": data_root, "download": download, "batch_size": batch_size, "num_images": ref_images}
     if images is None and checkpoint is None:
@@ -87,8 +83,8 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     }
     if inception_score:
         result.update(_inception_score_fields(logits))
-    names = {m: metric_name(len(features), ref, ref_images, m) for m in ("kid", "precision", "recall")}
-    result.update(feature_metrics(features, ref_features, kid, pr, names, fields=True) if kid or pr else {})
+    if kid or pr:
+        result.update(feature_metrics(features, ref_features, kid, pr, ref, ref_images, fields=True))
     if intra:
         result.update(_intra_fields(*model, ref, ref_features, detector, num, batch_size, device, seed, ref_args))
     if save_stats:
@@ -97,10 +93,12 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
 
 
 def _check_args(images: str | None, checkpoint: str | None, num: int, save_stats: str | None,
-                ema: bool | None, kid_pr: bool = False) -> None:
+                ema: bool | None, kid_pr: bool, intra: bool) -> None:
     """Argument mistakes, caught before anything slow runs."""
     if images is not None and checkpoint is not None:
         raise UsageError("give either --images or --checkpoint, not both")
+    if intra and checkpoint is None:
+        raise UsageError("--intra-fid scores the classes of a class-conditional generator; give --checkpoint")
     if kid_pr and images is None and checkpoint is None:
         raise UsageError("--kid and --pr compare generated images with the reference; give --images or --checkpoint")
     if ema is not None and checkpoint is None:
@@ -132,8 +130,6 @@ def _generated_source(images: str | None, checkpoint: str | None, num: int, batc
 def _intra_fields(G: nn.Module, cfg, ref: str, ref_features: np.ndarray, detector: inception.Detector, num: int,
                   batch_size: int, device: str, seed: int, ref_args: dict) -> dict:
     """Intra-FID fields of the generator already loaded for FID (it is in eval mode)."""
-    from sngan.intra_fid import intra_fid, reference_labels
-
     labels, classes = reference_labels(ref, ref_args["data_root"], ref_args["download"], ref_args["num_images"])
     per_class = max(2, num // max(1, len(getattr(G, "classes", ()))))
     result = intra_fid(G, cfg, detector, ref_features, labels, classes, per_class, batch_size, seed, device)
@@ -141,9 +137,8 @@ def _intra_fields(G: nn.Module, cfg, ref: str, ref_features: np.ndarray, detecto
 
 
 def _ref_fields(info: dict) -> dict:
-    fields = {"num_ref": info["num_ref"], "ref": info["ref"]}
-    fields.update({k: info[k] for k in ("split", "resolution") if k in info})
-    return {**fields, "ref_cached": info["cached"]}
+    protocol = {k: info[k] for k in ("split", "resolution") if k in info}
+    return {"num_ref": info["num_ref"], "ref": info["ref"], **protocol, "ref_cached": info["cached"]}
 
 
 def _save_reference(path: str, mu: np.ndarray, sigma: np.ndarray, detector: inception.Detector, info: dict) -> None:
@@ -161,12 +156,13 @@ def _inception_score_fields(logits: np.ndarray | None) -> dict:
     return {"is_metric": is_name(len(logits)), "is_mean": mean, "is_std": std, "is_splits": splits}
 
 
-def feature_metrics(features: np.ndarray, ref_features: np.ndarray, kid: bool, pr: bool, names: dict[str, str],
+def feature_metrics(features: np.ndarray, ref_features: np.ndarray, kid: bool, pr: bool, ref: str, ref_images: int,
                     fields: bool = False) -> dict:
     """KID (mean and std over subsets) and precision/recall (k = 3) of generated `(N, 2048)`
-    features against the reference's, under `names` (`kid`, `precision`, `recall` -> metric
-    names). `{name: value, kid name + "_std": std}` for training's log; with `fields`, eval-fid's
+    features against the reference's, named as `metric_name` names them (`kid<N>_<ref>`).
+    `{name: value, kid name + "_std": std}` for training's log; with `fields`, eval-fid's
     result fields, which also record the protocol (subsets and their size, k)."""
+    names = {m: metric_name(len(features), ref, ref_images, m) for m in ("kid", "precision", "recall")}
     out = {}
     if kid:
         mean, std = metrics.kernel_inception_distance(features, ref_features)
@@ -192,13 +188,10 @@ class FIDTracker:
     """
 
     def __init__(self, cfg, device: torch.device, ctx=None):
-        from sngan import distributed
-
         ec = cfg.eval
         self.cfg, self.device, self.ctx = cfg, device, ctx or distributed.Dist()
         self.detector = inception.load_detector(ec.inception_weights or None, device)
         self.metric = metric_name(ec.num_samples, ec.ref, ec.ref_images)
-        self.names = {m: metric_name(ec.num_samples, ec.ref, ec.ref_images, m) for m in ("kid", "precision", "recall")}
         ref_args = dict(data_root=cfg.data.root, resolution=cfg.data.resolution, download=cfg.data.download,
                         batch_size=ec.batch_size, num_images=ec.ref_images)
         # Rank 0 computes (and caches) the reference statistics first; the others then read them.
@@ -213,10 +206,10 @@ class FIDTracker:
         """The reference's statistics, and its features (once, here) when KID or PR is on."""
         ec, self.ref_features = self.cfg.eval, None
         if ec.kid or ec.pr:
-            self.mu_ref, self.sigma_ref, self.ref_features, self.ref_info = fid_stats.reference_features(
+            self.mu_ref, self.sigma_ref, self.ref_features, _ = fid_stats.reference_features(
                 ec.ref, self.detector, **ref_args)
         else:
-            self.mu_ref, self.sigma_ref, self.ref_info = fid_stats.reference_stats(ec.ref, self.detector, **ref_args)
+            self.mu_ref, self.sigma_ref, _ = fid_stats.reference_stats(ec.ref, self.detector, **ref_args)
 
     def evaluate(self, G: nn.Module, suffix: str = "") -> dict:
         """`{metric: fid}`, plus the Inception Score `is<N>` and its `is<N>_std` (10 splits) when
@@ -227,15 +220,13 @@ class FIDTracker:
         G is evaluated in eval mode and left in the mode it came in. A collective call when
         several processes train: all of them must call it.
         """
-        from sngan import distributed
-        from sngan.sample import generate_batches
+        from sngan.sample import generate_batches  # lazy: pulls in the models
 
         ec, was_training = self.cfg.eval, G.training
-        share = (self.ctx.rank, self.ctx.world)
         G.eval()  # batch norm must use running statistics, and not update them
         try:
             batches = generate_batches(G, self.cfg, ec.num_samples, ec.batch_size, self.cfg.train.seed,
-                                       self.device, share=share)
+                                       self.device, share=(self.ctx.rank, self.ctx.world))
             features, logits = inception.extract(self.detector, batches, ec.batch_size, desc="FID samples")
         finally:
             G.train(was_training)
@@ -246,9 +237,8 @@ class FIDTracker:
         result = {self.metric: metrics.frechet_distance(mu, sigma, self.mu_ref, self.sigma_ref,
                                                         sqrt_sigma2=self.sqrt_sigma_ref)}
         if ec.inception_score and logits is not None:
-            mean, std = metrics.inception_score(logits, min(IS_SPLITS, len(logits)))
+            mean, std = metrics.inception_score(logits, IS_SPLITS)
             key = is_name(len(logits))
             result.update({key: mean, key + "_std": std})
-        if ec.kid or ec.pr:
-            result.update(feature_metrics(features, self.ref_features, ec.kid, ec.pr, self.names))
+        result.update(feature_metrics(features, self.ref_features, ec.kid, ec.pr, ec.ref, ec.ref_images))
         return {k + suffix: v for k, v in result.items()}

@@ -1,9 +1,6 @@
-"""What FID compares: image sets, statistics files, and the cached statistics of named data sets.
-
-Statistics files have pytorch-fid's (and TTUR's) layout, arrays `mu` `(2048,)` and `sigma`
-`(2048, 2048)` in a .npz, so either tool reads the other's. Reference statistics of named data
-sets are cached on disk under a hash of everything they depend on; so are their features, which
-KID and precision/recall need, when those are asked for.
+"""What FID compares: image sets, statistics files in pytorch-fid's (and TTUR's) .npz layout, and
+named data sets' reference statistics (and, for KID and precision/recall, features), cached on disk
+under a hash of everything they depend on.
 """
 
 from __future__ import annotations
@@ -139,7 +136,11 @@ def _reference(ref: str, detector: inception.Detector, want_features: bool, *, d
                 raise SnganError(f"reference '{ref}' is a statistics file: KID and precision/recall need the "
                                  "reference's images (a folder, an .npz of images or a named set)")
             mu, sigma = _stats_from(arrays, path)
-            _check_stats_detector(arrays, path, detector)
+            # sngan records the detector in the statistics it writes; FIDs across detectors are meaningless.
+            if "detector_sha256" in arrays and str(arrays["detector_sha256"]) != detector.weights_sha256:
+                raise SnganError(f"'{path}' was computed with other Inception weights (sha256 "
+                                 f"{str(arrays['detector_sha256'])[:8]}, now {detector.weights_sha256[:8]}); "
+                                 "recompute it with these weights or pass the ones it was made with")
             num = int(arrays["num_images"]) if "num_images" in arrays else None
             return mu, sigma, None, {**info, "num_ref": num}
         images = npz_images(arrays, path)
@@ -150,25 +151,14 @@ def _reference(ref: str, detector: inception.Detector, want_features: bool, *, d
         raise UsageError(f"reference '{ref}' is not a named set ({', '.join(REFERENCES)}), an image "
                          "folder, or an existing .npz of statistics or images")
     features = inception.extract(detector, images, batch_size, desc="reference features")[0]
-    return *statistics(features), _float32(features, want_features), {**info, "num_ref": len(images)}
-
-
-def _float32(features: np.ndarray, wanted: bool) -> np.ndarray | None:
-    """Features as cached (the detector computes in float32, so nothing is lost), or None."""
-    return features.astype(np.float32) if wanted else None
+    # float32 as cached: the detector computes in float32, so nothing is lost.
+    kept = features.astype(np.float32) if want_features else None
+    return *statistics(features), kept, {**info, "num_ref": len(images)}
 
 
 def features_path(stats_file: Path) -> Path:
     """Where a cached reference's features live: beside its statistics, keyed the same."""
     return stats_file.with_name(stats_file.stem + "-features.npy")
-
-
-def _check_stats_detector(arrays: dict[str, np.ndarray], path: Path, detector: inception.Detector) -> None:
-    """Statistics written by sngan record their detector; FIDs across detectors are meaningless."""
-    if "detector_sha256" in arrays and str(arrays["detector_sha256"]) != detector.weights_sha256:
-        raise SnganError(f"'{path}' was computed with other Inception weights (sha256 "
-                         f"{str(arrays['detector_sha256'])[:8]}, now {detector.weights_sha256[:8]}); "
-                         "recompute it with these weights or pass the ones it was made with")
 
 
 def _named_reference(ref, detector, want_features, data_root, resolution, download, num_images, batch_size,
@@ -204,7 +194,7 @@ def _named_reference(ref, detector, want_features, data_root, resolution, downlo
         images = images[:num_images]
     features = inception.extract(detector, images, batch_size, desc=f"{ref} features")[0]
     mu, sigma = statistics(features)
-    features = _float32(features, want_features)
+    features = features.astype(np.float32) if want_features else None
     cache_file, key = cache_entry()
     save_stats(cache_file, mu, sigma, num_images=len(images), detector_sha256=detector.weights_sha256,
                cache_key=json.dumps(key, sort_keys=True))

