@@ -19,7 +19,7 @@ from conftest import cli, tiny_config, train_run
 # the metadata says, generate. `-I -S` below keep sngan off sys.path; only torch's
 # site-packages is added, without processing its .pth files (where an editable sngan hides).
 WITHOUT_SNGAN = """
-import json, sys
+import json, os, sys
 sys.path.append(sys.argv[1])
 try:
     import sngan
@@ -28,7 +28,7 @@ except ImportError:
 else:
     raise SystemExit("sngan is importable here: " + sngan.__file__)
 import torch
-torch.set_num_threads(2)  # as conftest does for the parent process
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # the parent's count (conftest), for equal rounding
 path, n, seed, out = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 extra = {"sngan.json": ""}
 G = torch.export.load(path, extra_files=extra).module()
