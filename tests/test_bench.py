@@ -31,10 +31,12 @@ def positive(x) -> bool:
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory, fid_weights_file) -> tuple[dict, str]:
-    """One `scripts/bench.py --quick` run with the tests' Inception weights (about a minute on two
-    idle CPU cores)."""
+    """One `scripts/bench.py --quick` run with the tests' Inception weights, with fewer timed steps
+    than --quick's own (2 warm-up, 6 repeats of 2): the fields and their consistency are what is
+    checked, and the flags that set the counts are exercised too."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--device", "cpu",
+                           "--warmup", "1", "--steps", "1", "--repeats", "3",
                            "--inception-weights", str(fid_weights_file), "--out", str(out)],
                           capture_output=True, text=True, check=False, timeout=900, cwd=out.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -49,6 +51,7 @@ def test_quick_run_header_settings_and_table(quick):
     assert dev["type"] == "cpu" and dev["torch"] == torch.__version__ and dev["threads"] >= 1 and dev["name"]
     s = result["settings"]
     assert s["quick"] and s["batch_size"] == 16 and s["width_scale"] == 0.25 and "quick" in s["note"]
+    assert (s["warmup"], s["steps"], s["repeats"]) == (1, 1, 3)  # given on the command line
     assert positive(result["total_s"]) and set(result["phase_s"]) == {"training", "options", "fid"}
     assert sum(result["phase_s"].values()) <= result["total_s"]
     # Peak memory is measured on CUDA only (torch.cuda.max_memory_allocated): on the CPU, "-".
