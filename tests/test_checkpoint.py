@@ -1,4 +1,5 @@
-"""Runs that survive: kill and resume, signals, full disks, and checkpoints that must not load."""
+"""sngan.checkpoint and the runs that rely on it: kill and resume, signals, full disks, and
+checkpoints that must not load."""
 
 import os
 import signal
