@@ -4,6 +4,7 @@ LOCAL_RANK and WORLD_SIZE); without it there is one process and every collective
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ def cleanup(ctx: Dist, ok: bool = True) -> None:
     """Leave the process group. After success, wait for every process first, so none tears its
     connections down while another still uses them; after an error a barrier could hang."""
     if ctx.enabled and dist.is_initialized():
+        gc.collect()  # whatever still holds the group's pending work goes first (see train.train)
         if ok:
             dist.barrier()
         dist.destroy_process_group()

@@ -95,6 +95,7 @@ def train(cfg: config.Config, run_dir: Path | None = None, resume: dict | None =
         ok = True
         return summary
     finally:
+        run = tracker = None  # free the models (and DDP's reducer) while the process group is still up
         distributed.cleanup(ctx, ok)
 
 
