@@ -32,10 +32,6 @@ FEATURE_DIM, NUM_CLASSES = 2048, 1008
 CPU_CHUNK = 16
 
 
-# ---------------------------------------------------------------------------------------------
-# Weights
-
-
 def default_cache_dir() -> Path:
     """sngan's cache: $SNGAN_CACHE, else ~/.cache/sngan."""
     return Path(os.environ.get("SNGAN_CACHE") or Path.home() / ".cache" / "sngan")
@@ -97,16 +93,10 @@ def file_sha256(path: Path) -> str:
     return _SHA256_MEMO[key]
 
 
-# ---------------------------------------------------------------------------------------------
-# Network
-
-
 def fid_inception() -> Inception3:
-    """pytorch-fid's FID Inception, untrained: the architecture `pfi.fid_inception_v3()` builds.
-
-    torchvision's Inception3 with TF's 1008 classes, and pytorch-fid's FID blocks (which pool as
-    TF did) in place of torchvision's. Its state-dict keys are those of pytorch-fid's weights file.
-    """
+    """pytorch-fid's FID Inception, untrained, as `pfi.fid_inception_v3()` builds it (which would also
+    download weights): torchvision's Inception3 with TF's 1008 classes and pytorch-fid's blocks, which
+    pool as TF did. Its state-dict keys are those of pytorch-fid's weights file."""
     net = Inception3(num_classes=NUM_CLASSES, aux_logits=False, init_weights=False)
     net.Mixed_5b = pfi.FIDInceptionA(192, pool_features=32)
     net.Mixed_5c = pfi.FIDInceptionA(256, pool_features=64)
@@ -139,13 +129,9 @@ class Pool3(nn.Module):
 
 
 def fold_batch_norms(net: nn.Module) -> nn.Module:
-    """Fold each eval-mode BatchNorm2d into the bias-free Conv2d before it, in place.
-
-    torchvision's `BasicConv2d` (conv, bn, relu), of which the FID Inception is built, becomes
-    conv-with-bias then relu: y = (W x - mean) * g / sqrt(var + eps) + b = (s W) x + (b - s mean)
-    with s = g / sqrt(var + eps). Computed in float64, then stored as float32: one convolution
-    instead of a convolution and a normalisation pass over its output.
-    """
+    """Fold each eval-mode BatchNorm2d of a torchvision `BasicConv2d` (conv, bn, relu) into its
+    bias-free conv, in place: (W x - mean) * g / sqrt(var + eps) + b = (s W) x + (b - s mean) with
+    s = g / sqrt(var + eps), computed in float64. One convolution instead of a conv and a bn pass."""
     for module in net.modules():
         if not isinstance(module, BasicConv2d) or isinstance(module.bn, nn.Identity):
             continue
@@ -179,10 +165,6 @@ def strict_fp32() -> Iterator[None]:
     finally:
         for (backend, attr, _), value in zip(flags, saved):
             setattr(backend, attr, value)
-
-
-# ---------------------------------------------------------------------------------------------
-# Detector
 
 
 @dataclass
@@ -268,14 +250,13 @@ def extract(detector: Detector, batches: Iterable[torch.Tensor] | torch.Tensor, 
     images at most so memory stays bounded."""
     if isinstance(batches, torch.Tensor):
         total, batches = len(batches), [batches]
-    feats, logits = [], []
+    parts = []  # (features, logits) per forward
     with tqdm(total=total, desc=desc, unit="img", leave=False) as bar:
         for batch in batches:
             for chunk in batch.split(batch_size):
-                f, lg = detector.features(chunk)
-                feats.append(f)
-                logits.append(lg)
+                parts.append(detector.features(chunk))
                 bar.update(len(chunk))
-    if not feats:
+    if not parts:
         raise SnganError("no images to compute Inception features of")
+    feats, logits = zip(*parts)
     return np.concatenate(feats), np.concatenate(logits) if detector.has_logits else None

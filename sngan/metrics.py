@@ -24,16 +24,14 @@ def sqrt_psd(sigma: np.ndarray) -> np.ndarray:
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, *,
                      sqrt_sigma2: np.ndarray | None = None) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), the quantity pytorch-fid computes:
+    """Frechet distance of N(mu1, sigma1) and N(mu2, sigma2), pytorch-fid's to ~1e-8 relative:
 
         |mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^(1/2)).
 
-    sigma1 sigma2 is similar to the symmetric PSD matrix M = S sigma1 S with S = sigma2^(1/2), so
-    the trace of its square root is the sum of the square roots of M's eigenvalues. Two symmetric
-    eigendecompositions (`eigh`) replace SciPy's Schur-based `sqrtm` of a general matrix: about
-    2 s instead of 11 s at 2048-d on two CPU cores, and exact where `sqrtm` struggles (covariances
-    of fewer images than dimensions are singular). Pass `sqrt_sigma2` (`sqrt_psd(sigma2)`) to
-    reuse it across calls against one reference. Agrees with pytorch-fid to ~1e-8 relative.
+    sigma1 sigma2 is similar to the symmetric PSD M = S sigma1 S with S = sigma2^(1/2), so the trace
+    term is the sum of the square roots of M's eigenvalues: two `eigh` instead of SciPy's `sqrtm`,
+    2 s instead of 11 s at 2048-d on two CPU cores, and exact for singular covariances (fewer images
+    than dimensions). `sqrt_sigma2` (`sqrt_psd(sigma2)`) saves one `eigh` per call against one reference.
     """
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise SnganError(f"statistics have different dimensions ({mu1.shape[0]} vs {mu2.shape[0]}); "
@@ -51,11 +49,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
-    """Inception Score of `(N, C)` logits: mean and std over `splits` equal parts.
-
-    Per part: exp(mean_i KL(p(y|x_i) || p(y))), with p(y) the part's mean prediction. With fewer
-    samples than `splits`, there are N parts of one sample each (and an IS of 1 each).
-    """
+    """Inception Score of `(N, C)` logits: mean and std over `splits` equal parts (N parts of one sample,
+    each scoring 1, when N < splits). Per part: exp(mean_i KL(p(y|x_i) || p(y))), p(y) the part's mean."""
     logits = np.asarray(logits, dtype=np.float64)
     log_p = logits - logits.max(axis=1, keepdims=True)
     log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))  # log-softmax
@@ -68,9 +63,6 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
         scores.append(np.exp(kl.mean()))
     return float(np.mean(scores)), float(np.std(scores))
 
-
-# ---------------------------------------------------------------------------------------------
-# KID and precision/recall: two more views of the same features (conventions of torch-fidelity)
 
 KID_SUBSETS, KID_SUBSET_SIZE, KID_SEED = 100, 1000, 2020  # torch-fidelity's defaults, so numbers compare
 PR_NEIGHBOURS = 3  # Kynkaanniemi et al. 2019
@@ -99,11 +91,9 @@ def kid_subset_size(num_gen: int, num_real: int, subset_size: int = KID_SUBSET_S
 
 def kernel_inception_distance(generated: np.ndarray, real: np.ndarray, subsets: int = KID_SUBSETS,
                               subset_size: int = KID_SUBSET_SIZE, seed: int = KID_SEED) -> tuple[float, float]:
-    """KID (Binkowski et al. 2018): the unbiased MMD^2 between `(N, D)` feature sets under the
-    cubic polynomial kernel k(x, y) = (x.y / D + 1)^3, averaged over `subsets` random subsets of
-    `kid_subset_size(N_gen, N_real, subset_size)` from each side. Returns (mean, std) over the
-    subsets; drawn with numpy's RandomState(seed) in torch-fidelity's order (generated, then real,
-    per subset), in float64 whatever the input dtype."""
+    """KID (Binkowski et al. 2018) of `(N, D)` feature sets: (mean, std) over `subsets` of the unbiased
+    MMD^2 under the kernel k(x, y) = (x.y / D + 1)^3, on subsets of `kid_subset_size(...)` per side drawn
+    with RandomState(seed) in torch-fidelity's order (generated, then real), in float64."""
     generated, real = _feature_pair(generated, real, "KID", 2)
     (n1, d), n2 = generated.shape, len(real)
     m = kid_subset_size(n1, n2, subset_size)
@@ -143,11 +133,9 @@ def _radii(x: np.ndarray, k: int) -> np.ndarray:
 def precision_recall(generated: np.ndarray, real: np.ndarray, k: int = PR_NEIGHBOURS) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019) of `(N, D)` feature sets.
 
-    Each sample's manifold ball has the radius of its k-th nearest neighbour in its own set
-    (closed: a distance equal to the radius is inside). Precision: the fraction of generated
-    samples inside some real sample's ball (fidelity); recall: the fraction of real samples inside
-    some generated sample's ball (coverage). Time is O((N_gen + N_real)^2 D); memory is blocks of
-    `PR_BLOCK` rows of distances, not all N_gen x N_real at once."""
+    Each sample's closed ball reaches its k-th nearest neighbour in its own set. Precision: the
+    fraction of generated samples inside some real ball; recall: of real samples inside some
+    generated ball. Distances are computed `PR_BLOCK` rows at a time, never all N_gen x N_real."""
     generated, real = _feature_pair(generated, real, f"precision/recall with k={k}", k + 1)
     radius_gen, radius_real = _radii(generated, k), _radii(real, k)
     inside_real = np.zeros(len(generated), dtype=bool)  # precision's test, per generated sample
