@@ -6,7 +6,6 @@ under a hash of everything they depend on.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 
@@ -25,10 +24,6 @@ from sngan.readers import holds_images, list_images, npz_images, read_image, rea
 CACHE_VERSION = 2  # 2: batch norms folded into the convolutions
 
 
-# ---------------------------------------------------------------------------------------------
-# Statistics files
-
-
 def stats_path(path: str | Path) -> Path:
     """`path` as a statistics file name; checked early so a long run cannot fail at the end."""
     path = Path(path)
@@ -40,13 +35,10 @@ def stats_path(path: str | Path) -> Path:
 def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray, **meta) -> Path:
     """Write `mu`, `sigma` (and `meta` as extra 0-d arrays) to a .npz, atomically."""
     path = stats_path(path)
-    buf = io.BytesIO()
     # None would be stored as a pickled object, which loading with allow_pickle=False rejects.
     meta = {k: np.asarray(v) for k, v in meta.items() if v is not None}
-    np.savez_compressed(buf, mu=mu, sigma=sigma, **meta)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: f.write(buf.getvalue()), "statistics")
-    return path
+    return atomic_write(path, lambda f: np.savez_compressed(f, mu=mu, sigma=sigma, **meta), "statistics")
 
 
 def _stats_from(arrays: dict[str, np.ndarray], path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -65,17 +57,10 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return _stats_from(read_npz(path), path)
 
 
-# ---------------------------------------------------------------------------------------------
-# Image sets
-
-
 def load_image_set(path: str | Path) -> torch.Tensor:
-    """A folder of images or a .npz of images as uint8 `(N, 3, H, W)`.
-
-    Folder images are read as pytorch-fid reads them: PIL `.convert("RGB")` at their own size,
-    never resized, so all must have the same size. A .npz holds uint8 images as `(N, H, W, 3)`
-    or `(N, 3, H, W)` (see `sngan.readers.NPZ_IMAGE_KEYS`).
-    """
+    """A folder of images or a .npz of images as uint8 `(N, 3, H, W)`. Folder images are read as
+    pytorch-fid reads them, PIL `.convert("RGB")` never resized, so all must have one size; a .npz
+    holds uint8 `(N, H, W, 3)` or `(N, 3, H, W)` (see `sngan.readers.NPZ_IMAGE_KEYS`)."""
     path = Path(path)
     if path.suffix == ".npz" and path.is_file():
         return npz_images(read_npz(path), path)
@@ -94,20 +79,14 @@ def _folder_images(folder: Path) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-# ---------------------------------------------------------------------------------------------
-# Reference statistics and features
-
-
 def reference_stats(ref: str, detector: inception.Detector, **kwargs) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Reference `mu` `(2048,)`, `sigma` `(2048, 2048)` and `info` describing the protocol.
+    """Reference `mu` `(2048,)`, `sigma` `(2048, 2048)` and `info` describing the protocol (at least
+    ref, num_ref (None when a stats file does not record it), detector, cached, cache_file).
 
-    `ref` is a name in `sngan.data.REFERENCES` (its first `num_images` images, or all when 0,
-    resized to `resolution`; cached in `<cache_dir>/fid-stats/`, `cache_dir` defaulting to
-    `sngan.detector.default_cache_dir()`), a folder or .npz of images, or a statistics .npz.
-    `info` has at least ref, num_ref (None when a stats file does not record it), detector,
-    cached, cache_file. Keyword arguments: data_root ("data"), resolution (32), download (True),
-    num_images (0), batch_size (100), cache_dir (None).
-    """
+    `ref` is a folder or .npz of images, a statistics .npz, or a name in `sngan.data.REFERENCES`:
+    its first `num_images` images (0: all) resized to `resolution`, cached in `<cache_dir>/fid-stats/`
+    (default `sngan.detector.default_cache_dir()`). Keyword arguments: data_root ("data"),
+    resolution (32), download (True), num_images (0), batch_size (100), cache_dir (None)."""
     mu, sigma, _, info = _reference(ref, detector, False, **kwargs)
     return mu, sigma, info
 
@@ -165,39 +144,39 @@ def _named_reference(ref, detector, want_features, data_root, resolution, downlo
                      cache_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
     name, split = REFERENCES[ref]
 
-    def cache_entry() -> tuple[Path, dict] | None:
-        """The cache file and its key, when the source files are on disk to fingerprint.
+    def cache_entry() -> tuple[Path | None, str]:
+        """The cache file and its key (JSON), or None when the source files are not on disk to fingerprint.
 
         The key holds the requested count and each source file's name and size, so a hit costs
         one stat() per file instead of decoding the data set (STL-10 is 2.7 GB)."""
         files = reference_files(ref, data_root)
         if not all(p.is_file() for p in files):
-            return None
-        key = {"version": CACHE_VERSION, "ref": ref, "dataset": name, "split": split, "resolution": resolution,
-               "num_images": num_images or "all", "files": [[p.name, p.stat().st_size] for p in files],
-               "detector_sha256": detector.weights_sha256}
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+            return None, ""
+        key = json.dumps({"version": CACHE_VERSION, "ref": ref, "dataset": name, "split": split,
+                          "resolution": resolution, "num_images": num_images or "all",
+                          "files": [[p.name, p.stat().st_size] for p in files],
+                          "detector_sha256": detector.weights_sha256}, sort_keys=True)
         count = f"n{num_images}" if num_images else "all"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return cache_dir / f"{ref}-{resolution}px-{count}-{digest}.npz", key
 
     info = {"ref": ref, "split": split, "resolution": resolution, "detector": detector.name}
-    entry = cache_entry()
+    cache_file, _ = cache_entry()
     # Features only when asked for: statistics cached without them are computed again with them.
-    if entry is not None and entry[0].is_file() and (not want_features or features_path(entry[0]).is_file()):
-        arrays = read_npz(entry[0])
-        mu, sigma = _stats_from(arrays, entry[0])
-        features = np.load(features_path(entry[0]), allow_pickle=False) if want_features else None
+    if cache_file is not None and cache_file.is_file() and (not want_features or features_path(cache_file).is_file()):
+        arrays = read_npz(cache_file)
+        mu, sigma = _stats_from(arrays, cache_file)
+        features = np.load(features_path(cache_file), allow_pickle=False) if want_features else None
         return mu, sigma, features, {**info, "num_ref": int(arrays["num_images"]), "cached": True,
-                                     "cache_file": str(entry[0])}
+                                     "cache_file": str(cache_file)}
     images = load_reference(ref, data_root, resolution, download)  # downloads when allowed
     if num_images:
         images = images[:num_images]
     features = inception.extract(detector, images, batch_size, desc=f"{ref} features")[0]
     mu, sigma = statistics(features)
     features = features.astype(np.float32) if want_features else None
-    cache_file, key = cache_entry()
-    save_stats(cache_file, mu, sigma, num_images=len(images), detector_sha256=detector.weights_sha256,
-               cache_key=json.dumps(key, sort_keys=True))
+    cache_file, key = cache_entry()  # the files exist now
+    save_stats(cache_file, mu, sigma, num_images=len(images), detector_sha256=detector.weights_sha256, cache_key=key)
     if want_features:
         atomic_write(features_path(cache_file), lambda f: np.save(f, features), "reference features")
     return mu, sigma, features, {**info, "num_ref": len(images), "cached": False, "cache_file": str(cache_file)}
