@@ -6,7 +6,6 @@ thousands of PNGs is slow, and uint8 images lose nothing either way.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -35,41 +34,50 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     `sngan.fid_result.format_result` prints.
 
     The generated side is exactly one of `images` (a folder or .npz of uint8 images, all of them;
-    `num` is ignored) or `checkpoint` (`num` samples drawn with `seed` on `device`, from its EMA
-    generator when it has one, unless `ema` is False; see `sample.load_generator`). `ref` is a name
-    in `sngan.data.REFERENCES`, compared at the generated images' resolution, an image folder or
-    .npz of images, or a statistics .npz. `save_stats` writes the reference's statistics; with
+    `num` is ignored) or `checkpoint` (`num` samples drawn with `seed` on `device`, class-balanced
+    when conditional, from its EMA generator when it has one unless `ema` is False). `ref` is a
+    name in `sngan.REFERENCES`, compared at the generated images' resolution, an image folder
+    or .npz of images, or a statistics .npz. `save_stats` writes the reference's statistics; with
     neither `images` nor `checkpoint` that is all it does, a named reference then at `resolution`
     (default: the one SN-GAN trains at on that data set). `ref_images` limits a named reference
     to its first N images (0: all of it; the paper uses 10,000). `kid` and `pr` add KID and
     precision/recall against the reference's features (so not against a statistics .npz); `intra`
-    the intra-class FID of a conditional checkpoint (`num // classes` samples per class; see
-    `sngan.intra_fid`). A conditional checkpoint's samples for FID are class-balanced.
+    the intra-class FID of a conditional checkpoint (`num // classes` per class; `sngan.intra_fid`).
     """
     start = time.perf_counter()
     _check_args(images, checkpoint, num, save_stats, ema, kid or pr, intra)
     detector = inception.load_detector(inception_weights, device)
-    ref_args = {"data_root": data_root, "download": download, "batch_size": batch_size, "num_images": ref_images}
-    if images is None and checkpoint is None:
+    if checkpoint is not None:
+        from sngan.sample import generate_batches, load_generator  # lazy: pulls in the models
+
+        G, cfg, kind = load_generator(checkpoint, device, ema)
+        h = w = cfg.data.resolution
+        batches, total = generate_batches(G, cfg, num, batch_size, seed, device), num
+        source = f"{checkpoint}, EMA generator" if kind == "ema" else checkpoint
+    elif images is not None:
+        x = fid_stats.load_image_set(images)
+        batches, total, (h, w), source = [x], len(x), x.shape[2:], images
+    else:  # only the reference's statistics, a named one by default at the resolution SN-GAN trains at
         if resolution is None and ref in REFERENCES:
             resolution = PAPER_RESOLUTION[REFERENCES[ref][0]]
-        # Folder and .npz references are used at their own size and ignore `resolution`.
-        mu_ref, sigma_ref, info = fid_stats.reference_stats(ref, detector, resolution=resolution or 32, **ref_args)
-        _save_reference(save_stats, mu_ref, sigma_ref, detector, info)
-        return {**_ref_fields(info), "saved_stats": save_stats, "detector": detector.name,
-                "weights": str(detector.weights_path), "seconds": round(time.perf_counter() - start, 2)}
-
-    batches, total, (h, w), source, model = _generated_source(images, checkpoint, num, batch_size, device, seed, ema)
+        h = w = resolution or 32  # folder and .npz references are used at their own size
     if ref in REFERENCES and h != w:
         raise UsageError(f"generated images are {w}x{h}, but reference '{ref}' is square; use square "
                          "images or a folder/statistics reference")
     # Reference first: a bad --ref fails before minutes of generating.
+    ref_args = {"data_root": data_root, "resolution": h, "download": download, "batch_size": batch_size,
+                "num_images": ref_images}
     if kid or pr or intra:
-        mu_ref, sigma_ref, ref_features, info = fid_stats.reference_features(ref, detector, resolution=h, **ref_args)
+        mu_ref, sigma_ref, ref_features, info = fid_stats.reference_features(ref, detector, **ref_args)
     else:
-        mu_ref, sigma_ref, info = fid_stats.reference_stats(ref, detector, resolution=h, **ref_args)
-    if save_stats:
-        _save_reference(save_stats, mu_ref, sigma_ref, detector, info)
+        mu_ref, sigma_ref, info = fid_stats.reference_stats(ref, detector, **ref_args)
+    if save_stats:  # a pytorch-fid .npz, with the protocol as extra keys
+        fid_stats.save_stats(save_stats, mu_ref, sigma_ref, ref=info["ref"], num_images=info["num_ref"],
+                             detector=detector.name, detector_sha256=detector.weights_sha256,
+                             **{k: info[k] for k in ("split", "resolution") if k in info})
+    if images is None and checkpoint is None:
+        return {**_ref_fields(info), "saved_stats": save_stats, "detector": detector.name,
+                "weights": str(detector.weights_path), "seconds": round(time.perf_counter() - start, 2)}
     features, logits = inception.extract(detector, batches, batch_size, total=total, desc="generated features")
     mu, sigma = metrics.statistics(features)
     result = {
@@ -84,9 +92,9 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     if inception_score:
         result.update(_inception_score_fields(logits))
     if kid or pr:
-        result.update(feature_metrics(features, ref_features, kid, pr, ref, ref_images, fields=True))
+        result.update(_feature_fields(features, ref_features, kid, pr, ref, ref_images))
     if intra:
-        result.update(_intra_fields(*model, ref, ref_features, detector, num, batch_size, device, seed, ref_args))
+        result.update(_intra_fields(G, cfg, ref, ref_features, detector, num, batch_size, device, seed, ref_args))
     if save_stats:
         result["saved_stats"] = save_stats
     return {**result, "seconds": round(time.perf_counter() - start, 2)}
@@ -112,40 +120,9 @@ def _check_args(images: str | None, checkpoint: str | None, num: int, save_stats
         fid_stats.stats_path(save_stats)
 
 
-def _generated_source(images: str | None, checkpoint: str | None, num: int, batch_size: int, device: str,
-                      seed: int, ema: bool | None) -> tuple[Iterable[torch.Tensor], int, tuple[int, int], str, tuple]:
-    """uint8 `(B, 3, H, W)` batches to evaluate, their total count, (H, W), where they come from,
-    and the checkpoint's (generator, config) (None for images)."""
-    if checkpoint is not None:
-        from sngan.sample import generate_batches, load_generator  # lazy: pulls in the models
-
-        generator, cfg, kind = load_generator(checkpoint, device, ema)
-        r = cfg.data.resolution
-        source = f"{checkpoint}, EMA generator" if kind == "ema" else checkpoint
-        return generate_batches(generator, cfg, num, batch_size, seed, device), num, (r, r), source, (generator, cfg)
-    x = fid_stats.load_image_set(images)
-    return [x], len(x), (x.shape[2], x.shape[3]), images, None
-
-
-def _intra_fields(G: nn.Module, cfg, ref: str, ref_features: np.ndarray, detector: inception.Detector, num: int,
-                  batch_size: int, device: str, seed: int, ref_args: dict) -> dict:
-    """Intra-FID fields of the generator already loaded for FID (it is in eval mode)."""
-    labels, classes = reference_labels(ref, ref_args["data_root"], ref_args["download"], ref_args["num_images"])
-    per_class = max(2, num // max(1, len(getattr(G, "classes", ()))))
-    result = intra_fid(G, cfg, detector, ref_features, labels, classes, per_class, batch_size, seed, device)
-    return {"intra_fid_metric": metric_name(per_class, ref, ref_args["num_images"], "intrafid"), **result}
-
-
 def _ref_fields(info: dict) -> dict:
     protocol = {k: info[k] for k in ("split", "resolution") if k in info}
     return {"num_ref": info["num_ref"], "ref": info["ref"], **protocol, "ref_cached": info["cached"]}
-
-
-def _save_reference(path: str, mu: np.ndarray, sigma: np.ndarray, detector: inception.Detector, info: dict) -> None:
-    """The reference's statistics as a pytorch-fid .npz, with its protocol as extra keys."""
-    fid_stats.save_stats(path, mu, sigma, ref=info["ref"], num_images=info["num_ref"], detector=detector.name,
-                         detector_sha256=detector.weights_sha256,
-                         **{k: info[k] for k in ("split", "resolution") if k in info})
 
 
 def _inception_score_fields(logits: np.ndarray | None) -> dict:
@@ -156,26 +133,32 @@ def _inception_score_fields(logits: np.ndarray | None) -> dict:
     return {"is_metric": is_name(len(logits)), "is_mean": mean, "is_std": std, "is_splits": splits}
 
 
-def feature_metrics(features: np.ndarray, ref_features: np.ndarray, kid: bool, pr: bool, ref: str, ref_images: int,
-                    fields: bool = False) -> dict:
+def _feature_fields(features: np.ndarray, ref_features: np.ndarray, kid: bool, pr: bool, ref: str,
+                    ref_images: int) -> dict:
     """KID (mean and std over subsets) and precision/recall (k = 3) of generated `(N, 2048)`
-    features against the reference's, named as `metric_name` names them (`kid<N>_<ref>`).
-    `{name: value, kid name + "_std": std}` for training's log; with `fields`, eval-fid's
-    result fields, which also record the protocol (subsets and their size, k)."""
+    features against the reference's, named by `metric_name(N, ref, ref_images, ...)` and with
+    their protocol (subsets and their size, k)."""
     names = {m: metric_name(len(features), ref, ref_images, m) for m in ("kid", "precision", "recall")}
     out = {}
     if kid:
         mean, std = metrics.kernel_inception_distance(features, ref_features)
         size = metrics.kid_subset_size(len(features), len(ref_features))
         out.update({"kid_metric": names["kid"], "kid_mean": mean, "kid_std": std,
-                    "kid_subsets": metrics.KID_SUBSETS, "kid_subset_size": size} if fields else
-                   {names["kid"]: mean, names["kid"] + "_std": std})
+                    "kid_subsets": metrics.KID_SUBSETS, "kid_subset_size": size})
     if pr:
         precision, recall = metrics.precision_recall(features, ref_features)
         out.update({"precision_metric": names["precision"], "precision": precision, "recall_metric": names["recall"],
-                    "recall": recall, "pr_neighbours": metrics.PR_NEIGHBOURS} if fields else
-                   {names["precision"]: precision, names["recall"]: recall})
+                    "recall": recall, "pr_neighbours": metrics.PR_NEIGHBOURS})
     return out
+
+
+def _intra_fields(G: nn.Module, cfg, ref: str, ref_features: np.ndarray, detector: inception.Detector, num: int,
+                  batch_size: int, device: str, seed: int, ref_args: dict) -> dict:
+    """Intra-FID fields of the generator already loaded for FID (it is in eval mode)."""
+    labels, classes = reference_labels(ref, ref_args["data_root"], ref_args["download"], ref_args["num_images"])
+    per_class = max(2, num // max(1, len(getattr(G, "classes", ()))))
+    result = intra_fid(G, cfg, detector, ref_features, labels, classes, per_class, batch_size, seed, device)
+    return {"intra_fid_metric": metric_name(per_class, ref, ref_args["num_images"], "intrafid"), **result}
 
 
 class FIDTracker:
@@ -212,14 +195,10 @@ class FIDTracker:
             self.mu_ref, self.sigma_ref, _ = fid_stats.reference_stats(ec.ref, self.detector, **ref_args)
 
     def evaluate(self, G: nn.Module, suffix: str = "") -> dict:
-        """`{metric: fid}`, plus the Inception Score `is<N>` and its `is<N>_std` (10 splits) when
-        asked for and the weights have logits, and `kid<N>_<ref>` with its `_std`,
-        `precision<N>_<ref>`, `recall<N>_<ref>` when `eval.kid`/`eval.pr`; each key ends in
-        `suffix` (`_ema` for the EMA generator).
-
-        G is evaluated in eval mode and left in the mode it came in. A collective call when
-        several processes train: all of them must call it.
-        """
+        """`{metric: fid}`, plus `is<N>` and `is<N>_std` (when asked for and the weights have logits),
+        `kid<N>_<ref>` with its `_std`, `precision<N>_<ref>`, `recall<N>_<ref>` (`eval.kid`/`eval.pr`),
+        each key ending in `suffix` (`_ema` for the EMA generator). G runs in eval mode and is left in
+        the mode it came in. A collective call: with several processes, all of them must call it."""
         from sngan.sample import generate_batches  # lazy: pulls in the models
 
         ec, was_training = self.cfg.eval, G.training
@@ -236,9 +215,12 @@ class FIDTracker:
         mu, sigma = metrics.statistics(features)
         result = {self.metric: metrics.frechet_distance(mu, sigma, self.mu_ref, self.sigma_ref,
                                                         sqrt_sigma2=self.sqrt_sigma_ref)}
-        if ec.inception_score and logits is not None:
-            mean, std = metrics.inception_score(logits, IS_SPLITS)
-            key = is_name(len(logits))
-            result.update({key: mean, key + "_std": std})
-        result.update(feature_metrics(features, self.ref_features, ec.kid, ec.pr, ec.ref, ec.ref_images))
+        if ec.inception_score and logits is not None:  # eval-fid's fields, logged under their metric names
+            f = _inception_score_fields(logits)
+            result.update({f["is_metric"]: f["is_mean"], f["is_metric"] + "_std": f["is_std"]})
+        f = _feature_fields(features, self.ref_features, ec.kid, ec.pr, ec.ref, ec.ref_images)
+        if ec.kid:
+            result.update({f["kid_metric"]: f["kid_mean"], f["kid_metric"] + "_std": f["kid_std"]})
+        if ec.pr:
+            result.update({f["precision_metric"]: f["precision"], f["recall_metric"]: f["recall"]})
         return {k + suffix: v for k, v in result.items()}

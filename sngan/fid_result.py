@@ -1,12 +1,9 @@
 """How a FID result states its protocol: metric names (`fid10k_cifar10-train`, `is50k`) and the
-printed result, the metric first and then what was compared with what, by which detector.
-"""
+printed result, the metric first and then what was compared with what, by which detector."""
 
 from __future__ import annotations
 
 from sngan.data import REFERENCES
-
-PAPER_IS = "the paper's IS is over 50,000 samples in 10 splits of 5,000"
 
 
 def count_label(n: int) -> str:
@@ -19,8 +16,9 @@ def metric_name(num_gen: int, ref: str, num_ref: int = 0, metric: str = "fid") -
     or its first M images), or `custom` for a folder or .npz (its path is in the result's `ref`).
     `fid5k_cifar10-train10k` is the paper's protocol; `fid50k_cifar10-train` the usual one.
     `metric` names another comparison of the same sets: `kid`, `precision`, `recall`."""
-    name = ref if ref in REFERENCES else "custom"
-    return f"{metric}{count_label(num_gen)}_{name}{count_label(num_ref) if num_ref and ref in REFERENCES else ''}"
+    if ref not in REFERENCES:
+        return f"{metric}{count_label(num_gen)}_custom"
+    return f"{metric}{count_label(num_gen)}_{ref}{count_label(num_ref) if num_ref else ''}"
 
 
 def is_name(num: int) -> str:
@@ -30,7 +28,10 @@ def is_name(num: int) -> str:
 
 def format_result(result: dict) -> str:
     """The metric as `fid10k_cifar10-train = 24.31`, then its protocol on the following lines."""
-    ref = _describe_ref(result)
+    ref = result["ref"]
+    if "split" in result:
+        cached = ", statistics from cache" if result.get("ref_cached") else ""
+        ref = f"{ref}: {result['split']} split at {result['resolution']}px{cached}"
     if "fid" not in result:
         return (f"wrote statistics of {result['num_ref']} reference images ({ref}) to "
                 f"{result['saved_stats']}\n  detector {result['detector']} ({result['weights']})")
@@ -43,7 +44,8 @@ def format_result(result: dict) -> str:
     if "is_mean" in result:
         per_split = result["num_gen"] // result["is_splits"]
         lines.append(f"  {result['is_metric']} = {result['is_mean']:.2f} ± {result['is_std']:.2f} (IS over "
-                     f"{result['num_gen']} samples in {result['is_splits']} splits of {per_split}; {PAPER_IS})")
+                     f"{result['num_gen']} samples in {result['is_splits']} splits of {per_split}; "
+                     "the paper's IS is over 50,000 samples in 10 splits of 5,000)")
     elif "is" in result:
         lines.append(f"  IS unavailable: {result['is_note']}")
     if "kid_mean" in result:
@@ -60,10 +62,3 @@ def format_result(result: dict) -> str:
     if "saved_stats" in result:
         lines.append(f"  reference statistics written to {result['saved_stats']}")
     return "\n".join(lines)
-
-
-def _describe_ref(result: dict) -> str:
-    if "split" not in result:
-        return result["ref"]
-    cached = ", statistics from cache" if result.get("ref_cached") else ""
-    return f"{result['ref']}: {result['split']} split at {result['resolution']}px{cached}"

@@ -18,19 +18,17 @@ def reference_labels(ref: str, data_root: str | Path, download: bool, num_images
                      ) -> tuple[np.ndarray, tuple[str, ...]]:
     """The labels `(N,)` of the reference images, in the order their features are computed, and
     the class names."""
-    path = Path(ref)
+    path, labels, classes = Path(ref), None, ()
     if ref in data.REFERENCES:
         ds = data.load_reference_dataset(ref, data_root, download)
-        labels, classes = ds.labels, ds.classes
-        labels = None if labels is None else labels[: num_images or len(labels)]
+        if ds.labels is not None:
+            labels, classes = ds.labels[: num_images or len(ds.labels)], ds.classes
     elif path.suffix == ".npz" and path.is_file():
         arrays = readers.read_npz(path)
-        n = len(readers.npz_images(arrays, path)) if readers.holds_images(arrays) else 0
-        labels, classes = readers.npz_labels(arrays, path, n) if n else (None, ())
+        if readers.holds_images(arrays):
+            labels, classes = readers.npz_labels(arrays, path, len(readers.npz_images(arrays, path)))
     elif path.is_dir():
         labels, classes = readers.folder_classes(path, readers.list_images(path))
-    else:
-        labels, classes = None, ()
     if labels is None:
         raise UsageError(f"--intra-fid needs a labelled reference, and '{ref}' has no labels: use cifar10-train, "
                          "cifar10-test, stl10-train, an .npz with a label array or a folder of class sub-folders")
