@@ -29,7 +29,7 @@ def test_setup_commands_are_what_ci_runs():
     setup = README.split("## Set-up", 1)[1].split("##", 1)[0]
     commands = re.findall(r"```\n(.*?)```", setup, flags=re.S)[0].strip().splitlines()
     assert commands == ['pip install -e . && sngan train --config quickstart.yaml',
-                        'pip install -e ".[test]" && python -m pytest -q -n auto --dist loadscope']
+                        'pip install -e ".[test]" && python -m pytest -q -n auto --dist worksteal']
     assert commands[1] in (ROOT / ".ci" / "run").read_text()
 
 
