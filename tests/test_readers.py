@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -49,6 +51,34 @@ def test_corrupt_cifar_file(tmp_path):
     with pytest.raises(SnganError, match="cannot read CIFAR-10 file .*data_batch_3"):
         readers.load_cifar10(tmp_path, "train", download=False)
 
+
+
+def test_short_cifar_batch_is_one_clear_line(tmp_path):
+    import pickle
+    write_cifar10(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_2", "wb") as f:  # cut off mid-image
+        pickle.dump({"data": np.zeros((2, 3000), np.uint8), "labels": [0, 1]}, f)
+    with pytest.raises(SnganError, match="cannot read CIFAR-10 file .*data_batch_2.*download it again"):
+        readers.load_cifar10(tmp_path, "train", download=False)
+
+
+@pytest.mark.parametrize("name, dataset", [("cifar10", "CIFAR10"), ("stl10", "STL10")])
+def test_download_is_torchvisions_whole_archive(tmp_path, monkeypatch, name, dataset):
+    """torchvision downloads and unpacks the archive (every split); sngan then reads the files itself."""
+    import torchvision
+
+    calls = []
+
+    def download(root, **kwargs):
+        calls.append((root, kwargs))
+        (write_cifar10 if name == "cifar10" else write_stl10)(Path(root))
+    monkeypatch.setattr(torchvision.datasets, dataset, download)
+    split = "train" if name == "cifar10" else "unlabeled+train"
+    loaded = getattr(readers, f"load_{name}")(tmp_path, split, download=True)
+    assert calls == [(str(tmp_path), {"download": True})]  # no split: the archive is the same for all
+    assert len(loaded.images) == (20 if name == "cifar10" else 9)
+    getattr(readers, f"load_{name}")(tmp_path, split, download=True)
+    assert len(calls) == 1  # files present: no second download
 
 def _png(path, size, colour):
     Image.new("RGB", size, colour).save(path)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,23 @@ def test_report_bad_input_is_one_line(tmp_path, capsys, make, fragment):
     make(tmp_path / "x")
     code, _, err = cli(capsys, "report", tmp_path / "x", "--out", tmp_path / "rep")
     assert code == 2 and fragment in err and err.count("\n") == 1
+
+
+def test_report_texts_are_utf8_and_written_atomically(tmp_path, capsys, monkeypatch):
+    """A failed write of report.md (here: its final rename) is one line and leaves the previous report whole."""
+    _runs(tmp_path / "runs")
+    assert cli(capsys, "report", tmp_path / "runs", "--out", tmp_path / "rep")[0] == 0
+    md = tmp_path / "rep" / "report.md"
+    before = md.read_bytes()
+    assert "6.50 ± 0.30" in before.decode("utf-8")  # UTF-8 whatever the locale's encoding
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(dst).endswith("report.md"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+    monkeypatch.setattr("os.replace", failing_replace)
+    (tmp_path / "runs" / "00002-c" / "metrics.jsonl").unlink()  # the new report would differ
+    code, _, err = cli(capsys, "report", tmp_path / "runs", "--out", tmp_path / "rep")
+    assert code == 1 and "cannot write report" in err and "report.md" in err and err.count("\n") == 1
+    assert md.read_bytes() == before and not list((tmp_path / "rep").glob(".*.tmp-*"))
