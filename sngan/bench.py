@@ -93,15 +93,9 @@ def _names(text: str, registry: dict, flag: str) -> list[str]:
     return names
 
 
-def paper_widths(arch: str, resolution: int) -> tuple[int, int]:
-    """(g_ch, d_ch) of the paper for the architecture at this resolution."""
-    layouts = models.DEFAULT_CH[arch]
-    return layouts.get("any") or layouts[32 if resolution <= 32 else 48]
-
-
 def train_config(s: Settings, arch: str, resolution: int, d_norm: str, extra: list[str] = ()) -> config.Config:
     """The training config timed for one architecture and D normalisation (synthetic data)."""
-    g_ch, d_ch = (max(1, round(c * s.width_scale)) for c in paper_widths(arch, resolution))
+    g_ch, d_ch = (max(1, round(c * s.width_scale)) for c in models.paper_widths(arch, resolution))
     plain = {
         # 32 steps per epoch: the data order is redrawn now and then, as in real training.
         "data": {"name": "synthetic", "resolution": resolution, "num_images": 32 * s.batch_size},

@@ -251,8 +251,7 @@ def build(cfg: ModelConfig, resolution: int, num_classes: int = 0) -> tuple[nn.M
     check_resolution(cfg.arch, resolution)  # the config's rule, for models built without a Config
     if cfg.conditional and num_classes < 1:
         raise ValueError("model.conditional needs the number of classes")
-    layouts = DEFAULT_CH[cfg.arch]
-    g_ch, d_ch = layouts.get("any") or layouts[32 if resolution <= 32 else 48]
+    g_ch, d_ch = paper_widths(cfg.arch, resolution)
     norm = Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
     builder, init = ARCHS[cfg.arch]
     G, D = builder(cfg, resolution, cfg.g_ch or g_ch, cfg.d_ch or d_ch, norm, num_classes if cfg.conditional else 0)
@@ -260,6 +259,12 @@ def build(cfg: ModelConfig, resolution: int, num_classes: int = 0) -> tuple[nn.M
         init(G)
         init(D)
     return G, D
+
+
+def paper_widths(arch: str, resolution: int) -> tuple[int, int]:
+    """(g_ch, d_ch) of the paper for the architecture at this resolution."""
+    layouts = DEFAULT_CH[arch]
+    return layouts.get("any") or layouts[32 if resolution <= 32 else 48]
 
 
 def sample_z(n: int, cfg: ModelConfig, device, generator: torch.Generator | None = None) -> torch.Tensor:
