@@ -19,7 +19,7 @@ import torch  # noqa: E402  (after OMP_NUM_THREADS)
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fid_fixtures import *  # noqa: E402,F401,F403
-from sngan import config, runs, train  # noqa: E402
+from sngan import config, runs, sweep_spec, train  # noqa: E402
 from sngan.cli import main  # noqa: E402
 
 torch.set_num_threads(THREADS)
@@ -90,3 +90,15 @@ def assert_same_training_state(a, b):
             for name, t in s.items():
                 assert torch.equal(t, b[key]["state"][pid][name]), f"{key}.{pid}.{name} differs"
     assert a["batches"] == b["batches"] and a["step"] == b["step"]
+
+
+def spec_file(tmp_path: Path, text: str, name="spec.yaml") -> Path:
+    """A sweep spec file holding `text`."""
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def expand_spec(path: Path, overrides=(), out=None):
+    """The sweep_spec.Sweep of the spec file `path`."""
+    return sweep_spec.expand(sweep_spec.read_spec(path), path, list(overrides), out)
