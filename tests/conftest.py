@@ -42,6 +42,23 @@ def tiny_config(tmp_path: Path, **sections) -> dict:
     return cfg
 
 
+TINY_RESNET = {"arch": "resnet", "g_ch": 8, "d_ch": 8, "z_dim": 16, "conditional": True}
+
+
+@pytest.fixture(scope="session")
+def conditional_run(tmp_path_factory):
+    """A tiny conditional run on the two-class synthetic shapes, with DiffAugment."""
+    tmp = tmp_path_factory.mktemp("cond")
+    cfg = config.from_dict({
+        "data": {"name": "synthetic", "resolution": 32, "num_images": 64}, "model": TINY_RESNET,
+        "train": {"batch_size": 8, "steps": 3, "log_every": 1, "sample_every": 3, "checkpoint_every": 3,
+                  "device": "cpu", "sample_grid": 6, "diffaug": "color,translation,cutout"},
+        "out": {"root": str(tmp / "runs")}})
+    run_dir = runs.new_run_dir(tmp / "runs", "cond")
+    train.train(cfg, run_dir, progress=False)
+    return run_dir
+
+
 @pytest.fixture
 def tiny(tmp_path):
     """`tiny(section={key: value}, ...)` -> config data for a tiny CPU run writing under tmp_path."""
