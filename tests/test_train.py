@@ -40,12 +40,6 @@ def test_run_folder_contents(tiny, tmp_path):
     assert any(k.endswith("parametrizations.weight.0.u") for k in state["D"])  # SN u vectors persist
 
 
-def test_a_new_run_never_reuses_a_folder(tiny, tmp_path):
-    first, _ = train_run(tiny(train={"steps": 1}), tmp_path, "same")
-    second, _ = train_run(tiny(train={"steps": 1}), tmp_path, "same")
-    assert first != second and first.name == "00000-same" and second.name == "00001-same"
-
-
 def test_one_step_changes_both_networks(tiny, tmp_path):
     cfg = config.from_dict(tiny())
     run = Run(cfg, torch.device("cpu"))
