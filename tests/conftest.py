@@ -19,7 +19,7 @@ import torch  # noqa: E402  (after OMP_NUM_THREADS)
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fid_fixtures import *  # noqa: E402,F401,F403
-from sngan import config, runs, train  # noqa: E402
+from sngan import config, runs, sweep_spec, train  # noqa: E402
 from sngan.cli import main  # noqa: E402
 
 torch.set_num_threads(THREADS)
@@ -40,6 +40,23 @@ def tiny_config(tmp_path: Path, **sections) -> dict:
         else:
             cfg[section] = values
     return cfg
+
+
+TINY_RESNET = {"arch": "resnet", "g_ch": 8, "d_ch": 8, "z_dim": 16, "conditional": True}
+
+
+@pytest.fixture(scope="session")
+def conditional_run(tmp_path_factory):
+    """A tiny conditional run on the two-class synthetic shapes, with DiffAugment."""
+    tmp = tmp_path_factory.mktemp("cond")
+    cfg = config.from_dict({
+        "data": {"name": "synthetic", "resolution": 32, "num_images": 64}, "model": TINY_RESNET,
+        "train": {"batch_size": 8, "steps": 3, "log_every": 1, "sample_every": 3, "checkpoint_every": 3,
+                  "device": "cpu", "sample_grid": 6, "diffaug": "color,translation,cutout"},
+        "out": {"root": str(tmp / "runs")}})
+    run_dir = runs.new_run_dir(tmp / "runs", "cond")
+    train.train(cfg, run_dir, progress=False)
+    return run_dir
 
 
 @pytest.fixture
@@ -90,3 +107,15 @@ def assert_same_training_state(a, b):
             for name, t in s.items():
                 assert torch.equal(t, b[key]["state"][pid][name]), f"{key}.{pid}.{name} differs"
     assert a["batches"] == b["batches"] and a["step"] == b["step"]
+
+
+def spec_file(tmp_path: Path, text: str, name="spec.yaml") -> Path:
+    """A sweep spec file holding `text`."""
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def expand_spec(path: Path, overrides=(), out=None):
+    """The sweep_spec.Sweep of the spec file `path`."""
+    return sweep_spec.expand(sweep_spec.read_spec(path), path, list(overrides), out)

@@ -105,15 +105,6 @@ def test_resume_refuses_changes_to_what_is_trained(tmp_path, capsys):
     assert e.value.code == 0 and "already trained 2 of 2 steps" in capsys.readouterr().out
 
 
-def test_running_folder_is_locked(tmp_path):
-    run_dir = tmp_path / "r"
-    run_dir.mkdir()
-    with runs.run_lock(run_dir):
-        with pytest.raises(SnganError, match="in use by another sngan process"):
-            with runs.run_lock(run_dir):
-                pass
-
-
 def test_full_disk_keeps_the_previous_checkpoint(tiny, tmp_path, monkeypatch):
     cfg = config.from_dict(tiny(train={"steps": 6, "checkpoint_every": 2}))
     real_save = torch.save

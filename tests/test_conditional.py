@@ -1,5 +1,5 @@
 """Class-conditional SN-GAN: labelled data, conditional BatchNorm in G, the projection D, class
-sampling, class-balanced FID and intra-class FID."""
+sampling and export."""
 
 import numpy as np
 import pytest
@@ -7,16 +7,11 @@ import torch
 from PIL import Image
 
 import sngan
-from conftest import cli
+from conftest import TINY_RESNET, cli
 from formats import write_cifar10, write_stl10
-from sngan import checkpoint, config, data, models, readers, runs, train
+from sngan import checkpoint, config, data, models, readers, runs
 from sngan.config import DataConfig, ModelConfig
 from sngan.errors import UsageError
-from sngan.evaluate import eval_fid
-from sngan.fid_result import format_result
-from sngan.sample import generate_batches, load_generator
-
-TINY_RESNET = {"arch": "resnet", "g_ch": 8, "d_ch": 8, "z_dim": 16, "conditional": True}
 
 
 def _perturb(module: torch.nn.Module, seed: int = 0) -> None:
@@ -122,21 +117,7 @@ def test_training_on_unlabelled_data_exits_with_one_line(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
-# Training, sampling, FID
-
-
-@pytest.fixture(scope="module")
-def conditional_run(tmp_path_factory):
-    """A tiny conditional run on the two-class synthetic shapes, with DiffAugment."""
-    tmp = tmp_path_factory.mktemp("cond")
-    cfg = config.from_dict({
-        "data": {"name": "synthetic", "resolution": 32, "num_images": 64}, "model": TINY_RESNET,
-        "train": {"batch_size": 8, "steps": 3, "log_every": 1, "sample_every": 3, "checkpoint_every": 3,
-                  "device": "cpu", "sample_grid": 6, "diffaug": "color,translation,cutout"},
-        "out": {"root": str(tmp / "runs")}})
-    run_dir = runs.new_run_dir(tmp / "runs", "cond")
-    train.train(cfg, run_dir, progress=False)
-    return run_dir
+# Training and sampling
 
 
 def test_conditional_run_records_classes_and_draws_a_row_per_class(conditional_run):
@@ -162,59 +143,9 @@ def test_sample_class_by_name_or_index(conditional_run, tmp_path, capsys):
     assert code == 2 and "unknown class 'cat'; the checkpoint's classes are 0: square, 1: disc" in err
 
 
-def test_class_balanced_samples_for_fid(conditional_run):
-    G, cfg, _ = load_generator(conditional_run / "latest.pt")
-    default = torch.cat(list(generate_batches(G, cfg, 7, 3, seed=0, device="cpu")))
-    balanced = torch.cat(list(generate_batches(G, cfg, 7, 3, seed=0, device="cpu", labels=torch.arange(7) % 2)))
-    squares = torch.cat(list(generate_batches(G, cfg, 7, 3, seed=0, device="cpu", labels=torch.zeros(7, dtype=torch.long))))
-    assert torch.equal(default, balanced) and not torch.equal(default, squares)
-
-
 def test_exported_conditional_generator_takes_labels(conditional_run, tmp_path):
     G = sngan.load(conditional_run, device="cpu")
     G.export(tmp_path / "g.pt2")
     program = torch.export.load(str(tmp_path / "g.pt2")).module()
     z, y = G.sample_z(3, seed=1), torch.tensor([1, 0, 1])
     assert torch.allclose(program(z, y), G(z, y), atol=1e-6)
-
-
-class ChannelStats(torch.nn.Module):
-    """A stand-in detector network: each image's per-channel means and standard deviations (6
-    features), so that FID maths runs in microseconds instead of Inception's seconds."""
-
-    def forward(self, x):
-        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
-
-
-def test_intra_fid_is_the_mean_of_per_class_fids(conditional_run, tmp_path, monkeypatch):
-    from sngan import detector as inception, metrics
-    tiny = inception.Detector(ChannelStats(), None, torch.device("cpu"), tmp_path / "tiny.pth", "e" * 64)
-    monkeypatch.setattr(inception, "load_detector", lambda *args, **kwargs: tiny)
-    ref = data.synthetic_dataset(40, 32, seed=5)
-    np.savez(tmp_path / "ref.npz", images=ref.images.permute(0, 2, 3, 1).numpy(), labels=ref.labels.numpy(),
-             class_names=np.array(data.SHAPE_CLASSES))
-    args = dict(images=None, checkpoint=str(conditional_run / "latest.pt"), num=16, ref=str(tmp_path / "ref.npz"),
-                save_stats=None, inception_score=False, inception_weights=None, batch_size=4,
-                device="cpu", data_root="data", download=False, seed=0)
-    result = eval_fid(**args, intra=True)
-    per = result["intra_fid_classes"]
-    assert set(per) == set(data.SHAPE_CLASSES) and result["intra_fid_num_per_class"] == 8
-    assert result["intra_fid"] == pytest.approx(np.mean(list(per.values())))
-    assert result["intra_fid_metric"] == "intrafid8_custom" and "intrafid8_custom = " in format_result(result)
-    # By hand for one class: its samples against only that class's reference images.
-    G, cfg, _ = load_generator(conditional_run / "latest.pt")
-    fake = inception.extract(tiny, generate_batches(G, cfg, 8, 4, 0, "cpu", labels=torch.ones(8, dtype=torch.long)))[0]
-    real = inception.extract(tiny, ref.images[ref.labels == 1])[0]
-    assert per["disc"] == pytest.approx(metrics.frechet_distance(*metrics.statistics(fake), *metrics.statistics(real)),
-                                        rel=1e-6)
-    everything = metrics.frechet_distance(*metrics.statistics(fake), *metrics.statistics(inception.extract(tiny, ref.images)[0]))
-    assert per["disc"] != pytest.approx(everything)  # against the whole reference it would differ
-
-    np.savez(tmp_path / "plain.npz", images=ref.images.permute(0, 2, 3, 1).numpy())
-    with pytest.raises(UsageError, match="needs a labelled reference"):
-        eval_fid(**{**args, "ref": str(tmp_path / "plain.npz")}, intra=True)
-    with pytest.raises(UsageError, match="give --checkpoint"):
-        eval_fid(**{**args, "checkpoint": None, "images": str(tmp_path / "plain.npz")}, intra=True)
-    np.savez(tmp_path / "other.npz", images=ref.images.permute(0, 2, 3, 1).numpy(), labels=ref.labels.numpy())
-    with pytest.raises(UsageError, match="classes .* are not the reference's"):
-        eval_fid(**{**args, "ref": str(tmp_path / "other.npz")}, intra=True)

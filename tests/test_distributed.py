@@ -7,9 +7,8 @@ import sys
 import pytest
 import torch
 
-from sngan import checkpoint, config, distributed, models, state
+from sngan import checkpoint, config, distributed, models
 from sngan.state import seed_everything
-from sngan.sample import generate_batches
 
 ARGS = ["--set", "data.num_images=128", "--set", "model.g_ch=4", "--set", "model.d_ch=4", "--set", "model.z_dim=16",
         "--set", "train.batch_size=16", "--set", "train.device=cpu", "--set", "train.log_every=1",
@@ -74,21 +73,6 @@ def test_two_processes_train_one_run_in_sync_and_match_one_process(tmp_path):
     resumed = checkpoint.load(run_dir / "latest.pt")
     straight = checkpoint.load(next((tmp_path / "straight").iterdir()) / "latest.pt")
     assert resumed["step"] == 5 and resumed["rank_fingerprints"] == straight["rank_fingerprints"]
-
-
-def test_fid_samples_split_across_processes_are_the_single_process_set(tiny, tmp_path):
-    cfg = config.from_dict(tiny())
-    G, _ = models.build(cfg.model, cfg.data.resolution)
-    G.eval()
-    whole = torch.cat(list(generate_batches(G, cfg, 10, 4, seed=3, device="cpu")))
-    parts = [torch.cat(list(generate_batches(G, cfg, 10, 4, seed=3, device="cpu", share=(r, 3)))) for r in range(3)]
-    assert torch.equal(whole, torch.cat(parts))
-
-
-def test_global_batch_must_split_evenly(tiny):
-    cfg = config.from_dict(tiny(train={"batch_size": 9}))
-    with pytest.raises(Exception, match="must be divisible by the number of processes"):
-        state.Run(cfg, torch.device("cpu"), distributed.Dist(rank=0, world=2))
 
 
 def test_each_process_takes_its_slice_of_the_global_batch():

@@ -9,8 +9,6 @@ from torch import nn
 from sngan import checkpoint, config, config_files, report, runs, train
 from sngan.state import Run
 from sngan.ema import EMA
-from sngan.errors import UsageError
-from sngan.sample import load_generator
 from conftest import TINY, assert_same_training_state, cli, train_run
 from fid_fixtures import reference_folder
 
@@ -69,20 +67,6 @@ def test_resume_with_ema_equals_an_uninterrupted_run(tiny, tmp_path):
     a, b = checkpoint.load(straight / "latest.pt"), checkpoint.load(partial / "latest.pt")
     assert "G_ema" in a
     assert_same_training_state(a, b)
-
-
-def test_load_generator_chooses_ema_by_default(tiny, tmp_path):
-    plain, _ = train_run(tiny(train={"steps": 1}), tmp_path, "plain")
-    with_ema, _ = train_run(tiny(train={"steps": 1, "ema_decay": 0.5}), tmp_path, "ema")
-    state = checkpoint.load(with_ema / "latest.pt")
-    for ema, kind, key in ((None, "ema", "G_ema"), (True, "ema", "G_ema"), (False, "raw", "G")):
-        G, _, got = load_generator(with_ema / "latest.pt", "cpu", ema)
-        assert got == kind
-        for k, v in G.state_dict().items():
-            assert torch.equal(v, state[key][k])
-    assert load_generator(plain / "latest.pt")[2] == "raw"
-    with pytest.raises(UsageError, match="has no EMA generator"):
-        load_generator(plain / "latest.pt", ema=True)
 
 
 def test_fid_of_both_generators_best_by_ema_and_report(tiny, tmp_path, torch_home):

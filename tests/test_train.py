@@ -40,12 +40,6 @@ def test_run_folder_contents(tiny, tmp_path):
     assert any(k.endswith("parametrizations.weight.0.u") for k in state["D"])  # SN u vectors persist
 
 
-def test_a_new_run_never_reuses_a_folder(tiny, tmp_path):
-    first, _ = train_run(tiny(train={"steps": 1}), tmp_path, "same")
-    second, _ = train_run(tiny(train={"steps": 1}), tmp_path, "same")
-    assert first != second and first.name == "00000-same" and second.name == "00001-same"
-
-
 def test_one_step_changes_both_networks(tiny, tmp_path):
     cfg = config.from_dict(tiny())
     run = Run(cfg, torch.device("cpu"))
@@ -78,13 +72,6 @@ def test_deterministic_flags_last_for_the_run_only(tiny, tmp_path):
     with unittest.mock.patch.object(train, "_loop", spy):
         train_run(tiny(train={"steps": 1, "deterministic": True}), tmp_path, "det")
     assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
-
-
-def test_linear_lr_decay(tiny, tmp_path):
-    cfg = config.from_dict(tiny(optim={"lr_decay": "linear"}, train={"steps": 4}))
-    run = Run(cfg, torch.device("cpu"))
-    assert run.set_lr(0) == 1.0 and run.set_lr(2) == 0.5
-    assert run.opt_d.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr_d * 0.5)
 
 
 def _final_state(run_dir):
@@ -179,23 +166,3 @@ def test_torch_compile_path_trains_and_saves_clean_state_dicts(tiny, tmp_path):
     state = checkpoint.load(run_dir / "latest.pt")
     assert summary["step"] == 1
     assert not any("_orig_mod" in k for k in [*state["G"], *state["D"]])
-
-
-def test_linear_decay_stays_continuous_when_steps_grow_on_resume(tiny, tmp_path):
-    """Raising train.steps on resume decays on from the current rate to 0 at the new end,
-    instead of jumping to the rate of the longer schedule (1 - t/T with the new T)."""
-    data = tiny(optim={"lr_decay": "linear"}, train={"steps": 4})
-    run = Run(config.from_dict(data), torch.device("cpu"))
-    assert [run.lr_scale(s) for s in range(5)] == pytest.approx([1, 0.75, 0.5, 0.25, 0])
-    run.step = 2
-    state = run.state_dict()  # a checkpoint half-way through the 4-step schedule (scale 0.5)
-    longer = Run(config.from_dict({**data, "train": {**data["train"], "steps": 6}}), torch.device("cpu"))
-    longer.load_state_dict(state, tmp_path / "ckpt.pt")
-    assert [longer.lr_scale(s) for s in range(2, 7)] == pytest.approx([0.5, 0.375, 0.25, 0.125, 0])
-    again = Run(config.from_dict({**data, "train": {**data["train"], "steps": 8}}), torch.device("cpu"))
-    again.step = 4
-    again.load_state_dict({**longer.state_dict(), "step": 4}, tmp_path / "ckpt.pt")  # extended twice
-    assert again.lr_scale(4) == pytest.approx(0.25) and again.lr_scale(8) == 0
-    same = Run(config.from_dict(data), torch.device("cpu"))
-    same.load_state_dict(state, tmp_path / "ckpt.pt")  # steps unchanged: the original schedule
-    assert same.lr_scale(3) == pytest.approx(0.25)
