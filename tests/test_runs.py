@@ -55,13 +55,11 @@ def test_headline_is_the_named_key_else_the_last_fid_logged():
 
 def test_run_folder_plots(tmp_path):
     """A run folder gets losses.png and sigmas.png, and fid.png only once FID is logged."""
-    from sngan.runs import write_plots
-
     train = [{"step": s, "loss_d": 1.0, "loss_g": 0.5, "d_real": 0.1, "d_fake": -0.1, "sigma": {"fc": 1.0}}
              for s in (10, 20)]
-    write_plots(tmp_path, train)
+    runs.write_plots(tmp_path, train)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["losses.png", "sigmas.png"]
-    write_plots(tmp_path, train + [{"step": 20, "fid5k_train": 40.0}])
+    runs.write_plots(tmp_path, train + [{"step": 20, "fid5k_train": 40.0}])
     for name in ("losses.png", "sigmas.png", "fid.png"):
         with Image.open(tmp_path / name) as img:
             assert img.format == "PNG" and img.size == (800, 500)

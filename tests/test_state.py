@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sngan import config, distributed, state
+from sngan import config, distributed
 from sngan.state import DPair, Run, rng_state, set_rng_state
 
 
@@ -42,7 +42,7 @@ def test_linear_decay_stays_continuous_when_steps_grow_on_resume(tiny, tmp_path)
 def test_global_batch_must_split_evenly(tiny):
     cfg = config.from_dict(tiny(train={"batch_size": 9}))
     with pytest.raises(Exception, match="must be divisible by the number of processes"):
-        state.Run(cfg, torch.device("cpu"), distributed.Dist(rank=0, world=2))
+        Run(cfg, torch.device("cpu"), distributed.Dist(rank=0, world=2))
 
 
 def test_rng_state_survives_a_weights_only_load_and_restores_every_stream():
