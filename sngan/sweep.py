@@ -237,8 +237,10 @@ def _ended(sweep: Sweep, cell: Cell, rc: int, message: str, outcome: Outcome, sa
     # Stopped on request: 128+signal from train, or killed by the signal before a handler was in place.
     stopped = rc in STOPPED or (rc < 0 and outcome.signum is not None)
     if rc and not stopped and not message:  # a subprocess's error is the last line of its log
-        log = sweep.cell_dir(cell) / LOG
-        lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+        try:
+            lines = (sweep.cell_dir(cell) / LOG).read_text(errors="replace").strip().splitlines()
+        except OSError:  # no log, or an unreadable one: the exit code is all there is to say
+            lines = []
         message = lines[-1][:300] if lines else f"exit code {rc}"
     refresh(sweep, [cell])
     cell.message = message

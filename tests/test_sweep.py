@@ -193,6 +193,23 @@ def test_run_starts_no_cell_after_a_failure(tmp_path):
     assert index["seed0"]["message"] == "exit code 1"
 
 
+def test_a_failed_cells_unreadable_log_gives_its_exit_code(tmp_path, monkeypatch):
+    real_read = Path.read_text
+
+    def read_text(path, *args, **kwargs):
+        if path.name == sweep.LOG:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    log, procs = [], {"seed0": FakeProc(rc=3, polls=1)}
+    (tmp_path / "s" / "cells" / "seed0").mkdir(parents=True)
+    (tmp_path / "s" / "cells" / "seed0" / sweep.LOG).write_bytes(b"error: unreadable anyway\n")
+    outcome = _run_fakes(tmp_path, 1, [{}], procs, log)
+    assert [c.name for c in outcome.failed] == ["seed0"]
+    assert _index(tmp_path / "s")["seed0"]["message"] == "exit code 3"
+
+
 def test_gpus_run_cells_as_subprocesses(tmp_path):
     """`--gpus 0` runs the cell through `python -m sngan.sweep CELL_DIR` with CUDA_VISIBLE_DEVICES
     set (ignored here: the cell trains on the CPU). One cell keeps it quick; the run tests above
