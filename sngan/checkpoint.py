@@ -92,7 +92,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     if path.is_dir():
         path = path / "latest.pt"
     if not path.is_file():
-        raise SnganError(f"checkpoint '{path}' not found")
+        raise SnganError(f"checkpoint '{path}' not found; give a run folder (it has latest.pt) or a checkpoint file")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -100,9 +100,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
             raise SnganError(f"refusing to load checkpoint '{path}': it contains arbitrary Python objects "
                              "that could run code (only plain tensors and containers are allowed)") from None
         raise SnganError(f"checkpoint '{path}' is corrupt ({_first_line(e)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
-        raise SnganError(f"checkpoint '{path}' is truncated or corrupt ({_first_line(e)}); "
-                         "use an earlier ckpt-*.pt from the same run") from None
+    except Exception as e:  # a file that is not a checkpoint can fail the unpickler in any way
+        raise SnganError(f"checkpoint '{path}' is truncated or corrupt, or not a checkpoint ({_first_line(e)}); "
+                         "give a run folder or one of its ckpt-*.pt files") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SnganError(f"'{path}' is not an sngan checkpoint (no '{FORMAT}' format marker)")
     if state.get("version", 0) > VERSION:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from sngan import config
 from sngan.errors import UsageError
 
 
@@ -39,12 +40,21 @@ def from_env() -> Dist:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` (CUDA when available), `cpu` or `cuda`; a one-line error when CUDA is asked for but absent."""
+    """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`; a one-line error for any other name,
+    or when that GPU is absent."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("train.device is 'cuda' but no CUDA GPU is visible; use train.device=auto or cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device '{name}'; use {', '.join(config.choices('devices'))} (or cuda:N)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device '{name}' is asked for but no CUDA GPU is visible; use auto or cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"device '{name}': only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    return device
 
 
 def setup(device_name: str) -> tuple[Dist, torch.device]:

@@ -46,11 +46,13 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     """
     start = time.perf_counter()
     _check_args(images, checkpoint, num, save_stats, ema, kid or pr, intra)
-    detector = inception.load_detector(inception_weights, device)
     if checkpoint is not None:
         from sngan.sample import generate_batches, load_generator  # lazy: pulls in the models
 
         G, cfg, kind = load_generator(checkpoint, device, ema)
+        if intra and not getattr(G, "num_classes", 0):
+            raise UsageError(f"--intra-fid needs a class-conditional checkpoint (model.conditional); "
+                             f"'{checkpoint}' is unconditional: leave --intra-fid out")
         h = w = cfg.data.resolution
         batches, total = generate_batches(G, cfg, num, batch_size, seed, device), num
         source = f"{checkpoint}, EMA generator" if kind == "ema" else checkpoint
@@ -64,7 +66,9 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     if ref in REFERENCES and h != w:
         raise UsageError(f"generated images are {w}x{h}, but reference '{ref}' is square; use square "
                          "images or a folder/statistics reference")
-    # Reference first: a bad --ref fails before minutes of generating.
+    # The detector after the cheap checks above; the reference next: a bad --ref fails before
+    # minutes of generating.
+    detector = inception.load_detector(inception_weights, device)
     ref_args = {"data_root": data_root, "resolution": h, "download": download, "batch_size": batch_size,
                 "num_images": ref_images}
     if kid or pr or intra:
@@ -116,8 +120,8 @@ def _check_args(images: str | None, checkpoint: str | None, num: int, save_stats
                          "--save-stats PATH to write the statistics of --ref")
     if checkpoint is not None and num < 2:
         raise UsageError(f"--num {num} is too small: FID needs at least 2 samples (10000 is usual)")
-    if save_stats:
-        fid_stats.stats_path(save_stats)
+    if save_stats and fid_stats.stats_path(save_stats).exists():
+        raise UsageError(f"statistics file '{save_stats}' already exists; delete it or choose another path")
 
 
 def _ref_fields(info: dict) -> dict:

@@ -43,9 +43,7 @@ def intra_fid(G: torch.nn.Module, cfg, detector: inception.Detector, ref_feature
     reference features `(N, 2048)` whose label is that class."""
     from sngan.sample import generate_batches  # lazy: pulls in the models
 
-    classes = tuple(getattr(G, "classes", ()))
-    if not classes:
-        raise UsageError("--intra-fid needs a class-conditional checkpoint (model.conditional)")
+    classes = tuple(G.classes)  # eval-fid checked that G is class-conditional
     if classes != ref_classes:
         raise UsageError(f"the checkpoint's classes ({', '.join(classes)}) are not the reference's "
                          f"({', '.join(ref_classes) or 'none'}); intra-FID compares each class with its own images")

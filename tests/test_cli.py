@@ -142,6 +142,39 @@ def test_sample_bad_outputs_leave_files_untouched(capsys, tmp_path):
         locked.chmod(stat.S_IRWXU)
 
 
+def test_a_text_file_as_checkpoint_and_an_unknown_device_are_one_line(capsys, tmp_path):
+    run_dir = _tiny_run(capsys, tmp_path)
+    for i, text in enumerate(["hello world\n", "this is text\n"]):  # each once failed the unpickler differently
+        fake = tmp_path / f"fake{i}.pt"
+        fake.write_text(text)
+        for args in (["sample", "--checkpoint", fake, "--out", tmp_path / "s.png"], ["train", "--resume", fake],
+                     ["export", "--checkpoint", fake, "--out", tmp_path / "g.pt2"],
+                     ["eval-fid", "--checkpoint", fake, "--ref", run_dir / "samples"]):
+            _one_clean_line(*cli(capsys, *args)[::2], 1, "or not a checkpoint")
+    for device in ("gpu", "cuda:x"):
+        _one_clean_line(*cli(capsys, "sample", "--checkpoint", run_dir, "--out", tmp_path / "s.png",
+                             "--device", device)[::2], 2, f"unknown device '{device}'")
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_eval_fid_refuses_cheap_mistakes_before_loading_the_detector(capsys, tmp_path, monkeypatch):
+    import sngan.detector
+
+    run_dir = _tiny_run(capsys, tmp_path)
+    monkeypatch.setattr(sngan.detector, "load_detector", lambda *a, **k: pytest.fail("detector loaded"))
+    fake = tmp_path / "fake.pt"
+    fake.write_text("hello world\n")
+    _one_clean_line(*cli(capsys, "eval-fid", "--checkpoint", fake, "--ref", "cifar10-train")[::2],
+                    1, "or not a checkpoint")
+    _one_clean_line(*cli(capsys, "eval-fid", "--checkpoint", run_dir, "--ref", "cifar10-train",
+                         "--intra-fid")[::2], 2, "is unconditional")
+    stats = tmp_path / "stats.npz"
+    stats.write_bytes(b"precious")
+    _one_clean_line(*cli(capsys, "eval-fid", "--ref", "cifar10-train", "--save-stats", stats)[::2],
+                    2, "already exists")
+    assert stats.read_bytes() == b"precious"
+
+
 def test_unwritable_output_is_one_line(capsys, tmp_path, monkeypatch):
     """The OS refusing the write (a read-only folder for a non-root user) is simulated, since
     root ignores folder permissions."""

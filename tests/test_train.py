@@ -120,6 +120,15 @@ def test_cuda_request_without_gpu_is_a_clear_error(monkeypatch):
     with pytest.raises(SnganError, match="no CUDA GPU is visible"):
         distributed.resolve_device("cuda")
     assert distributed.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(SnganError, match="unknown device 'gpu'"):
+        distributed.resolve_device("gpu")
+    with pytest.raises(SnganError, match="unknown device 'mps'"):  # a torch device, but not one sngan trains on
+        distributed.resolve_device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert distributed.resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(SnganError, match="'cuda:2': only 2 CUDA GPU"):
+        distributed.resolve_device("cuda:2")
 
 
 def test_wgan_gp_and_weight_clipping_train(tiny, tmp_path):
