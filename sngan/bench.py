@@ -29,6 +29,10 @@ OPTIONS = {
     "compile": ["train.compile=true"],
     "all": ["train.channels_last=true", "train.amp=bf16", "train.compile=true"],
 }
+# Config keys bench varies itself, so `--set` may not change them.
+VARIED = {"model.arch": "each of --archs", "data.resolution": "each of --archs", "model.d_norm": "each D normalisation",
+          "train.batch_size": "--batch-size", "model.g_ch": "--width-scale", "model.d_ch": "--width-scale",
+          "train.device": "--device", "data.name": "synthetic data"}
 # The speed options are timed on these (those benchmarked; --quick: the first only).
 OPTION_ARCHS = ("dcgan32", "resnet32")
 # The sizes' defaults per mode; on a CPU a full-width step takes seconds (ResNet: over ten).
@@ -65,13 +69,18 @@ def make_settings(*, quick: bool = False, device: str = "auto", archs: str | Non
     torch.compile: a minute of compiling)."""
     dev = str(resolve_device(device))
     cuda = dev.startswith("cuda")
-    names = _names(archs, ARCHS, "--archs") if archs else list(ARCHS)
+    names = _names(archs, ARCHS, "--archs") if archs is not None else list(ARCHS)
     if not names:
         raise UsageError(f"--archs names no architecture; valid: {', '.join(ARCHS)}")
     if options is None:
         chosen = ["channels_last", "bf16"] + ([] if quick else ["compile"] + (["all"] if cuda else []))
-    else:
-        chosen = [] if options.strip() == "none" else _names(options, OPTIONS, "--options")
+    elif options.strip() == "none":
+        chosen = []
+    elif not (chosen := _names(options, OPTIONS, "--options")):
+        raise UsageError(f"--options names no option; valid: {', '.join(OPTIONS)}, or none")
+    for item in overrides or []:  # what each row times is set by bench itself
+        if (key := item.split("=", 1)[0].strip()) in VARIED:
+            raise UsageError(f"--set {key} would relabel bench's rows; bench times {VARIED[key]} itself")
     defaults = SIZES["quick" if quick else "cuda" if cuda else "cpu"]
     values = {**defaults, **{k: v for k, v in sizes.items() if v is not None}}
     lows = {"batch_size": 1, "steps": 1, "repeats": 1, "fid_batch": 1, "warmup": 0, "fid_num": 2 if fid else 0}

@@ -54,8 +54,9 @@ def train(
 
     run_dir = ckpt = state = None
     if resume is not None:
-        if config_path is not None:
-            raise UsageError("--resume takes the config stored in the checkpoint; drop --config "
+        if config_path is not None or out is not None:
+            raise UsageError(f"--resume continues the run in its own folder with the config stored in its checkpoint; "
+                             f"drop {'--config' if config_path is not None else '--out'} "
                              "(use --set train.steps=N to train longer)")
         run_dir, ckpt = resume_target(resume)
         state = checkpoint.load(ckpt)
@@ -192,12 +193,17 @@ def bench(
     fid_num: Optional[int] = typer.Option(None, "--fid-num", help="Images for the FID timing (default 10000 on a GPU, 500 on a CPU, 16 with --quick)."),
     fid_batch: Optional[int] = typer.Option(None, "--fid-batch", help="Images per Inception forward."),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights", envvar="SNGAN_INCEPTION_WEIGHTS", help="The FID Inception weights (default: as eval-fid finds them: the torch hub cache, a download, or the offline conversion)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
 ):
     """Time training (steps/s, SN overhead, speed options) and FID's Inception on this device: a table, and JSON."""
     from sngan import bench as benchmark
 
     if not out.parent.is_dir():
         raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
+    if out.is_dir():
+        raise UsageError(f"--out '{out}' is a folder; name the JSON file to write, e.g. {out / 'bench.json'}")
+    if out.exists() and not force:  # checked now, not after minutes of timing
+        raise UsageError(f"'{out}' already exists; choose another --out or pass --force")
     settings = benchmark.make_settings(
         quick=quick, device=device, archs=archs, options=options, batch_size=batch_size, width_scale=width_scale,
         warmup=warmup, steps=steps, repeats=repeats, overrides=overrides, fid=fid, fid_num=fid_num,

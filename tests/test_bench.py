@@ -138,6 +138,11 @@ def test_help_lists_the_architectures_bench_times():
     (["--repeats", "0"], "--repeats must be at least 1"),
     (["--fid-num", "1"], "--fid-num must be at least 2"),
     (["--out", "no/such/folder/b.json"], "output folder 'no/such/folder' does not exist"),
+    (["--out", str(Path(__file__).parent)], "' is a folder; name the JSON file to write"),
+    (["--archs", ""], "--archs names no architecture"),
+    (["--options", " "], "--options names no option"),
+    (["--set", "model.arch=resnet"], "--set model.arch would relabel bench's rows"),
+    (["--set", "model.d_norm=bn"], "--set model.d_norm would relabel"),
 ])
 def test_bad_arguments_are_one_line_errors(args, fragment, capsys):
     with pytest.raises(SystemExit) as e:
@@ -145,6 +150,20 @@ def test_bad_arguments_are_one_line_errors(args, fragment, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert fragment in err and err.startswith("error: ") and len(err.splitlines()) == 1
+
+
+def test_an_existing_out_file_is_kept_unless_forced(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "bench.json"
+    out.write_text("earlier results")
+    with pytest.raises(SystemExit) as e:
+        cli_main(["bench", "--device", "cpu", "--out", str(out)])
+    assert e.value.code == 2 and "already exists; choose another --out or pass --force" in capsys.readouterr().err
+    assert out.read_text() == "earlier results"
+    monkeypatch.setattr(bench, "run", lambda s: pytest.fail("benchmark ran") if not s.quick else {"quick": True})
+    monkeypatch.setattr(bench, "format_table", lambda r: "table")
+    with pytest.raises(SystemExit) as e:
+        cli_main(["bench", "--quick", "--device", "cpu", "--out", str(out), "--force"])
+    assert e.value.code == 0 and json.loads(out.read_text()) == {"quick": True}
 
 
 def test_fid_timing_uses_the_detector_eval_fid_loads(fid_weights_file, monkeypatch):

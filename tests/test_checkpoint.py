@@ -100,6 +100,12 @@ def test_resume_refuses_changes_to_what_is_trained(tmp_path, capsys):
         main(["train", "--resume", str(run_dir), "--set", "optim.lr_d=1"])
     assert e.value.code == 2
     assert "cannot change when resuming" in capsys.readouterr().err
+    for flag, value in (("--out", tmp_path / "elsewhere"), ("--config", "quickstart")):
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--resume", str(run_dir), flag, str(value)])
+        assert e.value.code == 2 and f"in its own folder with the config stored in its checkpoint; drop {flag}" \
+            in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists()
     with pytest.raises(SystemExit) as e:
         main(["train", "--resume", str(run_dir)])
     assert e.value.code == 0 and "already trained 2 of 2 steps" in capsys.readouterr().out
