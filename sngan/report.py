@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 
 from sngan import plots
 from sngan.checkpoint import atomic_write
-from sngan.runs import RunRecord, collect, headline, latest_grid, status as run_status
-from sngan.errors import SnganError
+from sngan.runs import CONFIG, INDEX, METRICS, RunRecord, collect, headline, latest_grid, status as run_status
+from sngan.errors import SnganError, UsageError
 
 NONE = "—"  # a number a run does not have (no FID yet, no IS without logits)
 
@@ -182,6 +182,9 @@ def build(paths: list[Path], out: Path) -> list[Path]:
     """Write the report for the runs under `paths` into `out`; returns the files written."""
     runs, axes = collect(paths)
     out = Path(out)
+    if any((out / name).exists() for name in (CONFIG, METRICS, INDEX)):
+        raise UsageError(f"'{out}' is a run or sweep folder, whose own files the report would overwrite; "
+                         f"choose another --out, e.g. {out / 'report'}")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

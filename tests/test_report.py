@@ -146,6 +146,20 @@ def test_report_bad_input_is_one_line(tmp_path, capsys, make, fragment):
     assert code == 2 and fragment in err and err.count("\n") == 1
 
 
+def test_report_never_writes_into_a_run_or_sweep_folder(tmp_path, capsys):
+    _runs(tmp_path / "runs")
+    run_dir = tmp_path / "runs" / "00000-a"
+    (run_dir / "losses.png").write_bytes(b"the run's own plot")
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    (sweep_dir / "index.json").write_text("{}")
+    for out in (run_dir, sweep_dir):
+        code, _, err = cli(capsys, "report", tmp_path / "runs", "--out", out)
+        assert code == 2 and "is a run or sweep folder" in err and f"--out, e.g. {out / 'report'}" in err
+        assert err.count("\n") == 1 and not (out / "report.md").exists()
+    assert (run_dir / "losses.png").read_bytes() == b"the run's own plot"
+
+
 def test_report_texts_are_utf8_and_written_atomically(tmp_path, capsys, monkeypatch):
     """A failed write of report.md (here: its final rename) is one line and leaves the previous report whole."""
     _runs(tmp_path / "runs")
