@@ -73,6 +73,12 @@ def refresh(sweep: Sweep, cells: list[Cell] | None = None) -> None:
 
 def prepare(sweep: Sweep) -> None:
     """Check finished work still matches the spec, then write the configs to run and the spec copy."""
+    if (sweep.folder / runs.INDEX).is_file():  # a sweep folder holds one sweep: its cells stay listed
+        names = {c.name for c in sweep.cells}
+        if others := [e["name"] for e in runs.read_index(sweep.folder).get("cells", []) if e["name"] not in names]:
+            raise UsageError(f"sweep folder '{sweep.folder}' holds cells this spec does not have "
+                             f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); use another --out, "
+                             f"or continue that sweep: sngan sweep {sweep.folder}")
     (sweep.folder / "cells").mkdir(parents=True, exist_ok=True)
     refresh(sweep)
     for cell in sweep.cells:  # all checks first, so that a mismatch changes nothing

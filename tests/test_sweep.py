@@ -14,6 +14,7 @@ import yaml
 from PIL import Image
 
 from sngan import checkpoint, sweep
+from sngan.errors import UsageError
 from conftest import TINY, cli, expand_spec, sngan, spec_file
 
 # Eight steps with a checkpoint at 4: a SIGINT sent once a cell's first checkpoint exists stops
@@ -191,6 +192,16 @@ def test_run_starts_no_cell_after_a_failure(tmp_path):
     index = _index(tmp_path / "s")
     assert [index[n]["status"] for n in ("seed0", "seed1", "seed2")] == ["failed", "pending", "pending"]
     assert index["seed0"]["message"] == "exit code 1"
+
+
+def test_another_spec_cannot_take_over_a_sweep_folder(tmp_path):
+    _run_fakes(tmp_path, 3, [{}], {}, [])
+    before = (tmp_path / "s" / "index.json").read_bytes()
+    with pytest.raises(UsageError, match="holds cells this spec does not have \\(seed2\\); use another --out"):
+        _run_fakes(tmp_path, 2, [{}], {}, [])
+    assert (tmp_path / "s" / "index.json").read_bytes() == before
+    outcome = _run_fakes(tmp_path, 4, [{}], {}, log := [])  # a spec with more cells extends the sweep
+    assert [name for name, _ in log] == ["seed0", "seed1", "seed2", "seed3"] and not outcome.failed
 
 
 def test_a_failed_cells_unreadable_log_gives_its_exit_code(tmp_path, monkeypatch):
