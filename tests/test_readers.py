@@ -29,7 +29,7 @@ def test_stl10_real_format_column_major_and_resized(tmp_path):
 
 
 def test_missing_data_without_download_says_how_to_get_it(tmp_path):
-    with pytest.raises(SnganError, match="CIFAR-10 not found .*data.download=true"):
+    with pytest.raises(SnganError, match=r"CIFAR-10 not found .*data.download=true \(eval-fid: --download\)"):
         data.load_images(DataConfig(name="cifar10", root=str(tmp_path), download=False))
     with pytest.raises(SnganError, match="STL-10 not found .*stl10_binary"):
         data.load_images(DataConfig(name="stl10", root=str(tmp_path), resolution=48, download=False))

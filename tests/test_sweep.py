@@ -45,6 +45,10 @@ def test_cli_spec_errors(capsys, tmp_path):
     assert code == 2 and "sweep spec 'no_such_spec' not found" in err and "cifar10_table1" in err
     code, _, err = cli(capsys, "sweep", "quickstart_2x2", "--gpus", "0", "--jobs", "2", "--out", tmp_path / "s")
     assert code == 2 and "not both" in err
+    for gpus in ("a,b", ",", "0,gpu1"):
+        code, _, err = cli(capsys, "sweep", "quickstart_2x2", "--gpus", gpus, "--out", tmp_path / "s")
+        assert code == 2 and f"list of GPU indices (or UUIDs), e.g. --gpus 0,1; got '{gpus}'" in err
+    assert sweep.slots_for("0, GPU-8f2e", 1) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "GPU-8f2e"}]
     code, _, err = cli(capsys, "sweep", tmp_path)
     assert code == 2 and "not a sweep folder" in err
     assert not (tmp_path / "s").exists()
