@@ -93,6 +93,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
         path = path / "latest.pt"
     if not path.is_file():
         raise SnganError(f"checkpoint '{path}' not found; give a run folder (it has latest.pt) or a checkpoint file")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # torch.save writes a zip archive (unpickling anything else misleads)
+            raise SnganError(f"'{path}' is not a checkpoint (torch.save writes zip archives, and it is not one); "
+                             "give a run folder or one of its ckpt-*.pt files")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

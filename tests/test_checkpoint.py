@@ -151,6 +151,10 @@ def test_truncated_newer_and_foreign_checkpoints(tiny, tmp_path):
     cut.write_bytes(good[: len(good) // 2])
     with pytest.raises(SnganError, match="cut.pt' is truncated or corrupt"):
         checkpoint.load(cut)
+    image = tmp_path / "image.pt"  # not a zip archive: said so, not "arbitrary Python objects"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + good[8:])
+    with pytest.raises(SnganError, match="image.pt' is not a checkpoint"):
+        checkpoint.load(image)
     newer = tmp_path / "newer.pt"
     state = checkpoint.load(run_dir / "latest.pt")
     torch.save({**state, "version": checkpoint.VERSION + 1}, newer)

@@ -150,7 +150,7 @@ def test_a_text_file_as_checkpoint_and_an_unknown_device_are_one_line(capsys, tm
         for args in (["sample", "--checkpoint", fake, "--out", tmp_path / "s.png"], ["train", "--resume", fake],
                      ["export", "--checkpoint", fake, "--out", tmp_path / "g.pt2"],
                      ["eval-fid", "--checkpoint", fake, "--ref", run_dir / "samples"]):
-            _one_clean_line(*cli(capsys, *args)[::2], 1, "or not a checkpoint")
+            _one_clean_line(*cli(capsys, *args)[::2], 1, "is not a checkpoint (torch.save writes zip archives")
     for device in ("gpu", "cuda:x"):
         _one_clean_line(*cli(capsys, "sample", "--checkpoint", run_dir, "--out", tmp_path / "s.png",
                              "--device", device)[::2], 2, f"unknown device '{device}'")
@@ -165,7 +165,7 @@ def test_eval_fid_refuses_cheap_mistakes_before_loading_the_detector(capsys, tmp
     fake = tmp_path / "fake.pt"
     fake.write_text("hello world\n")
     _one_clean_line(*cli(capsys, "eval-fid", "--checkpoint", fake, "--ref", "cifar10-train")[::2],
-                    1, "or not a checkpoint")
+                    1, "is not a checkpoint")
     _one_clean_line(*cli(capsys, "eval-fid", "--checkpoint", run_dir, "--ref", "cifar10-train",
                          "--intra-fid")[::2], 2, "is unconditional")
     stats = tmp_path / "stats.npz"
