@@ -123,7 +123,8 @@ def list_images(folder: str | Path) -> list[Path]:
     """Image files under `folder` (recursive, sorted); a clear error when there are none."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise SnganError(f"image folder '{folder}' does not exist")
+        raise SnganError(f"image folder '{folder}' does not exist; check the path (data.root, or eval-fid's "
+                         "--images/--ref)" if not folder.exists() else f"'{folder}' is a file, not an image folder")
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
     if not images:

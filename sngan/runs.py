@@ -247,7 +247,8 @@ def collect(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
         elif path.is_dir():
             found = [read_run(p, p.name) for p in sorted(path.iterdir()) if (p / CONFIG).is_file()]
         else:
-            raise UsageError(f"'{path}' not found")
+            raise UsageError(f"'{path}' is not a folder; give run folders, sweep folders or folders holding run "
+                             "folders (such as runs)" if path.exists() else f"'{path}' not found; check the path")
         if not found:
             raise UsageError(f"no runs in '{path}': expected a run folder (config.yaml), a sweep folder "
                              "(index.json) or a folder of run folders")

@@ -95,8 +95,12 @@ def test_image_folder_crops_and_resizes(tmp_path):
 
 
 def test_image_folder_errors(tmp_path):
-    with pytest.raises(SnganError, match="does not exist"):
+    with pytest.raises(SnganError, match=r"does not exist; check the path \(data.root, or eval-fid's --images/--ref\)"):
         readers.list_images(tmp_path / "missing")
+    (tmp_path / "a.txt").write_text("text")
+    with pytest.raises(SnganError, match="a.txt' is a file, not an image folder"):
+        readers.list_images(tmp_path / "a.txt")
+    (tmp_path / "a.txt").unlink()
     with pytest.raises(SnganError, match="has no images$|has no images;"):
         readers.list_images(tmp_path)
     (tmp_path / "a.txt").write_text("x")

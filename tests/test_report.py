@@ -139,6 +139,7 @@ def test_sweep_index_gives_axes_and_the_figure_1_grouping(tmp_path):
 @pytest.mark.parametrize("make, fragment", [
     (lambda p: None, "not found"),
     (lambda p: p.mkdir(), "no runs in"),
+    (lambda p: p.write_text("a file"), "is not a folder; give run folders, sweep folders or folders holding run"),
 ])
 def test_report_bad_input_is_one_line(tmp_path, capsys, make, fragment):
     make(tmp_path / "x")
