@@ -190,7 +190,8 @@ def stop_signals(handler):
 
 def run_lock(run_dir: Path):
     """An exclusive lock on a run folder, so two processes never train into it at once."""
-    return checkpoint.folder_lock(run_dir, f"run folder '{run_dir}' is in use by another sngan process")
+    return checkpoint.folder_lock(run_dir, f"run folder '{run_dir}' is in use by another sngan process; "
+                                            "wait for it to end, or stop it (Ctrl-C or kill PID: it checkpoints first)")
 
 
 @dataclass

@@ -184,7 +184,8 @@ def run(sweep: Sweep, slots: list[dict] | None = None, *, progress: bool = True,
     except OSError as e:
         raise SnganError(f"cannot create sweep folder '{sweep.folder}': {e.strerror}") from None
     # One `sngan sweep` per sweep folder; the OS drops the lock when the process dies.
-    with checkpoint.folder_lock(sweep.folder, f"sweep folder '{sweep.folder}' is in use by another sngan sweep"):
+    with checkpoint.folder_lock(sweep.folder, f"sweep folder '{sweep.folder}' is in use by another sngan sweep; wait "
+                              "for it to end, or stop it (Ctrl-C or kill PID: its cells checkpoint first)"):
         prepare(sweep)
         return _run(sweep, slots, progress, say, launch, poll_s)
 

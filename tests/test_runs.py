@@ -20,7 +20,7 @@ def test_running_folder_is_locked(tmp_path):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
     with runs.run_lock(run_dir):
-        with pytest.raises(SnganError, match="in use by another sngan process"):
+        with pytest.raises(SnganError, match="in use by another sngan process; wait for it to end, or stop it"):
             with runs.run_lock(run_dir):
                 pass
 
