@@ -56,8 +56,8 @@ def _ensure(name: str, split: str, root: str | Path, download: bool) -> None:
         return
     title, archive, url, dataset = ARCHIVES[name]
     if not download:
-        raise SnganError(f"{title} not found (expected {missing[0]}); set data.download=true (eval-fid: --download), or unpack "
-                         f"{archive} from {url} into '{missing[0].parent.parent}'")
+        raise SnganError(f"{title} not found (expected {missing[0]}); set data.download=true (eval-fid: "
+                         f"--download), or unpack {archive} from {url} into '{missing[0].parent.parent}'")
     try:
         import torchvision  # lazy: slow to import, and only needed to download
 

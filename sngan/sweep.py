@@ -164,7 +164,8 @@ def slots_for(gpus: str | None, jobs: int) -> list[dict] | None:
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
     gpu_list = [g.strip() for g in (gpus or "").split(",") if g.strip()]
-    if (gpus is not None and not gpu_list) or not all(g.isdigit() or g.startswith(("GPU-", "MIG-")) for g in gpu_list):
+    if (gpus is not None and not gpu_list) or not all(g.isdigit() or g.startswith(("GPU-", "MIG-"))
+                                                      for g in gpu_list):
         raise UsageError(f"--gpus takes a comma-separated list of GPU indices (or UUIDs), e.g. --gpus 0,1; got '{gpus}'")
     return [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_list] or ([{}] * jobs if jobs > 1 else None)
 
