@@ -96,7 +96,7 @@ class Generator(nn.Module):
         control flow, so the program's aten ops compute the same images as the module for the same z.
         """
         out = Path(path)
-        check_export_path(out, force)
+        checkpoint.check_new_file(out, force, "generator.pt2")
         # A batch of 2: torch.export specialises a dimension whose example size is 1.
         batch = torch.export.Dim("batch")
         example, shapes = (self.sample_z(2).to(self.device),), ({0: batch},)
@@ -131,18 +131,8 @@ def load(path: str | Path, device: str | torch.device = "auto", ema: bool | None
     generator, False for the raw one, None (default) for the EMA one when the checkpoint has it.
     The model is rebuilt from the config stored in the checkpoint alone, in eval mode.
     """
-    net, cfg, kind = sample.load_generator(path, _device(device), ema)
+    net, cfg, kind = sample.load_generator(path, resolve_device(str(device)), ema)
     return Generator(net, cfg, kind, path).eval()
-
-
-def _device(device: str | torch.device) -> torch.device:
-    name = str(device)
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device '{name}' asked for, but no CUDA GPU is visible; use device 'auto' or 'cpu'")
-    try:
-        return resolve_device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device '{name}'; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
 
 
 def _check_n(n: int, batch_size: int = 1) -> None:
@@ -151,11 +141,3 @@ def _check_n(n: int, batch_size: int = 1) -> None:
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, got {batch_size}")
 
-
-def check_export_path(out: Path, force: bool) -> None:
-    if not out.parent.is_dir():
-        raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
-    if out.is_dir():
-        raise UsageError(f"output '{out}' is a folder; name a file such as generator.pt2")
-    if out.exists() and not force:
-        raise UsageError(f"output '{out}' already exists; choose another path or pass --force")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 from sngan import __version__
-from sngan.errors import SnganError
+from sngan.errors import SnganError, UsageError
 
 FORMAT = "sngan-checkpoint"
 VERSION = 1  # bump when the layout changes; loads refuse newer versions
@@ -55,6 +55,17 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], what: str = "fi
 
 
 TMP_PATTERN = ".*.tmp-*"  # atomic_write's temporary files
+
+
+def check_new_file(out: Path, force: bool, example: str) -> None:
+    """Before a slow job that writes the single file `out`: its folder exists, it is not a folder,
+    and it is not there already unless `force` (no earlier output is lost)."""
+    if not out.parent.is_dir():
+        raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
+    if out.is_dir():
+        raise UsageError(f"output '{out}' is a folder; name a file such as {example}")
+    if out.exists() and not force:
+        raise UsageError(f"output '{out}' already exists; choose another path or pass --force")
 
 
 def remove_stale_temporaries(folder: Path) -> int:

@@ -128,9 +128,10 @@ def export(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ):
     """Write the generator as one file that runs with PyTorch alone: same z, same images."""
-    from sngan.api import check_export_path, load
+    from sngan.api import load
+    from sngan.checkpoint import check_new_file
 
-    check_export_path(out, force)  # before the slow part: loading and exporting
+    check_new_file(out, force, "generator.pt2")  # before the slow part: loading and exporting
     G = load(checkpoint_path, device, ema)
     G.export(out, force)
     typer.echo(f"wrote {out}: the {'EMA ' if G.kind == 'ema' else ''}generator, z (N, {G.z_dim}) {G.z_dist} "
@@ -197,13 +198,9 @@ def bench(
 ):
     """Time training (steps/s, SN overhead, speed options) and FID's Inception on this device: a table, and JSON."""
     from sngan import bench as benchmark
+    from sngan.checkpoint import check_new_file
 
-    if not out.parent.is_dir():
-        raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
-    if out.is_dir():
-        raise UsageError(f"--out '{out}' is a folder; name the JSON file to write, e.g. {out / 'bench.json'}")
-    if out.exists() and not force:  # checked now, not after minutes of timing
-        raise UsageError(f"'{out}' already exists; choose another --out or pass --force")
+    check_new_file(out, force, "bench.json")  # now, not after minutes of timing
     settings = benchmark.make_settings(
         quick=quick, device=device, archs=archs, options=options, batch_size=batch_size, width_scale=width_scale,
         warmup=warmup, steps=steps, repeats=repeats, overrides=overrides, fid=fid, fid_num=fid_num,

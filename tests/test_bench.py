@@ -138,7 +138,7 @@ def test_help_lists_the_architectures_bench_times():
     (["--repeats", "0"], "--repeats must be at least 1"),
     (["--fid-num", "1"], "--fid-num must be at least 2"),
     (["--out", "no/such/folder/b.json"], "output folder 'no/such/folder' does not exist"),
-    (["--out", str(Path(__file__).parent)], "' is a folder; name the JSON file to write"),
+    (["--out", str(Path(__file__).parent)], "' is a folder; name a file such as bench.json"),
     (["--archs", ""], "--archs names no architecture"),
     (["--options", " "], "--options names no option"),
     (["--set", "model.arch=resnet"], "--set model.arch would relabel bench's rows"),
@@ -157,7 +157,7 @@ def test_an_existing_out_file_is_kept_unless_forced(tmp_path, capsys, monkeypatc
     out.write_text("earlier results")
     with pytest.raises(SystemExit) as e:
         cli_main(["bench", "--device", "cpu", "--out", str(out)])
-    assert e.value.code == 2 and "already exists; choose another --out or pass --force" in capsys.readouterr().err
+    assert e.value.code == 2 and f"error: output '{out}' already exists; choose another path or pass --force" in capsys.readouterr().err
     assert out.read_text() == "earlier results"
     monkeypatch.setattr(bench, "run", lambda s: pytest.fail("benchmark ran") if not s.quick else {"quick": True})
     monkeypatch.setattr(bench, "format_table", lambda r: "table")
