@@ -63,7 +63,7 @@ def train(
         for item in overrides:
             if not training.resumable(item.split("=", 1)[0].strip()):
                 raise UsageError(f"'{item}' cannot change when resuming (only {', '.join(training.RESUMABLE)} can)")
-        cfg = config.from_dict(config_files.apply_overrides(state["config"], overrides))
+        cfg = config.from_saved(config_files.apply_overrides(state["config"], overrides))
     elif config_path is None:
         raise UsageError("give --config PATH (or a bundled name such as quickstart), or --resume RUN_DIR")
     else:

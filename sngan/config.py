@@ -53,6 +53,9 @@ class ModelConfig:
                       "`official` (chainer-gan-lib: 64,128,128,256,256,512,512; slope 0.2)",
                       choices="dcgan_d_variants")
     d_slope: float = _f(0.0, "LeakyReLU slope override (0: the variant's)", ge=0)
+    g_dense_bn: str = _f("feature", "standard-CNN G's BatchNorm after the dense layer: over each of its "
+                         "M x M x 8ch outputs (`feature`, as the official code) or over its 8ch channels "
+                         "(`channel`, sngan before 0.2; see docs/results.md)", choices="g_dense_bns")
     sync_bn: bool = _f(False, "SyncBatchNorm across processes under torchrun (CUDA only)")
     init: str = _f("official", "weight initialisation: `official` (standard CNN N(0, 0.02), biases 0; "
                    "ResNet Glorot-uniform as the official code) or `pytorch` (each layer's default)",
@@ -109,6 +112,9 @@ class TrainConfig:
                       "(`color`, `translation`, `cutout`; \"\": off)")
     tensorboard: bool = _f(True, "also write TensorBoard event files (`tensorboard/` in the run folder) when "
                            "the `tensorboard` package is installed")
+    collapse_warning: int = _f(500, "warn (once, with what to try) when G's samples stop varying with z or D's "
+                               "outputs run away, from this generator update on (0: never); see docs/training.md",
+                               ge=0)
 
 
 @dataclass
@@ -159,6 +165,7 @@ CHOICES = {
     "placements": ("device", "cpu"),
     "z_dists": ("normal", "uniform"),
     "dcgan_d_variants": ("paper", "official"),
+    "g_dense_bns": ("feature", "channel"),
     "lr_decays": ("none", "linear"),
     "devices": ("auto", "cpu", "cuda"),
     "nonfinite_policies": ("stop", "skip"),
@@ -228,6 +235,19 @@ def from_dict(data: dict) -> Config:
     cfg = _build(Config, data or {}, "")
     validate(cfg)
     return cfg
+
+
+# Keys added with a default that differs from what sngan did before they existed: a config that
+# sngan saved without them (in a checkpoint or a run folder) means these values.
+SAVED_BEFORE = {"model": {"g_dense_bn": "channel"}}
+
+
+def from_saved(data: dict) -> Config:
+    """`from_dict` for a config that sngan itself saved, perhaps before some keys existed (SAVED_BEFORE)."""
+    data = {**data}
+    for section, keys in SAVED_BEFORE.items():
+        data[section] = {**keys, **data.get(section, {})}
+    return from_dict(data)
 
 
 def reference() -> str:

@@ -15,7 +15,8 @@ import torch
 FOLDER = "tensorboard"  # inside the run folder
 # metrics.jsonl key -> TensorBoard tag
 TAGS = {"loss_d": "loss/d", "loss_g": "loss/g", "d_real": "d_output/real", "d_fake": "d_output/fake",
-        "lr_g": "lr/g", "lr_d": "lr/d", "it_s": "speed/steps_per_s", "skipped": "train/skipped_steps"}
+        "lr_g": "lr/g", "lr_d": "lr/d", "it_s": "speed/steps_per_s", "skipped": "train/skipped_steps",
+        "diversity": "health/diversity", "d_gap": "health/d_gap"}
 
 
 class Events:
@@ -47,6 +48,10 @@ class Events:
                                         f"is/{key}" if key.startswith("is") else key)
                 if math.isfinite(value):
                     self.writer.add_scalar(tag, value, step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag, text, step)
 
     def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
         """A uint8 `(3, H, W)` sample grid."""

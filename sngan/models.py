@@ -40,20 +40,26 @@ class Norm(NamedTuple):
 
 
 class DCGANGenerator(nn.Module):
-    """z `(N, z_dim)` -> dense M x M x 8ch -> 3 x [deconv 4x4 s2, BN, ReLU] -> conv 3x3 -> tanh."""
+    """z `(N, z_dim)` -> dense M x M x 8ch, BN, ReLU -> 3 x [deconv 4x4 s2, BN, ReLU] -> conv 3x3 -> tanh.
 
-    def __init__(self, z_dim: int, resolution: int, ch: int):
+    `dense_bn="feature"` normalises each of the dense layer's outputs on its own (the official
+    code's BatchNormalization over M*M*8ch features), `"channel"` each channel over its M x M
+    positions. With `channel`, the official initialisation and the two time-scale Adam,
+    G collapsed early on real images; with `feature` it did not (docs/results.md)."""
+
+    def __init__(self, z_dim: int, resolution: int, ch: int, dense_bn: str = "feature"):
         super().__init__()
         self.shape = (8 * ch, resolution // 8, resolution // 8)  # of the dense layer's output
         self.fc = nn.Linear(z_dim, math.prod(self.shape))
-        layers = [nn.BatchNorm2d(8 * ch), nn.ReLU()]
+        self.fc_bn = nn.BatchNorm1d(math.prod(self.shape)) if dense_bn == "feature" else nn.Identity()
+        layers = [nn.BatchNorm2d(8 * ch) if dense_bn == "channel" else nn.Identity(), nn.ReLU()]
         for c_in, c_out in ((8 * ch, 4 * ch), (4 * ch, 2 * ch), (2 * ch, ch)):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.ReLU()]
         layers += [nn.Conv2d(ch, 3, 3, 1, 1), nn.Tanh()]
         self.main = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.main(self.fc(z).view(-1, *self.shape))
+        return self.main(self.fc_bn(self.fc(z)).view(-1, *self.shape))
 
 
 class DCGANDiscriminator(nn.Module):
@@ -202,7 +208,7 @@ class ResNetDiscriminator(nn.Module):
 
 
 def _dcgan(cfg: ModelConfig, resolution: int, g_ch: int, d_ch: int, norm: Norm, num_classes: int):
-    return (DCGANGenerator(cfg.z_dim, resolution, g_ch),
+    return (DCGANGenerator(cfg.z_dim, resolution, g_ch, cfg.g_dense_bn),
             DCGANDiscriminator(resolution, d_ch, norm, cfg.dcgan_d, cfg.d_slope))
 
 

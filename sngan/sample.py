@@ -28,7 +28,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
     EMA generator when the checkpoint has one. Returns G, its config, and "ema" or "raw".
     """
     state = checkpoint.load(path)
-    cfg = config.from_dict(state["config"])
+    cfg = config.from_saved(state["config"])
     has_ema = "G_ema" in state
     if ema and not has_ema:
         raise UsageError(f"checkpoint '{path}' has no EMA generator (it was trained with "

@@ -95,7 +95,7 @@ def prepare(sweep: Sweep) -> None:
 
 def _check_same_experiment(cell: Cell, cell_dir: Path) -> None:
     """A cell with results may only differ from the spec in how long and how often it trains."""
-    old = config_files.flatten(config.to_dict(config.from_dict(config_files.read_yaml(cell_dir / runs.CONFIG))))
+    old = config_files.flatten(config.to_dict(config.from_saved(config_files.read_yaml(cell_dir / runs.CONFIG))))
     for key, value in config_files.flatten(config.to_dict(cell.cfg)).items():
         if old.get(key) != value and not key.startswith("out.") and not train.resumable(key):
             raise UsageError(f"sweep cell '{cell.name}' in '{cell_dir}' was trained with {key}={old.get(key)!r}, "
@@ -125,7 +125,7 @@ def train_cell(cell_dir: Path, progress: bool, outcome: Outcome) -> tuple[int, s
         with runs.stop_signals(stop):
             if outcome.signum:  # the sweep was stopped while this cell was being announced
                 raise _Stop(outcome.signum)
-            cfg = config.from_dict(config_files.read_yaml(cell_dir / runs.CONFIG))
+            cfg = config.from_saved(config_files.read_yaml(cell_dir / runs.CONFIG))
             state = checkpoint.load(latest) if latest.is_file() else None
             if state is None:  # stopped before its first checkpoint: new metrics must not follow the old
                 for name in (runs.METRICS, runs.BEST, "losses.png", "sigmas.png", "fid.png"):

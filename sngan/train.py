@@ -18,6 +18,7 @@ from tqdm import tqdm
 from sngan import checkpoint, config, distributed, runs
 from sngan.events import Events
 from sngan.errors import SnganError
+from sngan.health import Monitor
 from sngan.losses import Objective
 from sngan.nonfinite import NONFINITE, Diverged
 from sngan.sample import save_grid, to_uint8
@@ -168,6 +169,7 @@ class Book:
                         f"batch, {run.cfg.train.batch_size // self.ctx.world} per process\n") + text
             runs.prepare(run.folder, text.encode(), truncate_after=run.step if resumed else None)
         self.events = Events(run.folder, run.cfg.train.tensorboard and self.ctx.main, run.step if resumed else 0)
+        self.monitor = Monitor(run.batches.images, run.cfg.loss.name, run.cfg.train.collapse_warning)
 
     def accumulate(self, out: tuple[torch.Tensor, ...]) -> None:
         self.sums += torch.stack(out)
@@ -185,8 +187,14 @@ class Book:
                 "lr_g": cfg.optim.lr_g * lr_scale, "lr_d": cfg.optim.lr_d * lr_scale,
                 "it_s": (run.step - self.step_last) / (now - self.t_last), "time": round(run.elapsed, 3),
                 "skipped": run.skipped, "sigma": layer_sigmas(run.D)}
+            health, warning = self.monitor.measure(run.step, grid_samples(run, run.G), means[2], means[3])
+            entry.update(health)
             self.log_file.write(entry)
             self.events.scalars(entry)
+            if warning:
+                tqdm.write(f"warning: {warning}", file=sys.stderr)
+                self.log_file.write({"step": run.step, "warning": warning})
+                self.events.text("warnings", warning, run.step)
         self.sums.zero_()
         self.count, self.t_last, self.step_last = 0, now, run.step
         return {"loss_d": f"{means[0]:.3f}", "loss_g": f"{means[1]:.3f}"}
@@ -254,13 +262,21 @@ def write_sample_grid(run: Run, events: Events) -> None:
     """`samples/step-N.png` from G and, with an EMA, `samples/ema-step-N.png` from it; same z
     (and, with classes, one row per class)."""
     nrow = None if run.fixed_y is None else len(run.fixed_y) // len(run.classes)
-    run.G.eval()
-    with torch.no_grad():
-        for tag, G in {"G": run.G, **({"G_ema": run.ema_generator()} if run.ema else {})}.items():
-            path = run.folder / runs.grid_name(run.step, ema=tag == "G_ema")
-            grid = save_grid(to_uint8(G(run.fixed_z, run.fixed_y)), path, nrow)
-            events.image(f"samples/{tag}", grid, run.step)
-    run.G.train()
+    for tag, G in {"G": run.G, **({"G_ema": run.ema_generator()} if run.ema else {})}.items():
+        path = run.folder / runs.grid_name(run.step, ema=tag == "G_ema")
+        grid = save_grid(to_uint8(grid_samples(run, G)), path, nrow)
+        events.image(f"samples/{tag}", grid, run.step)
+
+
+@torch.no_grad()
+def grid_samples(run: Run, G: torch.nn.Module) -> torch.Tensor:
+    """G's images of the fixed z (and labels) of the sample grids, in eval mode, as a user samples them."""
+    mode = G.training
+    G.eval()
+    try:
+        return G(run.fixed_z, run.fixed_y)
+    finally:
+        G.train(mode)
 
 
 @contextmanager

@@ -131,8 +131,10 @@ def _paper_dcgan_d(widths, bottom):
     return total + bottom * bottom * c_in + 1
 
 
-def _paper_dcgan_g(bottom, z_dim=128):
-    total = z_dim * bottom * bottom * 512 + bottom * bottom * 512 + 2 * 512
+def _paper_dcgan_g(bottom, z_dim=128, dense_bn="feature"):
+    # The dense layer, then BatchNorm over its bottom*bottom*512 outputs (the official code) or its 512 channels.
+    total = z_dim * bottom * bottom * 512 + bottom * bottom * 512
+    total += 2 * (bottom * bottom * 512 if dense_bn == "feature" else 512)
     for a, b in ((512, 256), (256, 128), (128, 64)):
         total += _conv(a, b, 4) + 2 * b
     return total + _conv(64, 3, 3)
@@ -155,6 +157,8 @@ def test_parameter_counts_match_the_official_definitions(norm):
         G, D = build(ModelConfig(arch="dcgan", d_norm=norm), res)
         assert _count(D) == _paper_dcgan_d([64, 64, 128, 128, 256, 256, 512], bottom)
         assert _count(G) == _paper_dcgan_g(bottom)
+        G, _ = build(ModelConfig(arch="dcgan", d_norm=norm, g_dense_bn="channel"), res)
+        assert _count(G) == _paper_dcgan_g(bottom, dense_bn="channel")
 
 
 def test_resnet_d_hidden_width_is_the_input_width():
