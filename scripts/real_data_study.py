@@ -73,6 +73,7 @@ def cells(study: str) -> dict:
     if study == "controls":  # one change at a time from the old defaults, SN, two time-scale Adam
         return {"axes": {"control": {
             "old": OLD_DEFAULTS,
+            "new": {"model.init": "pytorch", "model.g_dense_bn": "feature"},
             "feature-bn": {**OLD_DEFAULTS, "model.g_dense_bn": "feature"},
             "pytorch-init": {**OLD_DEFAULTS, "model.init": "pytorch"},
             "lr_d-2e-4": {**OLD_DEFAULTS, "optim.lr_d": 2e-4},

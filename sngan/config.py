@@ -57,9 +57,10 @@ class ModelConfig:
                          "M x M x 8ch outputs (`feature`, as the official code) or over its 8ch channels "
                          "(`channel`, sngan before 0.2; see docs/results.md)", choices="g_dense_bns")
     sync_bn: bool = _f(False, "SyncBatchNorm across processes under torchrun (CUDA only)")
-    init: str = _f("official", "weight initialisation: `official` (standard CNN N(0, 0.02), biases 0; "
-                   "ResNet Glorot-uniform as the official code) or `pytorch` (each layer's default)",
-                   choices="inits")
+    init: str = _f("auto", "weight initialisation: `official` (standard CNN N(0, 0.02), biases 0; "
+                   "ResNet Glorot-uniform as the official code), `pytorch` (each layer's default), or `auto`: "
+                   "`pytorch` for the standard CNN (with `official` its D ran away and G collapsed early under "
+                   "the two time-scale Adam, docs/results.md), `official` for the ResNet", choices="inits")
     conditional: bool = _f(False, "class-conditional GAN (ResNet only): G with conditional BatchNorm, D with "
                            "the projection term; needs labelled data (see docs/conditional.md)")
 
@@ -160,7 +161,7 @@ CHOICES = {
     "datasets": ("cifar10", "folder", "npz", "stl10", "synthetic"),
     "archs": ("dcgan", "resnet"),
     "d_norms": ("sn", "bn", "none"),
-    "inits": ("official", "pytorch"),
+    "inits": ("auto", "official", "pytorch"),
     "losses": ("hinge", "standard", "wasserstein"),
     "placements": ("device", "cpu"),
     "z_dists": ("normal", "uniform"),

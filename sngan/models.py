@@ -246,13 +246,16 @@ def _init_resnet(module: nn.Module) -> None:
 
 # arch -> (builder of (G, D), the official code's initialisation)
 ARCHS = {"dcgan": (_dcgan, _init_dcgan), "resnet": (_resnet, _init_resnet)}
+# arch -> what `model.init: auto` means: the initialisation that learned on real images under the
+# default optimiser (docs/results.md); the ResNet keeps the official one, not measured otherwise.
+AUTO_INIT = {"dcgan": "pytorch", "resnet": "official"}
 
 
 def build(cfg: ModelConfig, resolution: int, num_classes: int = 0) -> tuple[nn.Module, nn.Module]:
     """(G, D) for the config; the caller seeds torch beforehand for reproducible weights.
 
     `model.init: official` initialises them as the official code does; `pytorch` keeps
-    PyTorch's default initialisation of each layer. `num_classes` (the data's) is required with
+    PyTorch's default initialisation of each layer; `auto` picks one per arch (AUTO_INIT). `num_classes` (the data's) is required with
     `model.conditional` and ignored without."""
     check_resolution(cfg.arch, resolution)  # the config's rule, for models built without a Config
     if cfg.conditional and num_classes < 1:
@@ -261,7 +264,7 @@ def build(cfg: ModelConfig, resolution: int, num_classes: int = 0) -> tuple[nn.M
     norm = Norm(cfg.d_norm, cfg.sn_iters, cfg.sn_lipschitz)
     builder, init = ARCHS[cfg.arch]
     G, D = builder(cfg, resolution, cfg.g_ch or g_ch, cfg.d_ch or d_ch, norm, num_classes if cfg.conditional else 0)
-    if cfg.init == "official":
+    if (AUTO_INIT[cfg.arch] if cfg.init == "auto" else cfg.init) == "official":
         init(G)
         init(D)
     return G, D

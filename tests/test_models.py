@@ -174,7 +174,7 @@ def _raw(m):
 
 def test_official_initialisation():
     torch.manual_seed(0)
-    G, D = build(ModelConfig(arch="dcgan"), 32)
+    G, D = build(ModelConfig(arch="dcgan", init="official"), 32)
     layers = [m for m in [*G.modules(), *D.modules()] if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
     for m in layers:
         w = _raw(m)
@@ -183,7 +183,7 @@ def test_official_initialisation():
     torch.manual_seed(0)
     G2, _ = build(ModelConfig(arch="dcgan", init="pytorch"), 32)
     assert abs(float(G2.main[3].weight.std()) - 0.02) > 0.005  # PyTorch's default is another scale
-    G, D = build(ModelConfig(arch="resnet"), 32)
+    G, D = build(ModelConfig(arch="resnet", init="official"), 32)
     assert D.fc.bias is None  # the official 32 px D's last linear has no bias
     for m, gain in ((G.to_rgb, 1.0), (G.blocks[0].conv1, 2 ** 0.5), (G.blocks[0].shortcut, 1.0),
                     (D.blocks[1].conv1, 2 ** 0.5), (D.blocks[1].shortcut, 1.0), (D.fc, 1.0)):
@@ -191,3 +191,15 @@ def test_official_initialisation():
         fan_in, fan_out = w[0].numel(), w.shape[0] * w[0][0].numel()
         limit = gain * (6 / (fan_in + fan_out)) ** 0.5  # Glorot-uniform bound
         assert float(w.abs().max()) <= limit and float(w.abs().max()) > 0.9 * limit, m
+
+
+@pytest.mark.parametrize("arch, means", [("dcgan", "pytorch"), ("resnet", "official")])
+def test_auto_initialisation_is_one_of_the_two_per_arch(arch, means):
+    """`model.init: auto` (the default) builds exactly the weights of the initialisation it names."""
+    assert ModelConfig().init == "auto"
+    built = {}
+    for init in ("auto", means):
+        torch.manual_seed(0)
+        built[init] = [t.clone() for m in build(ModelConfig(arch=arch, init=init, g_ch=8, d_ch=8), 32)
+                       for t in m.state_dict().values()]
+    assert all(torch.equal(a, b) for a, b in zip(built["auto"], built[means]))
