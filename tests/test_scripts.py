@@ -2,6 +2,7 @@
 spec (the full study needs the real detector and hours of CPU, so it is not run here)."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,33 @@ def test_real_data_study_split_and_spec(tmp_path, capsys):
         assert any(f"model.init={init}" in line and "train.diffaug=color" not in line for line in cells)
     with np.load(train_file) as t:
         assert "labels" in t.files and len(t["labels"]) == len(t["images"])  # the split keeps the labels
+
+
+def test_real_data_study_controls_robustness_and_cifar_sn_specs(tmp_path, capsys):
+    """The studies of the defaults (docs/results.md): every cell resolves, the controls change one
+    thing at a time from the old defaults, and the robustness grid is the paper's settings x norms."""
+    study = _script("real_data_study")
+    train_file, held = tmp_path / "train.npz", tmp_path / "heldout-stats.npz"
+
+    def cells(name, width=16):
+        spec_file = tmp_path / f"{name}.yaml"
+        spec_file.write_text(yaml.safe_dump(study.spec(train_file, held, 5000, 1000, 1000, study=name, width=width),
+                                            sort_keys=False))
+        code, out, err = cli(capsys, "sweep", spec_file, "--out", tmp_path / name, "--dry-run")
+        assert code == 0, err
+        rows = [re.match(r"\s+\d+\s+(\S+)\s+pending", line) for line in out.splitlines()]
+        return {row[1]: row.string.rstrip() for row in rows if row}
+
+    controls = cells("controls")
+    assert list(controls) == ["old", "new", "feature-bn", "pytorch-init", "lr_d-2e-4"]
+    assert "model.init=official model.g_dense_bn=channel" in controls["old"]
+    assert "model.init=pytorch model.g_dense_bn=feature" in controls["new"]
+    assert controls["lr_d-2e-4"].endswith("optim.lr_d=0.0002")
+    robustness = cells("robustness")
+    grid = [f"{s}-{n}" for s in ("TTUR", "B", "C", "A", "D", "E", "F") for n in ("SN", "BN", "none")]
+    assert list(robustness)[:21] == grid and len(robustness) == 25
+    assert "optim.n_dis=5" in robustness["A-SN"] and "optim.lr_d=0.0004" in robustness["TTUR-SN"]
+    assert "train.seed=1" in robustness["TTUR-SN-seed1"]
+    assert list(cells("cifar_sn", width=0)) == ["new"]
+    spec = study.spec(train_file, held, 2000, 500, 1000, study="cifar_sn")
+    assert "model.g_ch" not in spec["set"] and spec["set"]["eval.ref"] == str(held.resolve())  # the paper's widths
