@@ -161,6 +161,13 @@ def fid_curves(runs: list[RunRecord]) -> Figure | None:
     return plots.line_figure(series, title="FID over training", ylabel="FID") if series else None
 
 
+def diversity_curves(runs: list[RunRecord]) -> Figure | None:
+    """Each run's sample diversity (sngan.health) over steps; None when no run logged it."""
+    series = {r.name: s for r in runs if (s := plots.metric_series(r.entries, ["diversity"])["diversity"])[0]}
+    return plots.line_figure(series, title="sample diversity over training (1: as varied as the data; "
+                             "below 0.3: collapse)", ylabel="diversity") if series else None
+
+
 def loss_panels(runs: list[RunRecord]) -> Figure:
     panels = [(r.name, plots.metric_series(r.entries, ("loss_d", "loss_g"))) for r in runs]
     return plots.grid_figure(panels, cols=min(4, len(panels)))
@@ -193,6 +200,7 @@ def build(paths: list[Path], out: Path) -> list[Path]:
     header, body = table(runs, axes, rows)
     plotted = [("Final FID per setting", "fid_by_setting.png", fid_by_setting(runs, axes, rows)),
                ("FID over training", "fid.png", fid_curves(runs)),
+               ("Sample diversity over training", "diversity.png", diversity_curves(runs)),
                ("Losses over training", "losses.png", loss_panels(runs)),
                ("Spectral norm of each D layer (raw weight)", "sigmas.png", sigma_panels(runs))]
     figures = [(title, plots.save(fig, out / name)) for title, name, fig in plotted if fig is not None]

@@ -105,6 +105,19 @@ def test_figures_plot_each_runs_metrics(tmp_path):
     assert report.fid_curves(no_fid) is None and report.fid_by_setting(no_fid, axes, [report.summarise(no_fid[0])]) is None
 
 
+def test_diversity_curves_plot_the_runs_that_logged_it(tmp_path):
+    """diversity.png: one line per run with the collapse measure; runs logged before it are left out."""
+    _run(tmp_path / "runs" / "00000-new", entries=[{**_train(s), "diversity": d} for s, d in ((100, 0.07), (200, 0.8))])
+    _run(tmp_path / "runs" / "00001-old", entries=[_train(100), _train(200)])
+    runs, _ = collect([tmp_path / "runs"])
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+             for line in report.diversity_curves(runs).axes[0].get_lines()}
+    assert lines == {"00000-new": ([100, 200], [0.07, 0.8])}
+    assert report.diversity_curves([r for r in runs if r.name == "00001-old"]) is None
+    assert report.build([tmp_path / "runs"], tmp_path / "rep")
+    assert "diversity.png" in (tmp_path / "rep" / "report.md").read_text()
+
+
 def test_sweep_index_gives_axes_and_the_figure_1_grouping(tmp_path):
     """With a sweep, rows show the axis labels and the bars group by the first axis."""
     sweep_dir = tmp_path / "sw"
