@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -79,7 +79,12 @@ def train(cfg: config.Config, run_dir: Path | None = None, resume: dict | None =
     ctx, device = distributed.setup(cfg.train.device)
     ok = False
     try:
-        with algorithm_flags(cfg.train.deterministic, device):
+        with algorithm_flags(cfg.train.deterministic, device), ExitStack() as held:
+            if run_dir is not None and ctx.main:  # an existing folder: first make sure no one else trains in it
+                held.enter_context(runs.run_lock(run_dir))
+                if resume is not None:
+                    source = f" ({Path(resume_path).name})" if resume_path else ""
+                    tqdm.write(f"resuming {run_dir} from step {resume['step']}{source}", file=sys.stderr)
             run = Run(cfg, device, ctx)
             tracker = None
             if cfg.eval.every:
@@ -90,9 +95,9 @@ def train(cfg: config.Config, run_dir: Path | None = None, resume: dict | None =
             run.folder = run_dir or distributed.broadcast_object(
                 runs.new_run_dir(cfg.out.root, cfg.out.name) if ctx.main else None, ctx)
             if run_dir is None and ctx.main:
+                held.enter_context(runs.run_lock(run.folder))
                 tqdm.write(f"run folder: {run.folder}", file=sys.stderr)
-            with runs.run_lock(run.folder) if ctx.main else nullcontext():
-                summary = _loop(run, tracker, resume is not None, progress and ctx.main)
+            summary = _loop(run, tracker, resume is not None, progress and ctx.main)
         ok = True
         return summary
     finally:
