@@ -5,8 +5,10 @@ loading when the code moves around."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import zipfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +20,9 @@ from sngan.errors import SnganError, UsageError
 
 FORMAT = "sngan-checkpoint"
 VERSION = 1  # bump when the layout changes; loads refuse newer versions
+# The extra file in a `sngan export` program (sngan.api) that says how to draw z and where it came
+# from; here so that such a file given as a checkpoint can be recognised.
+EXPORT_METADATA = "sngan.json"
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -116,14 +121,32 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
                              "that could run code (only plain tensors and containers are allowed)") from None
         raise SnganError(f"checkpoint '{path}' is corrupt ({_first_line(e)})") from None
     except Exception as e:  # a file that is not a checkpoint can fail the unpickler in any way
-        raise SnganError(f"checkpoint '{path}' is truncated or corrupt, or not a checkpoint ({_first_line(e)}); "
-                         "give a run folder or one of its ckpt-*.pt files") from None
+        raise SnganError(_exported_program(path) or f"checkpoint '{path}' is truncated or corrupt, or not a "
+                         f"checkpoint ({_first_line(e)}); give a run folder or one of its ckpt-*.pt files") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SnganError(f"'{path}' is not an sngan checkpoint (no '{FORMAT}' format marker)")
     if state.get("version", 0) > VERSION:
         raise SnganError(f"checkpoint '{path}' has format version {state['version']}, newer than this "
                          f"sngan understands ({VERSION}); upgrade sngan (pip install -U sngan)")
     return state
+
+
+def _exported_program(path: Path) -> str | None:
+    """What to say when `path` is a torch.export archive, such as `sngan export` writes (also a zip,
+    but no checkpoint); None when it is not one."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if not any(n.endswith("/archive_format") for n in names):
+                return None
+            meta = next((n for n in names if n.endswith(f"/extra/{EXPORT_METADATA}")), None)
+            source = json.loads(archive.read(meta)).get("checkpoint") if meta else None
+    except (OSError, ValueError, zipfile.BadZipFile, AttributeError):
+        return None
+    what = "an exported generator (sngan export)" if meta else "a torch.export program"
+    return (f"'{path}' is {what}, not a checkpoint: it is for running with PyTorch alone (torch.export.load, "
+            f"see docs/api.md); give the checkpoint it was exported from"
+            + (f" ({source})" if source else ", a run folder or one of its .pt files"))
 
 
 def _first_line(e: BaseException) -> str:
