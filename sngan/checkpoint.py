@@ -36,7 +36,8 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], what: str = "file") -> Path:
-    """Write via `write(fileobj)` to a temporary file, fsync, then rename over `path`.
+    """Write via `write(fileobj)` to a temporary file, fsync, then rename over `path`; missing
+    folders on the way to `path` are created (every output sngan writes follows this rule).
 
     Either the new content is complete at `path` or the old file is untouched: a crash, a full
     disk or a second Ctrl-C mid-write cannot leave a half-written file behind.
@@ -44,6 +45,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], what: str = "fi
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
@@ -62,11 +64,18 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], what: str = "fi
 TMP_PATTERN = ".*.tmp-*"  # atomic_write's temporary files
 
 
+def check_parent(out: str | Path) -> None:
+    """Before a slow job that writes `out`: no file stands where a folder on its way should be.
+    Missing folders are fine: they are created when `out` is written (`atomic_write`)."""
+    nearest = next(p for p in Path(out).absolute().parents if p.exists())
+    if not nearest.is_dir():
+        raise UsageError(f"cannot write '{out}': '{nearest}' is a file, not a folder; choose another path")
+
+
 def check_new_file(out: Path, force: bool, example: str) -> None:
-    """Before a slow job that writes the single file `out`: its folder exists, it is not a folder,
-    and it is not there already unless `force` (no earlier output is lost)."""
-    if not out.parent.is_dir():
-        raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
+    """Before a slow job that writes the single file `out`: it can be written (`check_parent`), it
+    is not a folder, and it is not there already unless `force` (no earlier output is lost)."""
+    check_parent(out)
     if out.is_dir():
         raise UsageError(f"output '{out}' is a folder; name a file such as {example}")
     if out.exists() and not force:

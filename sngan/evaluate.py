@@ -13,6 +13,7 @@ from torch import nn
 
 from sngan import detector as inception
 from sngan import distributed, fid_stats, metrics
+from sngan.checkpoint import check_parent
 from sngan.data import REFERENCES
 from sngan.errors import UsageError
 from sngan.fid_result import is_name, metric_name
@@ -122,6 +123,8 @@ def _check_args(images: str | None, checkpoint: str | None, num: int, save_stats
         raise UsageError(f"--num {num} is too small: FID needs at least 2 samples (10000 is usual)")
     if save_stats and fid_stats.stats_path(save_stats).exists():
         raise UsageError(f"statistics file '{save_stats}' already exists; delete it or choose another path")
+    if save_stats:
+        check_parent(save_stats)
 
 
 def _ref_fields(info: dict) -> dict:

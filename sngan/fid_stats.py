@@ -37,7 +37,6 @@ def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray, **meta) -> P
     path = stats_path(path)
     # None would be stored as a pickled object, which loading with allow_pickle=False rejects.
     meta = {k: np.asarray(v) for k, v in meta.items() if v is not None}
-    path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, lambda f: np.savez_compressed(f, mu=mu, sigma=sigma, **meta), "statistics")
 
 

@@ -215,7 +215,7 @@ def test_existing_output_needs_force(dcgan_ema, tmp_path, capsys):
     assert _metadata(out)["kind"] == "raw"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["G.pt2"]  # no temporary files left
 
-    for bad, message in ((tmp_path / "no" / "G.pt2", "output folder"), (tmp_path, "is a folder")):
+    for bad, message in ((out / "G.pt2", "is a file, not a folder"), (tmp_path, "is a folder")):
         code, _, err = cli(capsys, "export", "--checkpoint", dcgan_ema, "--out", bad)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
