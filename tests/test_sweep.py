@@ -208,6 +208,25 @@ def test_another_spec_cannot_take_over_a_sweep_folder(tmp_path):
     assert [name for name, _ in log] == ["seed0", "seed1", "seed2", "seed3"] and not outcome.failed
 
 
+def test_dry_run_refuses_what_the_run_refuses(tmp_path, capsys):
+    """--dry-run is no "(new)" for an --out the run cannot use: a file, or another spec's sweep folder."""
+    afile = tmp_path / "afile"
+    afile.write_text("precious")
+    for out in (afile, afile / "sub"):
+        for dry in (["--dry-run"], []):
+            code, listing, err = cli(capsys, "sweep", "quickstart_2x2", "--out", out, *dry, *TINY)
+            assert code == 2 and not listing and err.strip().splitlines() == [
+                f"error: sweep folder '{out}' is a file; give --out a new folder or a sweep folder" if out == afile
+                else f"error: cannot write '{out}': '{afile}' is a file, not a folder; choose another path"]
+    assert afile.read_text() == "precious"
+    _run_fakes(tmp_path, 3, [{}], {}, [])  # a sweep folder tmp_path/s with cells seed0..seed2
+    two = spec_file(tmp_path, "base: quickstart\naxes: {train.seed: [0, 1]}\n", name="two.yaml")
+    before = (tmp_path / "s" / "index.json").read_bytes()
+    code, listing, err = cli(capsys, "sweep", two, "--out", tmp_path / "s", "--dry-run")
+    assert code == 2 and not listing and "holds cells this spec does not have (seed2); use another --out" in err
+    assert (tmp_path / "s" / "index.json").read_bytes() == before
+
+
 def test_a_failed_cells_unreadable_log_gives_its_exit_code(tmp_path, monkeypatch):
     real_read = Path.read_text
 
