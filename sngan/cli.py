@@ -223,8 +223,8 @@ def sweep(
 
     from sngan import runs, sweep as sweeps
 
-    slots = sweeps.slots_for(gpus, jobs)
     plan = sweeps.plan(spec, overrides, out)
+    slots = sweeps.slots_for(gpus, jobs, {c.cfg.train.device for c in plan.cells})
     if dry_run:
         typer.echo(sweeps.describe(plan), nl=False)
         return

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
 
+import torch
+
 from sngan import checkpoint, config, config_files, runs, train
 from sngan.errors import SnganError, UsageError
 from sngan.sweep_spec import Cell, Sweep, cell_config, expand, find_spec, read_spec
@@ -164,9 +166,10 @@ def _stop_at_eof() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def slots_for(gpus: str | None, jobs: int) -> list[dict] | None:
+def slots_for(gpus: str | None, jobs: int, devices: set[str] = frozenset({"auto"})) -> list[dict] | None:
     """The environment of each cell that may run at once: one per GPU of `gpus` ("0,1"), else
-    `jobs` plain ones; None: one cell at a time, in this process."""
+    `jobs` plain ones; None: one cell at a time, in this process. `devices`: the cells'
+    train.device; without a visible GPU, `gpus` is refused unless they all train on the CPU by choice."""
     if gpus is not None and jobs != 1:
         raise UsageError("give --gpus (one cell per listed GPU) or --jobs (cells at once), not both")
     if jobs < 1:
@@ -175,6 +178,9 @@ def slots_for(gpus: str | None, jobs: int) -> list[dict] | None:
     if (gpus is not None and not gpu_list) or not all(g.isdigit() or g.startswith(("GPU-", "MIG-"))
                                                       for g in gpu_list):
         raise UsageError(f"--gpus takes a comma-separated list of GPU indices (or UUIDs), e.g. --gpus 0,1; got '{gpus}'")
+    if gpu_list and devices != {"cpu"} and not torch.cuda.is_available():
+        raise UsageError(f"--gpus {gpus}: no CUDA GPU is visible here, so the cells would train on the CPU; "
+                         f"to run {len(gpu_list)} cells at once on the CPU, use --jobs {len(gpu_list)}")
     return [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_list] or ([{}] * jobs if jobs > 1 else None)
 
 
