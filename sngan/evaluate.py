@@ -67,8 +67,9 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     if ref in REFERENCES and h != w:
         raise UsageError(f"generated images are {w}x{h}, but reference '{ref}' is square; use square "
                          "images or a folder/statistics reference")
-    # The detector after the cheap checks above; the reference next: a bad --ref fails before
-    # minutes of generating.
+    # The reference is checked before the detector loads (which may download its weights, saying
+    # so), and read right after it: a bad --ref is one line, and fails before minutes of generating.
+    fid_stats.check_reference(ref, kid or pr or intra, data_root, download)
     detector = inception.load_detector(inception_weights, device)
     ref_args = {"data_root": data_root, "resolution": h, "download": download, "batch_size": batch_size,
                 "num_images": ref_images}
@@ -180,6 +181,7 @@ class FIDTracker:
     def __init__(self, cfg, device: torch.device, ctx=None):
         ec = cfg.eval
         self.cfg, self.device, self.ctx = cfg, device, ctx or distributed.Dist()
+        fid_stats.check_reference(ec.ref, ec.kid or ec.pr, cfg.data.root, cfg.data.download)  # before the detector
         self.detector = inception.load_detector(ec.inception_weights or None, device)
         self.metric = metric_name(ec.num_samples, ec.ref, ec.ref_images)
         ref_args = dict(data_root=cfg.data.root, resolution=cfg.data.resolution, download=cfg.data.download,

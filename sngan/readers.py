@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -49,15 +50,22 @@ def source_files(name: str, split: str, root: str | Path) -> list[Path]:
     return [root / STL10_DIR / STL10_FILES[s] for s in split.split("+")]
 
 
-def _ensure(name: str, split: str, root: str | Path, download: bool) -> None:
-    """Download the archive when files are missing and that is allowed; else say what to put where."""
+def check_files(name: str, split: str, root: str | Path, download: bool) -> list[Path]:
+    """The missing files of a data set split, to download; when downloads are off, an error
+    saying what to put where."""
     missing = [p for p in source_files(name, split, root) if not p.is_file()]
-    if not missing:
-        return
-    title, archive, url, dataset = ARCHIVES[name]
-    if not download:
+    if missing and not download:
+        title, archive, url, _ = ARCHIVES[name]
         raise SnganError(f"{title} not found (expected {missing[0]}); set data.download=true (eval-fid: "
                          f"--download), or unpack {archive} from {url} into '{missing[0].parent.parent}'")
+    return missing
+
+
+def _ensure(name: str, split: str, root: str | Path, download: bool) -> None:
+    """Download the archive when files are missing and that is allowed (`check_files`)."""
+    if not check_files(name, split, root, download):
+        return
+    title, _, _, dataset = ARCHIVES[name]
     try:
         import torchvision  # lazy: slow to import, and only needed to download
 
@@ -188,9 +196,17 @@ NPZ_LABEL_KEYS = ("labels", "y_train", "y")
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of a .npz file (no pickles); a one-line error when it cannot be read."""
+    with open_npz(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+@contextmanager
+def open_npz(path: Path) -> Iterator[np.lib.npyio.NpzFile]:
+    """A .npz file whose arrays are read only when asked for (`f.files` lists them; no pickles);
+    a one-line error when it cannot be read."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            yield f
     except FileNotFoundError:
         raise SnganError(f"file '{path}' does not exist") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:

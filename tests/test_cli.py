@@ -193,6 +193,16 @@ def test_eval_fid_refuses_cheap_mistakes_before_loading_the_detector(capsys, tmp
     _one_clean_line(*cli(capsys, "eval-fid", "--ref", "cifar10-train", "--save-stats", stats)[::2],
                     2, "already exists")
     assert stats.read_bytes() == b"precious"
+    # A bad reference, before the detector (offline, its download attempt would print first).
+    images, empty = run_dir / "samples", tmp_path / "empty"
+    empty.mkdir()
+    np.savez(tmp_path / "ref-stats.npz", mu=np.zeros(3), sigma=np.eye(3))
+    for ref, more, code, fragment in (
+            (tmp_path / "missing", [], 2, "is not a named set (cifar10-train, "),
+            (empty, [], 1, "image folder '" + str(empty) + "' has no images"),
+            ("cifar10-test", ["--data-root", empty, "--no-download"], 1, "CIFAR-10 not found"),
+            (tmp_path / "ref-stats.npz", ["--kid"], 1, "is a statistics file: KID, precision/recall and intra-FID")):
+        _one_clean_line(*cli(capsys, "eval-fid", "--images", images, "--ref", ref, *more)[::2], code, fragment)
 
 
 def test_unwritable_output_is_one_line(capsys, tmp_path, monkeypatch):
