@@ -19,10 +19,10 @@ def reference_labels(ref: str, data_root: str | Path, download: bool, num_images
     """The labels `(N,)` of the reference images, in the order their features are computed, and
     the class names."""
     path, labels, classes = Path(ref), None, ()
-    if ref in data.REFERENCES:
-        ds = data.load_reference_dataset(ref, data_root, download)
-        if ds.labels is not None:
-            labels, classes = ds.labels[: num_images or len(ds.labels)], ds.classes
+    if ref in data.REFERENCES:  # its features may be cached: read the labels alone
+        labels, classes = data.load_reference_labels(ref, data_root, download)
+        if labels is not None:
+            labels = labels[: num_images or len(labels)]
     elif path.suffix == ".npz" and path.is_file():
         arrays = readers.read_npz(path)
         if readers.holds_images(arrays):

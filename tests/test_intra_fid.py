@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from sngan import data
+from formats import write_cifar10, write_stl10
+from sngan import data, readers
 from sngan.errors import UsageError
 from sngan.evaluate import eval_fid
 from sngan.fid_result import format_result
+from sngan.intra_fid import reference_labels
 from sngan.sample import generate_batches, load_generator
 
 
@@ -51,3 +53,22 @@ def test_intra_fid_is_the_mean_of_per_class_fids(conditional_run, tmp_path, monk
     np.savez(tmp_path / "other.npz", images=ref.images.permute(0, 2, 3, 1).numpy(), labels=ref.labels.numpy())
     with pytest.raises(UsageError, match="classes .* are not the reference's"):
         eval_fid(**{**args, "ref": str(tmp_path / "other.npz")}, intra=True)
+
+
+def test_a_named_references_labels_are_read_without_its_images(tmp_path, monkeypatch):
+    """Its features may be cached: decoding its images only for the labels would cost minutes (STL-10)."""
+    write_cifar10(tmp_path, n_per_batch=3)
+    write_stl10(tmp_path, n_unlabeled=2, n_train=4)
+    np.array([1, 10, 3, 3], np.uint8).tofile(tmp_path / "stl10_binary" / "train_y.bin")  # stored 1-10
+    cifar = readers.load_cifar10(tmp_path, "train", download=False)
+    stl_images = len(data.load_reference("stl10-train", tmp_path, 32, False))
+    for module in (data, readers):
+        for loader in ("load_cifar10", "load_stl10", "read_stl10"):
+            if hasattr(module, loader):
+                monkeypatch.setattr(module, loader, lambda *a, **k: pytest.fail("images decoded"))
+    labels, classes = reference_labels("cifar10-train", tmp_path, False, num_images=10)
+    assert classes == readers.CIFAR10_CLASSES and np.array_equal(labels, cifar.labels[:10].numpy())
+    labels, classes = reference_labels("stl10-train", tmp_path, False)
+    assert classes == readers.STL10_CLASSES and labels.tolist() == [0, 9, 2, 2] and stl_images == 4
+    with pytest.raises(UsageError, match="'stl10-unlabeled' has no labels"):
+        reference_labels("stl10-unlabeled", tmp_path, False)
