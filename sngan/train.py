@@ -72,19 +72,17 @@ def train_step(run: Run, objective: Objective) -> tuple[torch.Tensor, ...]:
 def train(cfg: config.Config, run_dir: Path | None = None, resume: dict | None = None,
           resume_path: Path | None = None, progress: bool = True) -> dict:
     """Train a new run (in a new numbered folder under cfg.out.root when `run_dir` is None) or
-    continue one from the checkpoint dict `resume`. Returns a summary dict (step, stopped_by, ...).
-
-    Everything that can fail on bad input (device, data, FID reference) is set up before the run
-    folder is created, so a mistake leaves no empty run folder behind."""
+    continue one from the checkpoint dict `resume`; returns a summary dict (step, stopped_by, ...).
+    An existing `run_dir` is locked before anything else; all that can fail on bad input (device, data,
+    FID reference) is set up before a new run folder is created, so a mistake leaves none behind."""
     ctx, device = distributed.setup(cfg.train.device)
     ok = False
     try:
         with algorithm_flags(cfg.train.deterministic, device), ExitStack() as held:
-            if run_dir is not None and ctx.main:  # an existing folder: first make sure no one else trains in it
+            if run_dir is not None and ctx.main:  # a folder in use is refused before any work or message
                 held.enter_context(runs.run_lock(run_dir))
                 if resume is not None:
-                    source = f" ({Path(resume_path).name})" if resume_path else ""
-                    tqdm.write(f"resuming {run_dir} from step {resume['step']}{source}", file=sys.stderr)
+                    tqdm.write(f"resuming {run_dir} from step {resume['step']} ({resume_path.name})", file=sys.stderr)
             run = Run(cfg, device, ctx)
             tracker = None
             if cfg.eval.every:
