@@ -87,7 +87,7 @@ def train(cfg: config.Config, run_dir: Path | None = None, resume: dict | None =
             tracker = None
             if cfg.eval.every:
                 from sngan.evaluate import FIDTracker  # lazy: the detector stack is heavy
-                tracker = FIDTracker(cfg, device, ctx)  # loads the detector and reference statistics now
+                tracker = FIDTracker(cfg, device, ctx, run.classes)  # loads the detector and reference now
             if resume is not None:
                 run.load_state_dict(resume, resume_path)
             run.folder = run_dir or distributed.broadcast_object(
