@@ -5,8 +5,10 @@ loading when the code moves around."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import zipfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +20,9 @@ from sngan.errors import SnganError, UsageError
 
 FORMAT = "sngan-checkpoint"
 VERSION = 1  # bump when the layout changes; loads refuse newer versions
+# The extra file in a `sngan export` program (sngan.api) that says how to draw z and where it came
+# from; here so that such a file given as a checkpoint can be recognised.
+EXPORT_METADATA = "sngan.json"
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -31,7 +36,8 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], what: str = "file") -> Path:
-    """Write via `write(fileobj)` to a temporary file, fsync, then rename over `path`.
+    """Write via `write(fileobj)` to a temporary file, fsync, then rename over `path`; missing
+    folders on the way to `path` are created (every output sngan writes follows this rule).
 
     Either the new content is complete at `path` or the old file is untouched: a crash, a full
     disk or a second Ctrl-C mid-write cannot leave a half-written file behind.
@@ -39,6 +45,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], what: str = "fi
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
@@ -57,11 +64,18 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], what: str = "fi
 TMP_PATTERN = ".*.tmp-*"  # atomic_write's temporary files
 
 
+def check_parent(out: str | Path) -> None:
+    """Before a slow job that writes `out`: no file stands where a folder on its way should be.
+    Missing folders are fine: they are created when `out` is written (`atomic_write`)."""
+    nearest = next(p for p in Path(out).absolute().parents if p.exists())
+    if not nearest.is_dir():
+        raise UsageError(f"cannot write '{out}': '{nearest}' is a file, not a folder; choose another path")
+
+
 def check_new_file(out: Path, force: bool, example: str) -> None:
-    """Before a slow job that writes the single file `out`: its folder exists, it is not a folder,
-    and it is not there already unless `force` (no earlier output is lost)."""
-    if not out.parent.is_dir():
-        raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
+    """Before a slow job that writes the single file `out`: it can be written (`check_parent`), it
+    is not a folder, and it is not there already unless `force` (no earlier output is lost)."""
+    check_parent(out)
     if out.is_dir():
         raise UsageError(f"output '{out}' is a folder; name a file such as {example}")
     if out.exists() and not force:
@@ -116,14 +130,32 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
                              "that could run code (only plain tensors and containers are allowed)") from None
         raise SnganError(f"checkpoint '{path}' is corrupt ({_first_line(e)})") from None
     except Exception as e:  # a file that is not a checkpoint can fail the unpickler in any way
-        raise SnganError(f"checkpoint '{path}' is truncated or corrupt, or not a checkpoint ({_first_line(e)}); "
-                         "give a run folder or one of its ckpt-*.pt files") from None
+        raise SnganError(_exported_program(path) or f"checkpoint '{path}' is truncated or corrupt, or not a "
+                         f"checkpoint ({_first_line(e)}); give a run folder or one of its ckpt-*.pt files") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SnganError(f"'{path}' is not an sngan checkpoint (no '{FORMAT}' format marker)")
     if state.get("version", 0) > VERSION:
         raise SnganError(f"checkpoint '{path}' has format version {state['version']}, newer than this "
                          f"sngan understands ({VERSION}); upgrade sngan (pip install -U sngan)")
     return state
+
+
+def _exported_program(path: Path) -> str | None:
+    """What to say when `path` is a torch.export archive, such as `sngan export` writes (also a zip,
+    but no checkpoint); None when it is not one."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if not any(n.endswith("/archive_format") for n in names):
+                return None
+            meta = next((n for n in names if n.endswith(f"/extra/{EXPORT_METADATA}")), None)
+            source = json.loads(archive.read(meta)).get("checkpoint") if meta else None
+    except (OSError, ValueError, zipfile.BadZipFile, AttributeError):
+        return None
+    what = "an exported generator (sngan export)" if meta else "a torch.export program"
+    return (f"'{path}' is {what}, not a checkpoint: it is for running with PyTorch alone (torch.export.load, "
+            f"see docs/api.md); give the checkpoint it was exported from"
+            + (f" ({source})" if source else ", a run folder or one of its .pt files"))
 
 
 def _first_line(e: BaseException) -> str:

@@ -72,13 +72,10 @@ def train(
         typer.echo(config.dump(cfg), nl=False)
         return
     speaks = from_env().main  # under torchrun, one process speaks for all
-    if state is not None:
-        if state["step"] >= cfg.train.steps:
-            typer.echo(f"{run_dir}: already trained {state['step']} of {cfg.train.steps} steps; "
-                       "pass --set train.steps=N to train longer")
-            return
-        if speaks:
-            typer.echo(f"resuming {run_dir} from step {state['step']} ({ckpt.name})", err=True)
+    if state is not None and state["step"] >= cfg.train.steps:
+        typer.echo(f"{run_dir}: already trained {state['step']} of {cfg.train.steps} steps; "
+                   "pass --set train.steps=N to train longer")
+        return
     summary = training.train(cfg, run_dir, resume=state, resume_path=ckpt, progress=progress)
     if summary["stopped_by"] is not None:
         if speaks:
@@ -226,8 +223,8 @@ def sweep(
 
     from sngan import runs, sweep as sweeps
 
-    slots = sweeps.slots_for(gpus, jobs)
     plan = sweeps.plan(spec, overrides, out)
+    slots = sweeps.slots_for(gpus, jobs, {c.cfg.train.device for c in plan.cells})
     if dry_run:
         typer.echo(sweeps.describe(plan), nl=False)
         return

@@ -124,14 +124,14 @@ class EvalConfig:
     num_samples: int = _f(10_000, "generated samples per FID (the paper's protocol: 5000)", ge=2)
     ref: str = _f("cifar10-train", "FID reference: a named set (`cifar10-train`, ...), an image folder, "
                   "an .npz of images, or a statistics .npz")
-    ref_images: int = _f(0, "use the first N images of a named reference (0: all; the paper's protocol: "
-                         "10000)", ge=0)
+    ref_images: int = _f(0, "use the first N images of a named reference (0: all; the paper's protocol: 10000)", ge=0)
     batch_size: int = _f(100, "images per Inception forward", ge=1)
     inception_score: bool = _f(True, "also compute IS when the detector has logits")
     kid: bool = _f(False, "also compute KID (100 subsets of up to 1000) from the reference's features, cached "
                    "beside its statistics; the reference must be images, not a statistics .npz")
     pr: bool = _f(False, "also compute precision and recall (k = 3 nearest neighbours) from the reference's "
                   "features; memory grows with the sample counts, see docs/fid.md")
+    intra_fid: bool = _f(False, "also the intra-class FID of a conditional model; see docs/conditional.md")
     inception_weights: str = _f("", "local copy of the FID Inception weights (\"\": torch's hub cache, "
                                 "downloaded on first use)")
 
@@ -280,6 +280,8 @@ def validate(cfg: Config) -> None:
     if cfg.model.conditional and cfg.model.arch != "resnet":
         raise UsageError(f"config key 'model.conditional' needs model.arch resnet (the projection discriminator "
                          f"and conditional BatchNorm are ResNet blocks), got arch '{cfg.model.arch}'")
+    if cfg.eval.intra_fid and not cfg.model.conditional:
+        raise UsageError("config key 'eval.intra_fid' needs model.conditional true (it scores each class); drop it")
     bad = [a for a in cfg.train.diffaug.split(",") if a.strip() and a.strip() not in CHOICES["augments"]]
     if bad:
         raise UsageError(f"config key 'train.diffaug' has unknown augmentation '{bad[0].strip()}'; valid: "

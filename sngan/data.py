@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from sngan.config import DataConfig
 from sngan.errors import UsageError
-from sngan.readers import (NPZ_LABEL_KEYS, Dataset, load_cifar10, load_folder, load_npz, load_stl10,
-                           source_files)
+from sngan.readers import (NPZ_LABEL_KEYS, Dataset, load_cifar10, load_folder, load_labels, load_npz,
+                           load_stl10, source_files)
 
 # FID reference sets by name: (data set, split).
 REFERENCES = {
@@ -113,12 +113,12 @@ def reference_files(ref: str, root: str | Path) -> list[Path]:
     return source_files(*REFERENCES[ref], root)
 
 
-def load_reference_dataset(ref: str, root: str | Path, download: bool) -> Dataset:
-    """A named reference set at its own resolution, with labels when it has them."""
-    name, split = REFERENCES[ref]
-    return (load_cifar10 if name == "cifar10" else load_stl10)(root, split, download)
+def load_reference_labels(ref: str, root: str | Path, download: bool) -> tuple[torch.Tensor | None, tuple[str, ...]]:
+    """A named reference set's labels `(N,)` and class names, its images left on disk; (None, ()) without."""
+    return load_labels(*REFERENCES[ref], root, download)
 
 
 def load_reference(ref: str, root: str | Path, resolution: int, download: bool) -> torch.Tensor:
     """A named reference set's images as uint8 `(N, 3, R, R)`."""
-    return resize(load_reference_dataset(ref, root, download).images, resolution)
+    name, split = REFERENCES[ref]
+    return resize((load_cifar10 if name == "cifar10" else load_stl10)(root, split, download).images, resolution)

@@ -13,10 +13,11 @@ from torch import nn
 
 from sngan import detector as inception
 from sngan import distributed, fid_stats, metrics
+from sngan.checkpoint import check_parent
 from sngan.data import REFERENCES
 from sngan.errors import UsageError
 from sngan.fid_result import is_name, metric_name
-from sngan.intra_fid import intra_fid, reference_labels
+from sngan.intra_fid import check_classes, intra_fid, protocol, reference_labels
 
 # Inception Score as the paper computes it (TF): 10 splits, the paper's over 50,000 samples.
 IS_SPLITS = 10
@@ -66,8 +67,12 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     if ref in REFERENCES and h != w:
         raise UsageError(f"generated images are {w}x{h}, but reference '{ref}' is square; use square "
                          "images or a folder/statistics reference")
-    # The detector after the cheap checks above; the reference next: a bad --ref fails before
-    # minutes of generating.
+    # The reference is checked before the detector loads (which may download its weights, saying
+    # so), and read right after it: a bad --ref is one line, and fails before minutes of generating.
+    fid_stats.check_reference(ref, kid or pr or intra, data_root, download)
+    if intra:  # so are its labels: an unlabelled reference, or one of other classes, fails now
+        ref_labels, ref_classes = reference_labels(ref, data_root, download, ref_images)
+        check_classes(G.classes, ref_labels, ref_classes)
     detector = inception.load_detector(inception_weights, device)
     ref_args = {"data_root": data_root, "resolution": h, "download": download, "batch_size": batch_size,
                 "num_images": ref_images}
@@ -98,7 +103,8 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     if kid or pr:
         result.update(_feature_fields(features, ref_features, kid, pr, ref, ref_images))
     if intra:
-        result.update(_intra_fields(G, cfg, ref, ref_features, detector, num, batch_size, device, seed, ref_args))
+        result.update(_intra_fields(G, cfg, ref, ref_images, ref_features, ref_labels, detector, num, batch_size,
+                                    device, seed))
     if save_stats:
         result["saved_stats"] = save_stats
     return {**result, "seconds": round(time.perf_counter() - start, 2)}
@@ -122,6 +128,8 @@ def _check_args(images: str | None, checkpoint: str | None, num: int, save_stats
         raise UsageError(f"--num {num} is too small: FID needs at least 2 samples (10000 is usual)")
     if save_stats and fid_stats.stats_path(save_stats).exists():
         raise UsageError(f"statistics file '{save_stats}' already exists; delete it or choose another path")
+    if save_stats:
+        check_parent(save_stats)
 
 
 def _ref_fields(info: dict) -> dict:
@@ -156,27 +164,38 @@ def _feature_fields(features: np.ndarray, ref_features: np.ndarray, kid: bool, p
     return out
 
 
-def _intra_fields(G: nn.Module, cfg, ref: str, ref_features: np.ndarray, detector: inception.Detector, num: int,
-                  batch_size: int, device: str, seed: int, ref_args: dict) -> dict:
+def _intra_fields(G: nn.Module, cfg, ref: str, ref_images: int, ref_features: np.ndarray, ref_labels: np.ndarray,
+                  detector: inception.Detector, num: int, batch_size: int, device: str, seed: int) -> dict:
     """Intra-FID fields of the generator already loaded for FID (it is in eval mode)."""
-    labels, classes = reference_labels(ref, ref_args["data_root"], ref_args["download"], ref_args["num_images"])
-    per_class = max(2, num // max(1, len(getattr(G, "classes", ()))))
-    result = intra_fid(G, cfg, detector, ref_features, labels, classes, per_class, batch_size, seed, device)
-    return {"intra_fid_metric": metric_name(per_class, ref, ref_args["num_images"], "intrafid"), **result}
+    from sngan.sample import generate_batches  # lazy: pulls in the models
+
+    def embed(labels: torch.Tensor, desc: str) -> np.ndarray:
+        batches = generate_batches(G, cfg, len(labels), batch_size, seed, device, labels=labels)
+        return inception.extract(detector, batches, batch_size, total=len(labels), desc=desc)[0]
+
+    per_class, name = protocol(num, len(G.classes), ref, ref_images)
+    return {"intra_fid_metric": name, **intra_fid(embed, per_class, ref_features, ref_labels, G.classes)}
 
 
 class FIDTracker:
     """FID of the generator during training (config section `eval`), as `eval-fid` measures it.
 
+    `classes`: the model's, for `eval.intra_fid`, checked against the reference's labels at once.
     The detector and reference statistics are loaded once; every evaluation draws the same
     `eval.num_samples` latents (seeded by `train.seed`), so changes come from G, not from z.
     With several processes each generates and embeds its share of those samples; the features
     are gathered so the result equals a single process's, and evaluation time falls with K.
     """
 
-    def __init__(self, cfg, device: torch.device, ctx=None):
+    def __init__(self, cfg, device: torch.device, ctx=None, classes: tuple[str, ...] = ()):
         ec = cfg.eval
-        self.cfg, self.device, self.ctx = cfg, device, ctx or distributed.Dist()
+        self.cfg, self.device, self.ctx, self.classes = cfg, device, ctx or distributed.Dist(), tuple(classes)
+        # The reference (and with eval.intra_fid its labels) before the detector, as eval-fid does.
+        fid_stats.check_reference(ec.ref, self.wants_features, cfg.data.root, cfg.data.download)
+        if ec.intra_fid:  # config validation made sure the model is conditional
+            self.ref_labels, ref_classes = reference_labels(ec.ref, cfg.data.root, cfg.data.download, ec.ref_images)
+            check_classes(self.classes, self.ref_labels, ref_classes)
+            self.per_class, self.intra_metric = protocol(ec.num_samples, len(self.classes), ec.ref, ec.ref_images)
         self.detector = inception.load_detector(ec.inception_weights or None, device)
         self.metric = metric_name(ec.num_samples, ec.ref, ec.ref_images)
         ref_args = dict(data_root=cfg.data.root, resolution=cfg.data.resolution, download=cfg.data.download,
@@ -189,33 +208,48 @@ class FIDTracker:
             self._load_reference(ref_args)
         self.sqrt_sigma_ref = metrics.sqrt_psd(self.sigma_ref)  # once, not at every evaluation
 
+    @property
+    def wants_features(self) -> bool:
+        """KID, precision/recall and intra-FID compare with the reference's features, not only its statistics."""
+        return self.cfg.eval.kid or self.cfg.eval.pr or self.cfg.eval.intra_fid
+
     def _load_reference(self, ref_args: dict) -> None:
-        """The reference's statistics, and its features (once, here) when KID or PR is on."""
+        """The reference's statistics, and its features (once, here) when `wants_features`."""
         ec, self.ref_features = self.cfg.eval, None
-        if ec.kid or ec.pr:
+        if self.wants_features:
             self.mu_ref, self.sigma_ref, self.ref_features, _ = fid_stats.reference_features(
                 ec.ref, self.detector, **ref_args)
         else:
             self.mu_ref, self.sigma_ref, _ = fid_stats.reference_stats(ec.ref, self.detector, **ref_args)
 
+    def _embed(self, G: nn.Module, num: int, labels: torch.Tensor | None = None, desc: str = "FID samples"
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Features `(num, 2048)` and logits (or None) of G's `num` samples of the fixed z (and
+        `labels`), each process generating and embedding its share; gathered, so all get all."""
+        from sngan.sample import generate_batches  # lazy: pulls in the models
+
+        ec = self.cfg.eval
+        batches = generate_batches(G, self.cfg, num, ec.batch_size, self.cfg.train.seed, self.device,
+                                   share=(self.ctx.rank, self.ctx.world), labels=labels)
+        parts = distributed.gather_objects(inception.extract(self.detector, batches, ec.batch_size, desc=desc),
+                                           self.ctx)
+        logits = None if parts[0][1] is None else np.concatenate([lg for _, lg in parts])
+        return np.concatenate([f for f, _ in parts]), logits
+
     def evaluate(self, G: nn.Module, suffix: str = "") -> dict:
         """`{metric: fid}`, plus `is<N>` and `is<N>_std` (when asked for and the weights have logits),
         `kid<N>_<ref>` with its `_std`, `precision<N>_<ref>`, `recall<N>_<ref>` (`eval.kid`/`eval.pr`),
-        each key ending in `suffix` (`_ema` for the EMA generator). G runs in eval mode and is left in
-        the mode it came in. A collective call: with several processes, all of them must call it."""
-        from sngan.sample import generate_batches  # lazy: pulls in the models
-
+        `intrafid<N/C>_<ref>` (`eval.intra_fid`), each key ending in `suffix` (`_ema` for the EMA
+        generator). G runs in eval mode and is left in the mode it came in. A collective call: with
+        several processes, all of them must call it."""
         ec, was_training = self.cfg.eval, G.training
         G.eval()  # batch norm must use running statistics, and not update them
         try:
-            batches = generate_batches(G, self.cfg, ec.num_samples, ec.batch_size, self.cfg.train.seed,
-                                       self.device, share=(self.ctx.rank, self.ctx.world))
-            features, logits = inception.extract(self.detector, batches, ec.batch_size, desc="FID samples")
+            features, logits = self._embed(G, ec.num_samples)
+            intra = intra_fid(lambda y, desc: self._embed(G, len(y), y, desc)[0], self.per_class, self.ref_features,
+                              self.ref_labels, self.classes) if ec.intra_fid else None
         finally:
             G.train(was_training)
-        parts = distributed.gather_objects((features, logits), self.ctx)
-        features = np.concatenate([f for f, _ in parts])
-        logits = None if parts[0][1] is None else np.concatenate([lg for _, lg in parts])
         mu, sigma = metrics.statistics(features)
         result = {self.metric: metrics.frechet_distance(mu, sigma, self.mu_ref, self.sigma_ref,
                                                         sqrt_sigma2=self.sqrt_sigma_ref)}
@@ -227,4 +261,6 @@ class FIDTracker:
             result.update({f["kid_metric"]: f["kid_mean"], f["kid_metric"] + "_std": f["kid_std"]})
         if ec.pr:
             result.update({f["precision_metric"]: f["precision"], f["recall_metric"]: f["recall"]})
+        if intra is not None:  # the mean, named as eval-fid names it; per-class values stay in eval-fid --json
+            result[self.intra_metric] = intra["intra_fid"]
         return {k + suffix: v for k, v in result.items()}

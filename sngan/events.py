@@ -34,8 +34,8 @@ class Events:
             self.writer = SummaryWriter(str(run_dir / FOLDER), purge_step=start_step + 1 if start_step else None)
 
     def scalars(self, entry: dict) -> None:
-        """A metrics.jsonl entry: known keys under their tags, `sigma` per layer, metrics (FID,
-        IS) under `fid/` or `is/`, at the entry's step."""
+        """A metrics.jsonl entry: known keys under their tags, `sigma` per layer, metrics (FID and
+        intra-FID, IS) under `fid/` or `is/`, at the entry's step."""
         if self.writer is None:
             return
         step = entry["step"]
@@ -44,7 +44,7 @@ class Events:
                 for layer, sigma in value.items():
                     self.writer.add_scalar(f"sigma/{layer}", sigma, step)
             elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
-                tag = TAGS.get(key) or (f"fid/{key}" if key.startswith("fid") else
+                tag = TAGS.get(key) or (f"fid/{key}" if key.startswith(("fid", "intrafid")) else
                                         f"is/{key}" if key.startswith("is") else key)
                 if math.isfinite(value):
                     self.writer.add_scalar(tag, value, step)

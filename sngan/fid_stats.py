@@ -18,7 +18,8 @@ from sngan.checkpoint import atomic_write
 from sngan.data import REFERENCES, load_reference, reference_files
 from sngan.errors import SnganError, UsageError
 from sngan.metrics import statistics
-from sngan.readers import holds_images, list_images, npz_images, read_image, read_npz
+from sngan.readers import (check_files, holds_images, list_images, npz_images, open_npz, read_image,
+                           read_npz)
 
 # Bump when anything that changes cached statistics changes (feature path, file layout).
 CACHE_VERSION = 2  # 2: batch norms folded into the convolutions
@@ -37,7 +38,6 @@ def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray, **meta) -> P
     path = stats_path(path)
     # None would be stored as a pickled object, which loading with allow_pickle=False rejects.
     meta = {k: np.asarray(v) for k, v in meta.items() if v is not None}
-    path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, lambda f: np.savez_compressed(f, mu=mu, sigma=sigma, **meta), "statistics")
 
 
@@ -99,36 +99,51 @@ def reference_features(ref: str, detector: inception.Detector, **kwargs
     return _reference(ref, detector, True, **kwargs)
 
 
+def check_reference(ref: str, want_features: bool = False, data_root: str | Path = "data",
+                    download: bool = True) -> str:
+    """What kind of reference `ref` is ("named", "stats", "images" (.npz) or "folder"), after the
+    checks that need no detector: called before the detector loads (which may download its weights,
+    with torch hub's chatter), so that a bad reference is one line and nothing else."""
+    if ref in REFERENCES:
+        check_files(*REFERENCES[ref], data_root, download)
+        return "named"
+    path = Path(ref)
+    if path.suffix == ".npz" and path.is_file():
+        with open_npz(path) as arrays:  # the array names only: an .npz of images can be large
+            if holds_images(arrays):
+                return "images"
+        if want_features:
+            raise SnganError(f"reference '{ref}' is a statistics file: KID, precision/recall and intra-FID need "
+                             "the reference's images (a folder, an .npz of images or a named set)")
+        return "stats"
+    if path.is_dir():
+        list_images(path)  # a folder without images
+        return "folder"
+    raise UsageError(f"reference '{ref}' is not a named set ({', '.join(REFERENCES)}), an image "
+                     "folder, or an existing .npz of statistics or images")
+
+
 def _reference(ref: str, detector: inception.Detector, want_features: bool, *, data_root: str | Path = "data",
                resolution: int = 32, download: bool = True, num_images: int = 0, batch_size: int = 100,
                cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
     """`reference_stats`, with the features third (None unless `want_features`)."""
-    if ref in REFERENCES:
+    kind, path = check_reference(ref, want_features, data_root, download), Path(ref)
+    if kind == "named":
         return _named_reference(ref, detector, want_features, data_root, resolution, download, num_images,
                                 batch_size, Path(cache_dir or inception.default_cache_dir()) / "fid-stats")
-    path = Path(ref)
     info = {"ref": ref, "detector": detector.name, "cached": False, "cache_file": None}
-    if path.suffix == ".npz" and path.is_file():
+    if kind == "stats":
         arrays = read_npz(path)
-        if not holds_images(arrays):
-            if want_features:
-                raise SnganError(f"reference '{ref}' is a statistics file: KID and precision/recall need the "
-                                 "reference's images (a folder, an .npz of images or a named set)")
-            mu, sigma = _stats_from(arrays, path)
-            # sngan records the detector in the statistics it writes; FIDs across detectors are meaningless.
-            if "detector_sha256" in arrays and str(arrays["detector_sha256"]) != detector.weights_sha256:
-                raise SnganError(f"'{path}' was computed with other Inception weights (sha256 "
-                                 f"{str(arrays['detector_sha256'])[:8]}, now {detector.weights_sha256[:8]}); "
-                                 "recompute it with these weights or pass the ones it was made with")
-            num = int(arrays["num_images"]) if "num_images" in arrays else None
-            return mu, sigma, None, {**info, "num_ref": num}
-        images = npz_images(arrays, path)
-    elif path.is_dir():
-        # Folders are never cached: their contents can change without their path changing.
-        images = _folder_images(path)
-    else:
-        raise UsageError(f"reference '{ref}' is not a named set ({', '.join(REFERENCES)}), an image "
-                         "folder, or an existing .npz of statistics or images")
+        mu, sigma = _stats_from(arrays, path)
+        # sngan records the detector in the statistics it writes; FIDs across detectors are meaningless.
+        if "detector_sha256" in arrays and str(arrays["detector_sha256"]) != detector.weights_sha256:
+            raise SnganError(f"'{path}' was computed with other Inception weights (sha256 "
+                             f"{str(arrays['detector_sha256'])[:8]}, now {detector.weights_sha256[:8]}); "
+                             "recompute it with these weights or pass the ones it was made with")
+        num = int(arrays["num_images"]) if "num_images" in arrays else None
+        return mu, sigma, None, {**info, "num_ref": num}
+    # Folders are never cached: their contents can change without their path changing.
+    images = npz_images(read_npz(path), path) if kind == "images" else _folder_images(path)
     features = inception.extract(detector, images, batch_size, desc="reference features")[0]
     # float32 as cached: the detector computes in float32, so nothing is lost.
     kept = features.astype(np.float32) if want_features else None

@@ -6,12 +6,14 @@ classes up while its class-balanced FID looks good.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from sngan import data, detector as inception, metrics, readers
+from sngan import data, metrics, readers
 from sngan.errors import UsageError
+from sngan.fid_result import metric_name
 
 
 def reference_labels(ref: str, data_root: str | Path, download: bool, num_images: int = 0
@@ -19,10 +21,10 @@ def reference_labels(ref: str, data_root: str | Path, download: bool, num_images
     """The labels `(N,)` of the reference images, in the order their features are computed, and
     the class names."""
     path, labels, classes = Path(ref), None, ()
-    if ref in data.REFERENCES:
-        ds = data.load_reference_dataset(ref, data_root, download)
-        if ds.labels is not None:
-            labels, classes = ds.labels[: num_images or len(ds.labels)], ds.classes
+    if ref in data.REFERENCES:  # its features may be cached: read the labels alone
+        labels, classes = data.load_reference_labels(ref, data_root, download)
+        if labels is not None:
+            labels = labels[: num_images or len(labels)]
     elif path.suffix == ".npz" and path.is_file():
         arrays = readers.read_npz(path)
         if readers.holds_images(arrays):
@@ -30,31 +32,39 @@ def reference_labels(ref: str, data_root: str | Path, download: bool, num_images
     elif path.is_dir():
         labels, classes = readers.folder_classes(path, readers.list_images(path))
     if labels is None:
-        raise UsageError(f"--intra-fid needs a labelled reference, and '{ref}' has no labels: use cifar10-train, "
+        raise UsageError(f"intra-FID needs a labelled reference, and '{ref}' has no labels: use cifar10-train, "
                          "cifar10-test, stl10-train, an .npz with a label array or a folder of class sub-folders")
     return labels.numpy(), tuple(classes)
 
 
-def intra_fid(G: torch.nn.Module, cfg, detector: inception.Detector, ref_features: np.ndarray,
-              ref_labels: np.ndarray, ref_classes: tuple[str, ...], num_per_class: int, batch_size: int,
-              seed: int, device) -> dict:
-    """`{"intra_fid": mean, "intra_fid_classes": {name: fid}, "intra_fid_num_per_class": n}`:
-    `num_per_class` samples of each class (the same seeded z for every class) against the
-    reference features `(N, 2048)` whose label is that class."""
-    from sngan.sample import generate_batches  # lazy: pulls in the models
+def protocol(num: int, num_classes: int, ref: str, ref_images: int) -> tuple[int, str]:
+    """Each class's share of `num` samples (at least 2, for a covariance), and the metric's name,
+    `intrafid<share>_<ref>` (see `sngan.fid_result.metric_name`)."""
+    per_class = max(2, num // max(1, num_classes))
+    return per_class, metric_name(per_class, ref, ref_images, "intrafid")
 
-    classes = tuple(G.classes)  # eval-fid checked that G is class-conditional
-    if classes != ref_classes:
-        raise UsageError(f"the checkpoint's classes ({', '.join(classes)}) are not the reference's "
+
+def check_classes(classes: tuple[str, ...], ref_labels: np.ndarray, ref_classes: tuple[str, ...]) -> None:
+    """Before any features: the generator's classes are the reference's, by name and in order, and
+    each has at least 2 reference images."""
+    if tuple(classes) != tuple(ref_classes):
+        raise UsageError(f"the generator's classes ({', '.join(classes)}) are not the reference's "
                          f"({', '.join(ref_classes) or 'none'}); intra-FID compares each class with its own images")
+    for name, count in zip(classes, np.bincount(ref_labels, minlength=len(classes))):
+        if count < 2:
+            raise UsageError(f"the reference has {count} images of class '{name}'; intra-FID needs at least 2")
+
+
+def intra_fid(embed: Callable[[torch.Tensor, str], np.ndarray], num_per_class: int, ref_features: np.ndarray,
+              ref_labels: np.ndarray, classes: tuple[str, ...]) -> dict:
+    """`{"intra_fid": mean, "intra_fid_classes": {name: fid}, "intra_fid_num_per_class": n}`:
+    `num_per_class` samples of each class against the reference features `(N, 2048)` whose label
+    is that class (`check_classes` first). `embed(labels, desc)` gives the features `(n, 2048)` of
+    the generator's samples of int64 labels `(n,)`, drawn from the same seeded z for every class."""
     per_class = {}
     for c, name in enumerate(classes):
+        fake = embed(torch.full((num_per_class,), c, dtype=torch.long), f"class {name}")
         real = ref_features[ref_labels == c]
-        if len(real) < 2:
-            raise UsageError(f"the reference has {len(real)} images of class '{name}'; intra-FID needs at least 2")
-        labels = torch.full((num_per_class,), c, dtype=torch.long)
-        batches = generate_batches(G, cfg, num_per_class, batch_size, seed, device, labels=labels)
-        fake = inception.extract(detector, batches, batch_size, total=num_per_class, desc=f"class {name}")[0]
         per_class[name] = metrics.frechet_distance(*metrics.statistics(fake), *metrics.statistics(real))
     return {"intra_fid": float(np.mean(list(per_class.values()))), "intra_fid_classes": per_class,
             "intra_fid_num_per_class": num_per_class}

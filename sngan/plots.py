@@ -13,7 +13,6 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from sngan.checkpoint import atomic_write
-from sngan.errors import SnganError
 
 Series = dict[str, tuple[Sequence[float], Sequence[float]]]  # name -> (steps, values)
 DPI = 100  # sizes are in pixels: a figure of size (w, h) is saved as a w x h PNG
@@ -121,11 +120,6 @@ def bar_figure(groups: Sequence[str], series: dict[str, Sequence[float | None]],
 def save(fig: Figure, path) -> Path:
     """Write `fig` as a PNG at `path`, creating its folder; atomically, so a reader never sees a
     half-written plot even when training is killed. Returns the path."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SnganError(f"cannot create folder '{path.parent}': {e.strerror}") from None
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi="figure"), "plot")
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -49,15 +50,22 @@ def source_files(name: str, split: str, root: str | Path) -> list[Path]:
     return [root / STL10_DIR / STL10_FILES[s] for s in split.split("+")]
 
 
-def _ensure(name: str, split: str, root: str | Path, download: bool) -> None:
-    """Download the archive when files are missing and that is allowed; else say what to put where."""
+def check_files(name: str, split: str, root: str | Path, download: bool) -> list[Path]:
+    """The missing files of a data set split, to download; when downloads are off, an error
+    saying what to put where."""
     missing = [p for p in source_files(name, split, root) if not p.is_file()]
-    if not missing:
-        return
-    title, archive, url, dataset = ARCHIVES[name]
-    if not download:
+    if missing and not download:
+        title, archive, url, _ = ARCHIVES[name]
         raise SnganError(f"{title} not found (expected {missing[0]}); set data.download=true (eval-fid: "
                          f"--download), or unpack {archive} from {url} into '{missing[0].parent.parent}'")
+    return missing
+
+
+def _ensure(name: str, split: str, root: str | Path, download: bool) -> None:
+    """Download the archive when files are missing and that is allowed (`check_files`)."""
+    if not check_files(name, split, root, download):
+        return
+    title, _, _, dataset = ARCHIVES[name]
     try:
         import torchvision  # lazy: slow to import, and only needed to download
 
@@ -67,23 +75,29 @@ def _ensure(name: str, split: str, root: str | Path, download: bool) -> None:
                          "machine with internet access and copy it into data.root") from None
 
 
-def load_cifar10(root: str | Path, split: str, download: bool) -> Dataset:
-    """CIFAR-10 `split` ('train' or 'test'): uint8 `(N, 3, 32, 32)` and labels, from the pickle batches."""
+def _cifar10_batches(root: str | Path, split: str, download: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """CIFAR-10 `split` ('train' or 'test'), one pickle batch at a time: uint8 images
+    `(n, 3, 32, 32)` and int64 labels `(n,)`."""
     if split not in CIFAR10_FILES:
         raise UsageError(f"CIFAR-10 split '{split}' is not one of: train, test")
     _ensure("cifar10", split, root, download)
     folder = Path(root) / CIFAR10_DIR
-    parts, labels = [], []
     for name in CIFAR10_FILES[split]:
         path = folder / name
         try:
             with open(path, "rb") as f:
                 entry = pickle.load(f, encoding="latin1")
-            parts.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(entry["labels"], dtype=np.int64))
+            batch = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            labels = np.asarray(entry["labels"], dtype=np.int64)
         except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
             raise SnganError(f"cannot read CIFAR-10 file '{path}' ({e}); delete '{folder}' and "
                              "download it again with data.download=true") from None
+        yield batch, labels
+
+
+def load_cifar10(root: str | Path, split: str, download: bool) -> Dataset:
+    """CIFAR-10 `split` ('train' or 'test'): uint8 `(N, 3, 32, 32)` and labels, from the pickle batches."""
+    parts, labels = zip(*_cifar10_batches(root, split, download))
     return Dataset(torch.from_numpy(np.concatenate(parts)), torch.from_numpy(np.concatenate(labels)), CIFAR10_CLASSES)
 
 
@@ -101,18 +115,36 @@ def read_stl10(root: str | Path, split: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)))
 
 
-def load_stl10(root: str | Path, split: str, download: bool) -> Dataset:
-    """STL-10 `split` (`+` joins splits); labelled when every part has a label file (train, test)."""
+def _stl10_labels(root: str | Path, split: str, download: bool) -> torch.Tensor | None:
+    """STL-10 `split`'s labels (after checking the split and ensuring its files): int64 `(N,)`
+    when every part has a label file (train, test), else None."""
     parts = split.split("+")
     if any(s not in STL10_FILES for s in parts):
         raise UsageError(f"STL-10 split '{split}' is not one of: unlabeled, train, test, unlabeled+train")
     _ensure("stl10", split, root, download)
-    images = torch.cat([read_stl10(root, s) for s in parts])
     label_files = [Path(root) / STL10_DIR / STL10_FILES[s].replace("_X", "_y") for s in parts]
     if "unlabeled" in parts or not all(p.is_file() for p in label_files):
-        return Dataset(images)
+        return None
     labels = [np.fromfile(p, dtype=np.uint8).astype(np.int64) - 1 for p in label_files]  # stored 1-10
-    return Dataset(images, torch.from_numpy(np.concatenate(labels)), STL10_CLASSES)
+    return torch.from_numpy(np.concatenate(labels))
+
+
+def load_stl10(root: str | Path, split: str, download: bool) -> Dataset:
+    """STL-10 `split` (`+` joins splits); labelled when every part has a label file (train, test)."""
+    labels = _stl10_labels(root, split, download)
+    images = torch.cat([read_stl10(root, s) for s in split.split("+")])
+    return Dataset(images) if labels is None else Dataset(images, labels, STL10_CLASSES)
+
+
+def load_labels(name: str, split: str, root: str | Path, download: bool) -> tuple[torch.Tensor | None, tuple[str, ...]]:
+    """The labels `(N,)` and class names of a CIFAR-10 or STL-10 split, as `load_cifar10` and
+    `load_stl10` give them, without decoding its images (STL-10's are not even read); (None, ())
+    for an unlabelled split."""
+    if name == "cifar10":
+        labels = np.concatenate([y for _, y in _cifar10_batches(root, split, download)])
+        return torch.from_numpy(labels), CIFAR10_CLASSES
+    labels = _stl10_labels(root, split, download)
+    return (None, ()) if labels is None else (labels, STL10_CLASSES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,9 +220,17 @@ NPZ_LABEL_KEYS = ("labels", "y_train", "y")
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of a .npz file (no pickles); a one-line error when it cannot be read."""
+    with open_npz(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+@contextmanager
+def open_npz(path: Path) -> Iterator[np.lib.npyio.NpzFile]:
+    """A .npz file whose arrays are read only when asked for (`f.files` lists them; no pickles);
+    a one-line error when it cannot be read."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            yield f
     except FileNotFoundError:
         raise SnganError(f"file '{path}' does not exist") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:

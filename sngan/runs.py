@@ -142,14 +142,14 @@ def status(entries: list[dict], step: int, steps: int) -> str:
 
 
 def write_plots(run_dir: Path, entries: list[dict]) -> None:
-    """losses.png, sigmas.png and (when tracked) fid.png from the metrics entries."""
+    """losses.png, sigmas.png and (when tracked) fid.png, with intra-FID when logged, from the metrics entries."""
     if any("loss_d" in e for e in entries):
         losses = plots.metric_series(entries, ("loss_d", "loss_g", "d_real", "d_fake"))
         plots.save(plots.line_figure(losses, title="losses and mean D outputs", ylabel="value"),
                    run_dir / "losses.png")
         plots.save(plots.line_figure(plots.metric_series(entries, within="sigma"), ylabel="sigma", logy=True,
                                      title="spectral norm of each D layer (raw weight)"), run_dir / "sigmas.png")
-    fid_keys = sorted({k for e in entries for k in e if k.startswith("fid")})
+    fid_keys = sorted({k for e in entries for k in e if k.startswith(("fid", "intrafid"))})
     if fid_keys:
         plots.save(plots.line_figure(plots.metric_series(entries, fid_keys), title="FID over training",
                                      ylabel="FID"), run_dir / "fid.png")

@@ -93,8 +93,7 @@ def generate_batches(G: nn.Module, cfg: config.Config, num: int, batch_size: int
 def check_output_path(out: Path, force: bool) -> str:
     """Which kind of output `out` is ('png', 'npz' or 'folder'), after checking it is writable."""
     kind = {".png": "png", ".npz": "npz"}.get(out.suffix.lower(), "folder")
-    if not out.parent.is_dir():
-        raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
+    checkpoint.check_parent(out)
     if kind == "folder":
         if out.exists() and not out.is_dir():
             raise UsageError(f"output '{out}' is a file; name a folder, a .png grid or an .npz")
@@ -129,7 +128,7 @@ def write_samples(G: nn.Module, cfg: config.Config, num: int, out: Path, seed: i
             extra = {} if labels is None else {"labels": labels.numpy(), "class_names": np.array(G.classes)}
             checkpoint.atomic_write(out, lambda f: np.savez(f, images=nhwc, **extra), "samples")
         else:
-            out.mkdir(exist_ok=True)
+            out.mkdir(parents=True, exist_ok=True)
             for i, im in enumerate(nhwc):
                 Image.fromarray(im).save(out / f"{i:06d}.png")
     except PermissionError as e:

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
 
+import torch
+
 from sngan import checkpoint, config, config_files, runs, train
 from sngan.errors import SnganError, UsageError
 from sngan.sweep_spec import Cell, Sweep, cell_config, expand, find_spec, read_spec
@@ -71,19 +73,27 @@ def refresh(sweep: Sweep, cells: list[Cell] | None = None) -> None:
         cell.status = runs.status(runs.read_metrics(sweep.cell_dir(cell)), cell.step, cell.cfg.train.steps)
 
 
-def prepare(sweep: Sweep) -> None:
-    """Check finished work still matches the spec, then write the configs to run and the spec copy."""
+def check(sweep: Sweep) -> None:
+    """What `run` refuses in a sweep folder, found without writing anything (so `--dry-run` refuses
+    it too): another spec's cells, cells trained otherwise than the spec says. Refreshes each
+    cell's status. (A sweep folder that is a file is refused when the spec is expanded.)"""
     if (sweep.folder / runs.INDEX).is_file():  # a sweep folder holds one sweep: its cells stay listed
         names = {c.name for c in sweep.cells}
         if others := [e["name"] for e in runs.read_index(sweep.folder).get("cells", []) if e["name"] not in names]:
             raise UsageError(f"sweep folder '{sweep.folder}' holds cells this spec does not have "
                              f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); use another --out, "
                              f"or continue that sweep: sngan sweep {sweep.folder}")
-    (sweep.folder / "cells").mkdir(parents=True, exist_ok=True)
     refresh(sweep)
-    for cell in sweep.cells:  # all checks first, so that a mismatch changes nothing
+    for cell in sweep.cells:
         if cell.step:
             _check_same_experiment(cell, sweep.cell_dir(cell))
+
+
+def prepare(sweep: Sweep) -> None:
+    """Check finished work still matches the spec (`check`: a mismatch changes nothing), then
+    write the configs to run and the spec copy."""
+    check(sweep)
+    (sweep.folder / "cells").mkdir(parents=True, exist_ok=True)
     for cell in sweep.cells:
         if cell.status not in FINAL:  # a finished cell keeps the config it was trained with
             sweep.cell_dir(cell).mkdir(exist_ok=True)
@@ -156,9 +166,10 @@ def _stop_at_eof() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def slots_for(gpus: str | None, jobs: int) -> list[dict] | None:
+def slots_for(gpus: str | None, jobs: int, devices: set[str] = frozenset({"auto"})) -> list[dict] | None:
     """The environment of each cell that may run at once: one per GPU of `gpus` ("0,1"), else
-    `jobs` plain ones; None: one cell at a time, in this process."""
+    `jobs` plain ones; None: one cell at a time, in this process. `devices`: the cells'
+    train.device; without a visible GPU, `gpus` is refused unless they all train on the CPU by choice."""
     if gpus is not None and jobs != 1:
         raise UsageError("give --gpus (one cell per listed GPU) or --jobs (cells at once), not both")
     if jobs < 1:
@@ -167,6 +178,9 @@ def slots_for(gpus: str | None, jobs: int) -> list[dict] | None:
     if (gpus is not None and not gpu_list) or not all(g.isdigit() or g.startswith(("GPU-", "MIG-"))
                                                       for g in gpu_list):
         raise UsageError(f"--gpus takes a comma-separated list of GPU indices (or UUIDs), e.g. --gpus 0,1; got '{gpus}'")
+    if gpu_list and devices != {"cpu"} and not torch.cuda.is_available():
+        raise UsageError(f"--gpus {gpus}: no CUDA GPU is visible here, so the cells would train on the CPU; "
+                         f"to run {len(gpu_list)} cells at once on the CPU, use --jobs {len(gpu_list)}")
     return [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_list] or ([{}] * jobs if jobs > 1 else None)
 
 
@@ -260,9 +274,9 @@ def _ended(sweep: Sweep, cell: Cell, rc: int, message: str, outcome: Outcome, sa
 
 
 def describe(sweep: Sweep) -> str:
-    """The cells as `sngan sweep --dry-run` lists them, with their status when the folder exists."""
-    if (sweep.folder / "cells").is_dir():
-        refresh(sweep)
+    """The cells as `sngan sweep --dry-run` lists them, with their status when the folder exists;
+    what a run would refuse (`check`) is refused here too."""
+    check(sweep)
     lines = [f"sweep folder: {sweep.folder}" + ("" if sweep.folder.is_dir() else " (new)"),
              f"{len(sweep.cells)} cells:"]
     width = max(len(c.name) for c in sweep.cells)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sngan import config, config_files
+from sngan.checkpoint import check_parent
 from sngan.errors import UsageError
 
 SPEC_KEYS = ("base", "set", "axes", "extra")
@@ -138,6 +139,9 @@ def expand(spec: dict, spec_path: Path, overrides: list[str], folder: Path | Non
     base = config_files.apply_overrides(base, overrides)
     base_cfg = validated(base, "the base config")
     folder = folder or Path(base_cfg.out.root) / "sweeps" / spec_path.stem  # a re-run finds the same sweep
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"sweep folder '{folder}' is a file; give --out a new folder or a sweep folder")
+    check_parent(folder)
     axes = parse_axes(spec.get("axes"), where)
     cells = [("", {}, {})] if axes else []
     for axis, bundles in axes.items():  # the product, first axis slowest

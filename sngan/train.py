@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -72,27 +72,30 @@ def train_step(run: Run, objective: Objective) -> tuple[torch.Tensor, ...]:
 def train(cfg: config.Config, run_dir: Path | None = None, resume: dict | None = None,
           resume_path: Path | None = None, progress: bool = True) -> dict:
     """Train a new run (in a new numbered folder under cfg.out.root when `run_dir` is None) or
-    continue one from the checkpoint dict `resume`. Returns a summary dict (step, stopped_by, ...).
-
-    Everything that can fail on bad input (device, data, FID reference) is set up before the run
-    folder is created, so a mistake leaves no empty run folder behind."""
+    continue one from the checkpoint dict `resume`; returns a summary dict (step, stopped_by, ...).
+    An existing `run_dir` is locked before anything else; all that can fail on bad input (device, data,
+    FID reference) is set up before a new run folder is created, so a mistake leaves none behind."""
     ctx, device = distributed.setup(cfg.train.device)
     ok = False
     try:
-        with algorithm_flags(cfg.train.deterministic, device):
+        with algorithm_flags(cfg.train.deterministic, device), ExitStack() as held:
+            if run_dir is not None and ctx.main:  # a folder in use is refused before any work or message
+                held.enter_context(runs.run_lock(run_dir))
+                if resume is not None:
+                    tqdm.write(f"resuming {run_dir} from step {resume['step']} ({resume_path.name})", file=sys.stderr)
             run = Run(cfg, device, ctx)
             tracker = None
             if cfg.eval.every:
                 from sngan.evaluate import FIDTracker  # lazy: the detector stack is heavy
-                tracker = FIDTracker(cfg, device, ctx)  # loads the detector and reference statistics now
+                tracker = FIDTracker(cfg, device, ctx, run.classes)  # loads the detector and reference now
             if resume is not None:
                 run.load_state_dict(resume, resume_path)
             run.folder = run_dir or distributed.broadcast_object(
                 runs.new_run_dir(cfg.out.root, cfg.out.name) if ctx.main else None, ctx)
             if run_dir is None and ctx.main:
+                held.enter_context(runs.run_lock(run.folder))
                 tqdm.write(f"run folder: {run.folder}", file=sys.stderr)
-            with runs.run_lock(run.folder) if ctx.main else nullcontext():
-                summary = _loop(run, tracker, resume is not None, progress and ctx.main)
+            summary = _loop(run, tracker, resume is not None, progress and ctx.main)
         ok = True
         return summary
     finally:

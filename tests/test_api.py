@@ -215,9 +215,26 @@ def test_existing_output_needs_force(dcgan_ema, tmp_path, capsys):
     assert _metadata(out)["kind"] == "raw"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["G.pt2"]  # no temporary files left
 
-    for bad, message in ((tmp_path / "no" / "G.pt2", "output folder"), (tmp_path, "is a folder")):
+    for bad, message in ((out / "G.pt2", "is a file, not a folder"), (tmp_path, "is a folder")):
         code, _, err = cli(capsys, "export", "--checkpoint", dcgan_ema, "--out", bad)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_exported_generator_given_as_a_checkpoint_says_what_it_is(dcgan_ema, tmp_path, capsys):
+    out = tmp_path / "G.pt2"
+    assert cli(capsys, "export", "--checkpoint", dcgan_ema / "latest.pt", "--out", out)[0] == 0
+    expected = (f"error: '{out}' is an exported generator (sngan export), not a checkpoint: it is for running with "
+                f"PyTorch alone (torch.export.load, see docs/api.md); give the checkpoint it was exported from "
+                f"({dcgan_ema / 'latest.pt'})")
+    for command in (["sample", "--out", tmp_path / "x.png"], ["export", "--out", tmp_path / "again.pt2"]):
+        code, _, err = cli(capsys, command[0], "--checkpoint", out, *command[1:])
+        assert code == 1 and err.strip() == expected
+    code, _, err = cli(capsys, "train", "--resume", out)
+    assert code == 1 and err.strip() == expected
+    # a torch.export program that sngan did not write
+    torch.export.save(torch.export.export(nn.Linear(2, 2), (torch.randn(2, 2),)), tmp_path / "other.pt2")
+    with pytest.raises(SnganError, match="other.pt2' is a torch.export program, not a checkpoint: .* a run folder"):
+        checkpoint.load(tmp_path / "other.pt2")
 
 
 def test_a_failed_write_keeps_the_previous_file(dcgan_ema, tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import torch
 
 from sngan import checkpoint, config, runs, train
 from sngan.errors import SnganError
-from conftest import assert_same_training_state
+from conftest import assert_same_training_state, cli
 
 TINY = ["--set", "data.num_images=128", "--set", "model.g_ch=4", "--set", "model.d_ch=4",
         "--set", "model.z_dim=16", "--set", "train.batch_size=8", "--set", "train.device=cpu",
@@ -109,6 +109,23 @@ def test_resume_refuses_changes_to_what_is_trained(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--resume", str(run_dir)])
     assert e.value.code == 0 and "already trained 2 of 2 steps" in capsys.readouterr().out
+
+
+def test_resuming_a_folder_in_use_is_one_line(tmp_path, capsys):
+    """The lock comes first: no "resuming ..." line (and no data loaded) before the refusal."""
+    base = ["--no-progress", *TINY, "--set", "train.checkpoint_every=2"]
+    code, _, err = cli(capsys, "train", "-c", "quickstart", "--out", tmp_path, "--set", "train.steps=2", *base)
+    assert code == 0, err
+    run_dir = next(tmp_path.iterdir())
+    with runs.run_lock(run_dir):
+        code, _, err = cli(capsys, "train", "--resume", run_dir, "--set", "train.steps=4", "--no-progress")
+    assert code == 1 and err.strip().splitlines() == [
+        f"error: run folder '{run_dir}' is in use by another sngan process; wait for it to end, or stop it "
+        "(Ctrl-C or kill PID: it checkpoints first)"]
+    assert checkpoint.load(run_dir / "latest.pt")["step"] == 2
+    code, _, err = cli(capsys, "train", "--resume", run_dir, "--set", "train.steps=4", "--no-progress")
+    assert code == 0 and f"resuming {run_dir} from step 2 (latest.pt)" in err
+    assert checkpoint.load(run_dir / "latest.pt")["step"] == 4
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tiny, tmp_path, monkeypatch):

@@ -124,11 +124,12 @@ def test_sample_bad_outputs_leave_files_untouched(capsys, tmp_path):
     ckpt = run_dir / "latest.pt"
     _one_clean_line(*cli(capsys, "sample", "--checkpoint", ckpt, "--num", 0, "--out", tmp_path / "a.png")[::2],
                     2, "--num must be at least 1")
-    _one_clean_line(*cli(capsys, "sample", "--checkpoint", ckpt, "--out", tmp_path / "no" / "dir" / "a.png")[::2],
-                    2, "does not exist")
     existing = tmp_path / "keep.png"
     existing.write_bytes(b"precious")
     _one_clean_line(*cli(capsys, "sample", "--checkpoint", ckpt, "--out", existing)[::2], 2, "already exists")
+    for out in (existing / "a.png", existing / "sub" / "pngs"):  # a file where a folder should be
+        _one_clean_line(*cli(capsys, "sample", "--checkpoint", ckpt, "--out", out)[::2], 2,
+                        f"cannot write '{out}': '{existing}' is a file, not a folder; choose another path")
     assert existing.read_bytes() == b"precious"
     locked = tmp_path / "ro"
     locked.mkdir()
@@ -140,6 +141,25 @@ def test_sample_bad_outputs_leave_files_untouched(capsys, tmp_path):
         _one_clean_line(code, err, 1, "cannot write")
     finally:
         locked.chmod(stat.S_IRWXU)
+
+
+def test_outputs_in_missing_folders_are_created(capsys, tmp_path, monkeypatch):
+    """One rule for every command that writes a file: missing folders on the way are created
+    (as eval-fid --save-stats and report --out always did)."""
+    from sngan import bench
+
+    run_dir = _tiny_run(capsys, tmp_path)
+    new = tmp_path / "new" / "deeper"
+    for out in (new / "grid.png", new / "s.npz", new / "pngs"):
+        code, _, err = cli(capsys, "sample", "--checkpoint", run_dir, "--num", 4, "--out", out)
+        assert code == 0 and f"wrote 4 samples to {out}" in err, err
+    assert len(list((new / "pngs").iterdir())) == 4
+    code, _, err = cli(capsys, "export", "--checkpoint", run_dir, "--out", new / "g" / "G.pt2")
+    assert code == 0 and (new / "g" / "G.pt2").is_file(), err
+    monkeypatch.setattr(bench, "run", lambda s: {"quick": s.quick})
+    monkeypatch.setattr(bench, "format_table", lambda r: "table")
+    code, _, err = cli(capsys, "bench", "--quick", "--device", "cpu", "--out", new / "b" / "bench.json")
+    assert code == 0 and json.loads((new / "b" / "bench.json").read_text()) == {"quick": True}, err
 
 
 def test_a_text_file_as_checkpoint_and_an_unknown_device_are_one_line(capsys, tmp_path):
@@ -173,6 +193,16 @@ def test_eval_fid_refuses_cheap_mistakes_before_loading_the_detector(capsys, tmp
     _one_clean_line(*cli(capsys, "eval-fid", "--ref", "cifar10-train", "--save-stats", stats)[::2],
                     2, "already exists")
     assert stats.read_bytes() == b"precious"
+    # A bad reference, before the detector (offline, its download attempt would print first).
+    images, empty = run_dir / "samples", tmp_path / "empty"
+    empty.mkdir()
+    np.savez(tmp_path / "ref-stats.npz", mu=np.zeros(3), sigma=np.eye(3))
+    for ref, more, code, fragment in (
+            (tmp_path / "missing", [], 2, "is not a named set (cifar10-train, "),
+            (empty, [], 1, "image folder '" + str(empty) + "' has no images"),
+            ("cifar10-test", ["--data-root", empty, "--no-download"], 1, "CIFAR-10 not found"),
+            (tmp_path / "ref-stats.npz", ["--kid"], 1, "is a statistics file: KID, precision/recall and intra-FID")):
+        _one_clean_line(*cli(capsys, "eval-fid", "--images", images, "--ref", ref, *more)[::2], code, fragment)
 
 
 def test_unwritable_output_is_one_line(capsys, tmp_path, monkeypatch):

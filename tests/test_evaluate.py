@@ -89,7 +89,7 @@ def test_kid_and_precision_recall_match_torch_fidelity(torch_home, image_dirs, i
 def test_kid_needs_reference_images(torch_home, image_dirs, tmp_path):
     """A statistics .npz has no features: a one-line error, before any Inception forward."""
     fid_stats.save_stats(tmp_path / "stats.npz", np.zeros(2048), np.eye(2048))
-    with pytest.raises(SnganError, match="is a statistics file: KID and precision/recall need"):
+    with pytest.raises(SnganError, match="is a statistics file: KID, precision/recall and intra-FID need"):
         with mock.patch.object(inception, "extract", side_effect=AssertionError("no features before the check")):
             run_eval(images=str(image_dirs["shapes"]), ref=str(tmp_path / "stats.npz"), kid=True)
 
@@ -182,7 +182,15 @@ def test_kid_in_training_needs_reference_images(tiny, tmp_path, torch_home):
     """A statistics .npz as eval.ref with eval.kid fails at the start, before a run folder exists."""
     fid_stats.save_stats(tmp_path / "stats.npz", np.zeros(2048), np.eye(2048))
     cfg = config.from_dict(tiny(eval={"every": 2, "num_samples": 10, "ref": str(tmp_path / "stats.npz"), "pr": True}))
-    with pytest.raises(SnganError, match="KID and precision/recall need the reference's images"):
+    with pytest.raises(SnganError, match="KID, precision/recall and intra-FID need the reference's images"):
+        train.train(cfg, progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_bad_reference_in_training_fails_before_the_detector_loads(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(inception, "load_detector", lambda *a, **k: pytest.fail("detector loaded"))
+    cfg = config.from_dict(tiny(eval={"every": 2, "num_samples": 10, "ref": str(tmp_path / "missing")}))
+    with pytest.raises(UsageError, match="reference '.*missing' is not a named set"):
         train.train(cfg, progress=False)
     assert not (tmp_path / "runs").exists()
 

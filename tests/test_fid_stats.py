@@ -155,5 +155,5 @@ def test_image_references_give_features_and_statistics_files_cannot(detector, im
         np.testing.assert_array_equal(mu, expected.mean(axis=0))  # statistics of the float64 features, as before
         assert info["num_ref"] == NUM
     fid_stats.save_stats(tmp_path / "stats.npz", mu, sigma)
-    with pytest.raises(SnganError, match="is a statistics file: KID and precision/recall need the reference's images"):
+    with pytest.raises(SnganError, match="is a statistics file: KID, precision/recall and intra-FID need the reference's images"):
         fid_stats.reference_features(str(tmp_path / "stats.npz"), detector)

@@ -48,10 +48,29 @@ def test_cli_spec_errors(capsys, tmp_path):
     for gpus in ("a,b", ",", "0,gpu1"):
         code, _, err = cli(capsys, "sweep", "quickstart_2x2", "--gpus", gpus, "--out", tmp_path / "s")
         assert code == 2 and f"list of GPU indices (or UUIDs), e.g. --gpus 0,1; got '{gpus}'" in err
-    assert sweep.slots_for("0, GPU-8f2e", 1) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "GPU-8f2e"}]
+    assert sweep.slots_for("0, GPU-8f2e", 1, {"cpu"}) == [{"CUDA_VISIBLE_DEVICES": "0"},
+                                                          {"CUDA_VISIBLE_DEVICES": "GPU-8f2e"}]
     code, _, err = cli(capsys, "sweep", tmp_path)
     assert code == 2 and "not a sweep folder" in err
     assert not (tmp_path / "s").exists()
+
+
+def test_gpus_without_a_gpu_are_refused_unless_the_cells_train_on_the_cpu(tmp_path, capsys, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for dry in (["--dry-run"], []):
+        code, listing, err = cli(capsys, "sweep", "quickstart_2x2", "--gpus", "0,1", "--out", tmp_path / "s", *dry)
+        assert code == 2 and not listing and err.strip().splitlines() == [
+            "error: --gpus 0,1: no CUDA GPU is visible here, so the cells would train on the CPU; to run 2 cells "
+            "at once on the CPU, use --jobs 2"]
+    code, _, err = cli(capsys, "sweep", "quickstart_2x2", "--gpus", "0", "--set", "train.device=cuda", "--out",
+                       tmp_path / "s", "--dry-run")
+    assert code == 2 and "no CUDA GPU is visible here" in err
+    assert not (tmp_path / "s").exists()
+    # train.device=cpu in every cell is a choice, not an accident: the cells run as subprocesses, one per "GPU"
+    code, listing, _ = cli(capsys, "sweep", "quickstart_2x2", "--gpus", "0,1", "--set", "train.device=cpu", "--out",
+                           tmp_path / "s", "--dry-run")
+    assert code == 0 and "4 cells" in listing
 
 
 def test_dry_run_lists_cells_and_creates_nothing(capsys, tmp_path):
@@ -206,6 +225,25 @@ def test_another_spec_cannot_take_over_a_sweep_folder(tmp_path):
     assert (tmp_path / "s" / "index.json").read_bytes() == before
     outcome = _run_fakes(tmp_path, 4, [{}], {}, log := [])  # a spec with more cells extends the sweep
     assert [name for name, _ in log] == ["seed0", "seed1", "seed2", "seed3"] and not outcome.failed
+
+
+def test_dry_run_refuses_what_the_run_refuses(tmp_path, capsys):
+    """--dry-run is no "(new)" for an --out the run cannot use: a file, or another spec's sweep folder."""
+    afile = tmp_path / "afile"
+    afile.write_text("precious")
+    for out in (afile, afile / "sub"):
+        for dry in (["--dry-run"], []):
+            code, listing, err = cli(capsys, "sweep", "quickstart_2x2", "--out", out, *dry, *TINY)
+            assert code == 2 and not listing and err.strip().splitlines() == [
+                f"error: sweep folder '{out}' is a file; give --out a new folder or a sweep folder" if out == afile
+                else f"error: cannot write '{out}': '{afile}' is a file, not a folder; choose another path"]
+    assert afile.read_text() == "precious"
+    _run_fakes(tmp_path, 3, [{}], {}, [])  # a sweep folder tmp_path/s with cells seed0..seed2
+    two = spec_file(tmp_path, "base: quickstart\naxes: {train.seed: [0, 1]}\n", name="two.yaml")
+    before = (tmp_path / "s" / "index.json").read_bytes()
+    code, listing, err = cli(capsys, "sweep", two, "--out", tmp_path / "s", "--dry-run")
+    assert code == 2 and not listing and "holds cells this spec does not have (seed2); use another --out" in err
+    assert (tmp_path / "s" / "index.json").read_bytes() == before
 
 
 def test_a_failed_cells_unreadable_log_gives_its_exit_code(tmp_path, monkeypatch):
