@@ -238,8 +238,7 @@ def from_dict(data: dict) -> Config:
     return cfg
 
 
-# Keys added with a default that differs from what sngan did before they existed: a config that
-# sngan saved without them (in a checkpoint or a run folder) means these values.
+# Keys whose default differs from what sngan did before they existed: their values in older saved configs.
 SAVED_BEFORE = {"model": {"g_dense_bn": "channel"}}
 
 

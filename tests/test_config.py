@@ -78,7 +78,7 @@ def test_reference_covers_every_key():
     for section, values in config.to_dict(config.Config()).items():
         for key in values:
             assert f"| `{section}.{key}` |" in table
-    assert "| `model.init` | `official` |" in table and "| `data.download` | `true` |" in table
+    assert "| `model.init` | `auto` |" in table and "| `data.download` | `true` |" in table
 
 
 def test_dump_round_trips():
