@@ -144,7 +144,7 @@ def eval_fid(
     checkpoint_path: Optional[str] = typer.Option(None, "--checkpoint", help="Generated side: a checkpoint; samples are generated in memory."),
     num: int = typer.Option(10_000, "--num", "-n", help="Samples to generate from --checkpoint."),
     ref: str = typer.Option("cifar10-train", "--ref", help="Reference: cifar10-train, cifar10-test, stl10-unlabeled, stl10-train, a folder of images, or a stats .npz (mu, sigma)."),
-    ref_images: int = typer.Option(0, "--ref-images", help="Use the first N images of a named reference (0: all; the paper uses 10000)."),
+    ref_images: int = typer.Option(0, "--ref-images", help="Use the first N images of the reference (0: all; fewer is an error; the paper uses 10000)."),
     save_stats: Optional[str] = typer.Option(None, "--save-stats", help="Also write the reference statistics to this .npz."),
     inception_score: bool = typer.Option(False, "--is", help="Also compute the Inception Score (10 splits, no fc bias, as the paper)."),
     kid: bool = typer.Option(False, "--kid", help="Also compute KID (100 subsets of up to 1000 images per side, torch-fidelity's protocol); needs an image reference, not a stats .npz."),

@@ -123,8 +123,8 @@ class EvalConfig:
     num_samples: int = _f(10_000, "generated samples per FID (the paper's protocol: 5000)", ge=2)
     ref: str = _f("cifar10-train", "FID reference: a named set (`cifar10-train`, ...), an image folder, "
                   "an .npz of images, or a statistics .npz")
-    ref_images: int = _f(0, "use the first N images of a named reference (0: all; the paper's protocol: "
-                         "10000)", ge=0)
+    ref_images: int = _f(0, "use the first N images of the reference (0: all; a reference with fewer is an "
+                         "error; the paper's protocol: 10000)", ge=0)
     batch_size: int = _f(100, "images per Inception forward", ge=1)
     inception_score: bool = _f(True, "also compute IS when the detector has logits")
     kid: bool = _f(False, "also compute KID (100 subsets of up to 1000) from the reference's features, cached "

@@ -39,8 +39,8 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     name in `sngan.REFERENCES`, compared at the generated images' resolution, an image folder
     or .npz of images, or a statistics .npz. `save_stats` writes the reference's statistics; with
     neither `images` nor `checkpoint` that is all it does, a named reference then at `resolution`
-    (default: the one SN-GAN trains at on that data set). `ref_images` limits a named reference
-    to its first N images (0: all of it; the paper uses 10,000). `kid` and `pr` add KID and
+    (default: the one SN-GAN trains at on that data set). `ref_images` takes the reference's first N
+    images (0: all of them; fewer is an error; the paper uses 10,000). `kid` and `pr` add KID and
     precision/recall against the reference's features (so not against a statistics .npz); `intra`
     the intra-class FID of a conditional checkpoint (`num // classes` per class; `sngan.intra_fid`).
     """
@@ -84,8 +84,9 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
                 "weights": str(detector.weights_path), "seconds": round(time.perf_counter() - start, 2)}
     features, logits = inception.extract(detector, batches, batch_size, total=total, desc="generated features")
     mu, sigma = metrics.statistics(features)
+    num_ref = info["num_ref"]  # what was used names the metrics (a partial copy of a named set: its count)
     result = {
-        "metric": metric_name(len(features), ref, ref_images),
+        "metric": metric_name(len(features), ref, num_ref),
         "fid": metrics.frechet_distance(mu, sigma, mu_ref, sigma_ref),
         "num_gen": len(features),
         **_ref_fields(info),
@@ -96,9 +97,10 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     if inception_score:
         result.update(_inception_score_fields(logits))
     if kid or pr:
-        result.update(_feature_fields(features, ref_features, kid, pr, ref, ref_images))
+        result.update(_feature_fields(features, ref_features, kid, pr, ref, num_ref))
     if intra:
-        result.update(_intra_fields(G, cfg, ref, ref_features, detector, num, batch_size, device, seed, ref_args))
+        result.update(_intra_fields(G, cfg, ref, num_ref, ref_features, detector, num, batch_size, device, seed,
+                                    ref_args))
     if save_stats:
         result["saved_stats"] = save_stats
     return {**result, "seconds": round(time.perf_counter() - start, 2)}
@@ -138,11 +140,11 @@ def _inception_score_fields(logits: np.ndarray | None) -> dict:
 
 
 def _feature_fields(features: np.ndarray, ref_features: np.ndarray, kid: bool, pr: bool, ref: str,
-                    ref_images: int) -> dict:
+                    num_ref: int | None) -> dict:
     """KID (mean and std over subsets) and precision/recall (k = 3) of generated `(N, 2048)`
-    features against the reference's, named by `metric_name(N, ref, ref_images, ...)` and with
-    their protocol (subsets and their size, k)."""
-    names = {m: metric_name(len(features), ref, ref_images, m) for m in ("kid", "precision", "recall")}
+    features against the `num_ref` reference images', named by `metric_name(N, ref, num_ref, ...)`
+    and with their protocol (subsets and their size, k)."""
+    names = {m: metric_name(len(features), ref, num_ref, m) for m in ("kid", "precision", "recall")}
     out = {}
     if kid:
         mean, std = metrics.kernel_inception_distance(features, ref_features)
@@ -156,13 +158,14 @@ def _feature_fields(features: np.ndarray, ref_features: np.ndarray, kid: bool, p
     return out
 
 
-def _intra_fields(G: nn.Module, cfg, ref: str, ref_features: np.ndarray, detector: inception.Detector, num: int,
-                  batch_size: int, device: str, seed: int, ref_args: dict) -> dict:
+def _intra_fields(G: nn.Module, cfg, ref: str, num_ref: int | None, ref_features: np.ndarray,
+                  detector: inception.Detector, num: int, batch_size: int, device: str, seed: int,
+                  ref_args: dict) -> dict:
     """Intra-FID fields of the generator already loaded for FID (it is in eval mode)."""
     labels, classes = reference_labels(ref, ref_args["data_root"], ref_args["download"], ref_args["num_images"])
     per_class = max(2, num // max(1, len(getattr(G, "classes", ()))))
     result = intra_fid(G, cfg, detector, ref_features, labels, classes, per_class, batch_size, seed, device)
-    return {"intra_fid_metric": metric_name(per_class, ref, ref_args["num_images"], "intrafid"), **result}
+    return {"intra_fid_metric": metric_name(per_class, ref, num_ref, "intrafid"), **result}
 
 
 class FIDTracker:
@@ -178,7 +181,6 @@ class FIDTracker:
         ec = cfg.eval
         self.cfg, self.device, self.ctx = cfg, device, ctx or distributed.Dist()
         self.detector = inception.load_detector(ec.inception_weights or None, device)
-        self.metric = metric_name(ec.num_samples, ec.ref, ec.ref_images)
         ref_args = dict(data_root=cfg.data.root, resolution=cfg.data.resolution, download=cfg.data.download,
                         batch_size=ec.batch_size, num_images=ec.ref_images)
         # Rank 0 computes (and caches) the reference statistics first; the others then read them.
@@ -188,15 +190,17 @@ class FIDTracker:
         if not self.ctx.main:
             self._load_reference(ref_args)
         self.sqrt_sigma_ref = metrics.sqrt_psd(self.sigma_ref)  # once, not at every evaluation
+        self.metric = metric_name(ec.num_samples, ec.ref, self.num_ref)
 
     def _load_reference(self, ref_args: dict) -> None:
         """The reference's statistics, and its features (once, here) when KID or PR is on."""
         ec, self.ref_features = self.cfg.eval, None
         if ec.kid or ec.pr:
-            self.mu_ref, self.sigma_ref, self.ref_features, _ = fid_stats.reference_features(
+            self.mu_ref, self.sigma_ref, self.ref_features, info = fid_stats.reference_features(
                 ec.ref, self.detector, **ref_args)
         else:
-            self.mu_ref, self.sigma_ref, _ = fid_stats.reference_stats(ec.ref, self.detector, **ref_args)
+            self.mu_ref, self.sigma_ref, info = fid_stats.reference_stats(ec.ref, self.detector, **ref_args)
+        self.num_ref = info["num_ref"]  # None: a statistics file that does not record it
 
     def evaluate(self, G: nn.Module, suffix: str = "") -> dict:
         """`{metric: fid}`, plus `is<N>` and `is<N>_std` (when asked for and the weights have logits),
@@ -222,7 +226,7 @@ class FIDTracker:
         if ec.inception_score and logits is not None:  # eval-fid's fields, logged under their metric names
             f = _inception_score_fields(logits)
             result.update({f["is_metric"]: f["is_mean"], f["is_metric"] + "_std": f["is_std"]})
-        f = _feature_fields(features, self.ref_features, ec.kid, ec.pr, ec.ref, ec.ref_images)
+        f = _feature_fields(features, self.ref_features, ec.kid, ec.pr, ec.ref, self.num_ref)
         if ec.kid:
             result.update({f["kid_metric"]: f["kid_mean"], f["kid_metric"] + "_std": f["kid_std"]})
         if ec.pr:

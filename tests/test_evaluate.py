@@ -107,7 +107,8 @@ def test_named_reference_at_generated_resolution(torch_home, tmp_path, pool3_onl
     # product, against ~40 between the shapes and noise sets.
     assert abs(result["fid"]) < 1e-5, result["fid"]
     assert (result["split"], result["resolution"], result["num_ref"]) == ("train", 16, 10)
-    assert result["metric"] == "fid10_cifar10-train" and result["ref_cached"] is False
+    # 10 of the train split's 50,000 images: the name says how many were used.
+    assert result["metric"] == "fid10_cifar10-train10" and result["ref_cached"] is False
     assert result["is"] is None and result["is_note"] == "weights have no logits layer"
     assert "IS unavailable: weights have no logits layer" in format_result(result)
     with np.load(tmp_path / "ref-stats.npz") as saved:  # the reference's, with its protocol
@@ -129,6 +130,45 @@ def test_named_reference_at_generated_resolution(torch_home, tmp_path, pool3_onl
 def test_argument_errors_come_before_any_work(kwargs, fragment):
     with pytest.raises(UsageError, match=fragment):
         run_eval(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every number names what was computed
+
+
+def test_eval_fid_refuses_a_reference_smaller_than_asked(tmp_path, capsys, monkeypatch, pixel_mean_detector,
+                                                         image_dirs):
+    """--ref-images 10000 (the paper's protocol) against a partial copy of CIFAR-10's test split
+    (1,017 images): one line, exit code 2, before the detector runs, where the result would have
+    been named `fid10_cifar10-test10k`. Without --ref-images the same copy is named by its count."""
+    write_cifar10(tmp_path / "data", n_per_batch=1017)
+    monkeypatch.setattr(inception, "load_detector", lambda *a, **k: pixel_mean_detector)
+    monkeypatch.setenv("SNGAN_CACHE", str(tmp_path / "cache"))  # the statistics of the second run are cached
+    args = ["eval-fid", "--images", image_dirs["shapes"], "--ref", "cifar10-test", "--data-root", tmp_path / "data",
+            "--no-download", "--device", "cpu"]
+    with mock.patch.object(inception, "extract", side_effect=AssertionError("the detector ran before the check")):
+        code, out, err = cli(capsys, *args, "--ref-images", 10_000)
+    assert (code, out) == (2, "")
+    assert err == ("error: --ref-images (eval.ref_images) is 10000 but reference 'cifar10-test' has 1017 images: "
+                   "lower it (0 uses all of them) or use another reference\n")
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("fid10_cifar10-test1017 = ")
+    assert "vs 1017 reference images (cifar10-test: test split at 32px)" in out.splitlines()[1]
+
+
+def test_training_refuses_a_reference_smaller_than_asked(tiny, tmp_path, monkeypatch, pixel_mean_detector):
+    """eval.ref_images as --ref-images: refused before training starts, and no run folder is left."""
+    write_cifar10(tmp_path / "data", n_per_batch=1017)
+    monkeypatch.setattr(inception, "load_detector", lambda *a, **k: pixel_mean_detector)
+    monkeypatch.setenv("SNGAN_CACHE", str(tmp_path / "cache"))
+    cfg = config.from_dict(tiny(data={"root": str(tmp_path / "data"), "download": False},  # the reference's root
+                                eval={"every": 2, "num_samples": 10, "ref": "cifar10-test", "ref_images": 10_000}))
+    with mock.patch.object(train, "train_step", side_effect=AssertionError("training started")):
+        with pytest.raises(UsageError, match=r"^--ref-images \(eval.ref_images\) is 10000 but reference "
+                                             "'cifar10-test' has 1017 images: lower it"):
+            train.train(cfg, progress=False)
+    assert not (tmp_path / "runs").exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,17 @@ def test_metric_names():
     assert metric_name(10_000, "some/folder", 0, "recall") == "recall10k_custom"
 
 
+def test_metric_names_state_the_reference_images_used():
+    """The split's name alone means all of its official images; anything else carries its count: a
+    partial copy on disk (1,017 of CIFAR-10's 10,000 test images), or the first N asked for."""
+    assert metric_name(1000, "cifar10-test", 1017) == "fid1k_cifar10-test1017"
+    assert metric_name(1000, "cifar10-test", 10_000) == "fid1k_cifar10-test"
+    assert metric_name(5000, "cifar10-train", 50_000) == "fid5k_cifar10-train"
+    assert metric_name(5000, "stl10-train", 5000, "kid") == "kid5k_stl10-train"
+    assert metric_name(5000, "stl10-unlabeled", 4000, "precision") == "precision5k_stl10-unlabeled4k"
+    assert metric_name(5000, "some/folder", 12) == metric_name(5000, "some/stats.npz", None) == "fid5k_custom"
+
+
 def test_format_result_states_the_protocol():
     text = format_result({
         "metric": "fid10k_cifar10-train", "fid": 24.3137, "num_gen": 10000, "num_ref": 50000,
