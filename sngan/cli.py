@@ -146,7 +146,7 @@ def eval_fid(
     ref: str = typer.Option("cifar10-train", "--ref", help="Reference: cifar10-train, cifar10-test, stl10-unlabeled, stl10-train, a folder of images, or a stats .npz (mu, sigma)."),
     ref_images: int = typer.Option(0, "--ref-images", help="Use the first N images of the reference (0: all; fewer is an error; the paper uses 10000)."),
     save_stats: Optional[str] = typer.Option(None, "--save-stats", help="Also write the reference statistics to this .npz."),
-    inception_score: bool = typer.Option(False, "--is", help="Also compute the Inception Score (10 splits, no fc bias, as the paper)."),
+    inception_score: bool = typer.Option(False, "--is", help="Also compute the Inception Score (10 splits, no fc bias, as the paper; unavailable without a real classifier in the weights or with under 20 samples)."),
     kid: bool = typer.Option(False, "--kid", help="Also compute KID (100 subsets of up to 1000 images per side, torch-fidelity's protocol); needs an image reference, not a stats .npz."),
     pr: bool = typer.Option(False, "--pr", help="Also compute precision and recall (k = 3 nearest neighbours); needs an image reference, not a stats .npz."),
     intra: bool = typer.Option(False, "--intra-fid", help="Class-conditional checkpoints: also the intra-class FID (each class's NUM/classes samples against that class's reference images, and the mean); needs a labelled reference."),

@@ -126,7 +126,8 @@ class EvalConfig:
     ref_images: int = _f(0, "use the first N images of the reference (0: all; a reference with fewer is an "
                          "error; the paper's protocol: 10000)", ge=0)
     batch_size: int = _f(100, "images per Inception forward", ge=1)
-    inception_score: bool = _f(True, "also compute IS when the detector has logits")
+    inception_score: bool = _f(True, "also compute IS when it can be (weights with a real classifier, "
+                               "num_samples >= 20); otherwise said once at the start")
     kid: bool = _f(False, "also compute KID (100 subsets of up to 1000) from the reference's features, cached "
                    "beside its statistics; the reference must be images, not a statistics .npz")
     pr: bool = _f(False, "also compute precision and recall (k = 3 nearest neighbours) from the reference's "

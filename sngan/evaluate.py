@@ -5,6 +5,7 @@ thousands of PNGs is slow, and uint8 images lose nothing either way.
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -95,7 +96,8 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
         "weights": str(detector.weights_path),
     }
     if inception_score:
-        result.update(_inception_score_fields(logits))
+        why = is_unavailable(detector, len(features))
+        result.update({"is": None, "is_note": why} if why else _inception_score_fields(logits))
     if kid or pr:
         result.update(_feature_fields(features, ref_features, kid, pr, ref, num_ref))
     if intra:
@@ -131,12 +133,21 @@ def _ref_fields(info: dict) -> dict:
     return {"num_ref": info["num_ref"], "ref": info["ref"], **protocol, "ref_cached": info["cached"]}
 
 
-def _inception_score_fields(logits: np.ndarray | None) -> dict:
-    if logits is None:
-        return {"is": None, "is_note": "weights have no logits layer"}
-    splits = min(IS_SPLITS, len(logits))
-    mean, std = metrics.inception_score(logits, splits)
-    return {"is_metric": is_name(len(logits)), "is_mean": mean, "is_std": std, "is_splits": splits}
+def is_unavailable(detector: inception.Detector, num: int) -> str | None:
+    """Why no Inception Score of `num` samples can be given with `detector`, or None when it can:
+    weights without a real classifier, or splits of one sample (each of which scores exactly 1)."""
+    if detector.is_unavailable:
+        return detector.is_unavailable
+    if num < 2 * IS_SPLITS:
+        return (f"{num} samples are too few for its {IS_SPLITS} splits (a split of one sample always "
+                f"scores 1); it needs at least {2 * IS_SPLITS}")
+    return None
+
+
+def _inception_score_fields(logits: np.ndarray) -> dict:
+    """IS of `(N, 1008)` logits over IS_SPLITS splits; `is_unavailable` said it can be computed."""
+    mean, std = metrics.inception_score(logits, IS_SPLITS)
+    return {"is_metric": is_name(len(logits)), "is_mean": mean, "is_std": std, "is_splits": IS_SPLITS}
 
 
 def _feature_fields(features: np.ndarray, ref_features: np.ndarray, kid: bool, pr: bool, ref: str,
@@ -191,6 +202,10 @@ class FIDTracker:
             self._load_reference(ref_args)
         self.sqrt_sigma_ref = metrics.sqrt_psd(self.sigma_ref)  # once, not at every evaluation
         self.metric = metric_name(ec.num_samples, ec.ref, self.num_ref)
+        # Asked for but impossible: said once here, then never computed, logged or drawn.
+        self.is_unavailable = is_unavailable(self.detector, ec.num_samples) if ec.inception_score else None
+        if self.is_unavailable and self.ctx.main:
+            print(f"eval.inception_score: IS unavailable: {self.is_unavailable}", file=sys.stderr)
 
     def _load_reference(self, ref_args: dict) -> None:
         """The reference's statistics, and its features (once, here) when KID or PR is on."""
@@ -203,7 +218,7 @@ class FIDTracker:
         self.num_ref = info["num_ref"]  # None: a statistics file that does not record it
 
     def evaluate(self, G: nn.Module, suffix: str = "") -> dict:
-        """`{metric: fid}`, plus `is<N>` and `is<N>_std` (when asked for and the weights have logits),
+        """`{metric: fid}`, plus `is<N>` and `is<N>_std` (when asked for, unless `is_unavailable`),
         `kid<N>_<ref>` with its `_std`, `precision<N>_<ref>`, `recall<N>_<ref>` (`eval.kid`/`eval.pr`),
         each key ending in `suffix` (`_ema` for the EMA generator). G runs in eval mode and is left in
         the mode it came in. A collective call: with several processes, all of them must call it."""
@@ -223,7 +238,7 @@ class FIDTracker:
         mu, sigma = metrics.statistics(features)
         result = {self.metric: metrics.frechet_distance(mu, sigma, self.mu_ref, self.sigma_ref,
                                                         sqrt_sigma2=self.sqrt_sigma_ref)}
-        if ec.inception_score and logits is not None:  # eval-fid's fields, logged under their metric names
+        if ec.inception_score and not self.is_unavailable:  # eval-fid's fields, logged under their metric names
             f = _inception_score_fields(logits)
             result.update({f["is_metric"]: f["is_mean"], f["is_metric"] + "_std": f["is_std"]})
         f = _feature_fields(features, self.ref_features, ec.kid, ec.pr, ec.ref, self.num_ref)

@@ -44,9 +44,10 @@ def format_result(result: dict) -> str:
         f"  detector {result['detector']} ({result['weights']})",
     ]
     if "is_mean" in result:
-        per_split = result["num_gen"] // result["is_splits"]
+        n, splits = result["num_gen"], result["is_splits"]
+        per_split = n // splits if n % splits == 0 else f"{n // splits}-{n // splits + 1}"  # as the splits fall
         lines.append(f"  {result['is_metric']} = {result['is_mean']:.2f} ± {result['is_std']:.2f} (IS over "
-                     f"{result['num_gen']} samples in {result['is_splits']} splits of {per_split}; "
+                     f"{n} samples in {splits} splits of {per_split}; "
                      "the paper's IS is over 50,000 samples in 10 splits of 5,000)")
     elif "is" in result:
         lines.append(f"  IS unavailable: {result['is_note']}")
