@@ -53,9 +53,8 @@ class ModelConfig:
                       "`official` (chainer-gan-lib: 64,128,128,256,256,512,512; slope 0.2)",
                       choices="dcgan_d_variants")
     d_slope: float = _f(0.0, "LeakyReLU slope override (0: the variant's)", ge=0)
-    g_dense_bn: str = _f("feature", "standard-CNN G's BatchNorm after the dense layer: over each of its "
-                         "M x M x 8ch outputs (`feature`, as the official code) or over its 8ch channels "
-                         "(`channel`, sngan before 0.2; see docs/results.md)", choices="g_dense_bns")
+    g_dense_bn: str = _f("feature", "standard-CNN G's BatchNorm after the dense layer: per output (`feature`, "
+                         "the official code's) or per channel (`channel`, sngan's before)", choices="g_dense_bns")
     sync_bn: bool = _f(False, "SyncBatchNorm across processes under torchrun (CUDA only)")
     init: str = _f("auto", "weight initialisation: `official` (standard CNN N(0, 0.02), biases 0; "
                    "ResNet Glorot-uniform as the official code), `pytorch` (each layer's default), or `auto`: "
@@ -113,9 +112,8 @@ class TrainConfig:
                       "(`color`, `translation`, `cutout`; \"\": off)")
     tensorboard: bool = _f(True, "also write TensorBoard event files (`tensorboard/` in the run folder) when "
                            "the `tensorboard` package is installed")
-    collapse_warning: int = _f(500, "warn (once, with what to try) when G's samples stop varying with z or D's "
-                               "outputs run away, from this generator update on (0: never); see docs/training.md",
-                               ge=0)
+    collapse_warning: int = _f(500, "from this generator update on (0: never), warn when G's samples stop varying "
+                               "with z or D's outputs run away; see docs/training.md", ge=0)
 
 
 @dataclass
@@ -124,9 +122,11 @@ class EvalConfig:
     num_samples: int = _f(10_000, "generated samples per FID (the paper's protocol: 5000)", ge=2)
     ref: str = _f("cifar10-train", "FID reference: a named set (`cifar10-train`, ...), an image folder, "
                   "an .npz of images, or a statistics .npz")
-    ref_images: int = _f(0, "use the first N images of a named reference (0: all; the paper's protocol: 10000)", ge=0)
+    ref_images: int = _f(0, "use the first N images of the reference (0: all; a reference with fewer is an "
+                         "error; the paper's protocol: 10000)", ge=0)
     batch_size: int = _f(100, "images per Inception forward", ge=1)
-    inception_score: bool = _f(True, "also compute IS when the detector has logits")
+    inception_score: bool = _f(True, "also compute IS when it can be (weights with a real classifier, "
+                               "num_samples >= 20); otherwise said once at the start")
     kid: bool = _f(False, "also compute KID (100 subsets of up to 1000) from the reference's features, cached "
                    "beside its statistics; the reference must be images, not a statistics .npz")
     pr: bool = _f(False, "also compute precision and recall (k = 3 nearest neighbours) from the reference's "

@@ -24,6 +24,10 @@ REFERENCES = {
     "stl10-train": ("stl10", "train"),
     "stl10-unlabeled+train": ("stl10", "unlabeled+train"),
 }
+# Images in each reference's official split. A metric is named by the split alone only when all of
+# them were used; a partial copy on disk, or the first N, get their count in the name.
+REFERENCE_SIZES = {"cifar10-train": 50_000, "cifar10-test": 10_000, "stl10-unlabeled": 100_000,
+                   "stl10-train": 5_000, "stl10-unlabeled+train": 105_000}
 
 
 def resize(images: torch.Tensor, resolution: int, chunk: int = 4096) -> torch.Tensor:

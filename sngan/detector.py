@@ -169,7 +169,7 @@ def strict_fp32() -> Iterator[None]:
 
 @dataclass
 class Detector:
-    """pytorch-fid's FID Inception (pool3) plus, when the weights have it, its 1008-class `fc`."""
+    """pytorch-fid's FID Inception (pool3) plus, when the weights have a real one, its 1008-class `fc`."""
 
     net: nn.Module  # a Pool3: [0, 1] float32 (N, 3, H, W) -> (N, 2048)
     fc: nn.Linear | None
@@ -177,10 +177,16 @@ class Detector:
     weights_path: Path
     weights_sha256: str
     converted_from: str | None = None  # the package the weights were converted from, if any
+    no_classifier: str = "the detector has no classifier (fc)"  # why fc is None, when it is
 
     @property
     def has_logits(self) -> bool:
         return self.fc is not None
+
+    @property
+    def is_unavailable(self) -> str | None:
+        """Why these weights cannot give an Inception Score, or None when they can."""
+        return None if self.fc is not None else self.no_classifier
 
     @property
     def name(self) -> str:
@@ -237,10 +243,24 @@ def load_detector(weights: str | Path | None = None, device: str | torch.device 
     net = fold_batch_norms(Pool3(inception).eval()).requires_grad_(False).to(device)
     if device.type == "cpu":  # halves the forward time (oneDNN); on CUDA the layout is left alone
         net.to(memory_format=torch.channels_last)
-    fc = inception.fc.to(device).eval().requires_grad_(False) if has_fc else None
+    no_classifier = _no_classifier(inception.fc.weight, has_fc, path)
+    fc = inception.fc.to(device).eval().requires_grad_(False) if no_classifier is None else None
     # Converted weights are recognised by the name sngan gives them, wherever the file was moved.
     source = inception_convert.SOURCE if path.name == inception_convert.CONVERTED_FILE else None
-    return Detector(net, fc, device, path, file_sha256(path), source)
+    return Detector(net, fc, device, path, file_sha256(path), source, no_classifier or "")
+
+
+def _no_classifier(weight: torch.Tensor, present: bool, path: Path) -> str | None:
+    """Why the weights' 1008-class fc `(1008, 2048)` cannot give an Inception Score, or None when it can.
+    Absent (pool3-only weights, such as the offline conversion), or a placeholder that gives every
+    class the same logit (all zeros, as pytorch-fid needs when the classifier is missing): every
+    softmax is then uniform, and IS exactly 1 whatever the images."""
+    if not present:
+        return f"'{path.name}' has no classifier (fc) layer"
+    if (weight == weight[:1]).all():
+        what = "all zeros" if not weight.any() else "the same for every class"
+        return f"the classifier (fc) of '{path.name}' is {what}, a placeholder"
+    return None
 
 
 def extract(detector: Detector, batches: Iterable[torch.Tensor] | torch.Tensor, batch_size: int = 100,

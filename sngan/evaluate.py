@@ -5,6 +5,7 @@ thousands of PNGs is slow, and uint8 images lose nothing either way.
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -40,8 +41,8 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     name in `sngan.REFERENCES`, compared at the generated images' resolution, an image folder
     or .npz of images, or a statistics .npz. `save_stats` writes the reference's statistics; with
     neither `images` nor `checkpoint` that is all it does, a named reference then at `resolution`
-    (default: the one SN-GAN trains at on that data set). `ref_images` limits a named reference
-    to its first N images (0: all of it; the paper uses 10,000). `kid` and `pr` add KID and
+    (default: the one SN-GAN trains at on that data set). `ref_images` takes the reference's first N
+    images (0: all of them; fewer is an error; the paper uses 10,000). `kid` and `pr` add KID and
     precision/recall against the reference's features (so not against a statistics .npz); `intra`
     the intra-class FID of a conditional checkpoint (`num // classes` per class; `sngan.intra_fid`).
     """
@@ -89,8 +90,9 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
                 "weights": str(detector.weights_path), "seconds": round(time.perf_counter() - start, 2)}
     features, logits = inception.extract(detector, batches, batch_size, total=total, desc="generated features")
     mu, sigma = metrics.statistics(features)
+    num_ref = info["num_ref"]  # what was used names the metrics (a partial copy of a named set: its count)
     result = {
-        "metric": metric_name(len(features), ref, ref_images),
+        "metric": metric_name(len(features), ref, num_ref),
         "fid": metrics.frechet_distance(mu, sigma, mu_ref, sigma_ref),
         "num_gen": len(features),
         **_ref_fields(info),
@@ -99,11 +101,12 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
         "weights": str(detector.weights_path),
     }
     if inception_score:
-        result.update(_inception_score_fields(logits))
+        why = is_unavailable(detector, len(features))
+        result.update({"is": None, "is_note": why} if why else _inception_score_fields(logits))
     if kid or pr:
-        result.update(_feature_fields(features, ref_features, kid, pr, ref, ref_images))
+        result.update(_feature_fields(features, ref_features, kid, pr, ref, num_ref))
     if intra:
-        result.update(_intra_fields(G, cfg, ref, ref_images, ref_features, ref_labels, detector, num, batch_size,
+        result.update(_intra_fields(G, cfg, ref, num_ref, ref_features, ref_labels, detector, num, batch_size,
                                     device, seed))
     if save_stats:
         result["saved_stats"] = save_stats
@@ -137,20 +140,29 @@ def _ref_fields(info: dict) -> dict:
     return {"num_ref": info["num_ref"], "ref": info["ref"], **protocol, "ref_cached": info["cached"]}
 
 
-def _inception_score_fields(logits: np.ndarray | None) -> dict:
-    if logits is None:
-        return {"is": None, "is_note": "weights have no logits layer"}
-    splits = min(IS_SPLITS, len(logits))
-    mean, std = metrics.inception_score(logits, splits)
-    return {"is_metric": is_name(len(logits)), "is_mean": mean, "is_std": std, "is_splits": splits}
+def is_unavailable(detector: inception.Detector, num: int) -> str | None:
+    """Why no Inception Score of `num` samples can be given with `detector`, or None when it can:
+    weights without a real classifier, or splits of one sample (each of which scores exactly 1)."""
+    if detector.is_unavailable:
+        return detector.is_unavailable
+    if num < 2 * IS_SPLITS:
+        return (f"{num} samples are too few for its {IS_SPLITS} splits (a split of one sample always "
+                f"scores 1); it needs at least {2 * IS_SPLITS}")
+    return None
+
+
+def _inception_score_fields(logits: np.ndarray) -> dict:
+    """IS of `(N, 1008)` logits over IS_SPLITS splits; `is_unavailable` said it can be computed."""
+    mean, std = metrics.inception_score(logits, IS_SPLITS)
+    return {"is_metric": is_name(len(logits)), "is_mean": mean, "is_std": std, "is_splits": IS_SPLITS}
 
 
 def _feature_fields(features: np.ndarray, ref_features: np.ndarray, kid: bool, pr: bool, ref: str,
-                    ref_images: int) -> dict:
+                    num_ref: int | None) -> dict:
     """KID (mean and std over subsets) and precision/recall (k = 3) of generated `(N, 2048)`
-    features against the reference's, named by `metric_name(N, ref, ref_images, ...)` and with
-    their protocol (subsets and their size, k)."""
-    names = {m: metric_name(len(features), ref, ref_images, m) for m in ("kid", "precision", "recall")}
+    features against the `num_ref` reference images', named by `metric_name(N, ref, num_ref, ...)`
+    and with their protocol (subsets and their size, k)."""
+    names = {m: metric_name(len(features), ref, num_ref, m) for m in ("kid", "precision", "recall")}
     out = {}
     if kid:
         mean, std = metrics.kernel_inception_distance(features, ref_features)
@@ -164,8 +176,9 @@ def _feature_fields(features: np.ndarray, ref_features: np.ndarray, kid: bool, p
     return out
 
 
-def _intra_fields(G: nn.Module, cfg, ref: str, ref_images: int, ref_features: np.ndarray, ref_labels: np.ndarray,
-                  detector: inception.Detector, num: int, batch_size: int, device: str, seed: int) -> dict:
+def _intra_fields(G: nn.Module, cfg, ref: str, num_ref: int | None, ref_features: np.ndarray,
+                  ref_labels: np.ndarray, detector: inception.Detector, num: int, batch_size: int, device: str,
+                  seed: int) -> dict:
     """Intra-FID fields of the generator already loaded for FID (it is in eval mode)."""
     from sngan.sample import generate_batches  # lazy: pulls in the models
 
@@ -173,7 +186,7 @@ def _intra_fields(G: nn.Module, cfg, ref: str, ref_images: int, ref_features: np
         batches = generate_batches(G, cfg, len(labels), batch_size, seed, device, labels=labels)
         return inception.extract(detector, batches, batch_size, total=len(labels), desc=desc)[0]
 
-    per_class, name = protocol(num, len(G.classes), ref, ref_images)
+    per_class, name = protocol(num, len(G.classes), ref, num_ref)
     return {"intra_fid_metric": name, **intra_fid(embed, per_class, ref_features, ref_labels, G.classes)}
 
 
@@ -195,9 +208,7 @@ class FIDTracker:
         if ec.intra_fid:  # config validation made sure the model is conditional
             self.ref_labels, ref_classes = reference_labels(ec.ref, cfg.data.root, cfg.data.download, ec.ref_images)
             check_classes(self.classes, self.ref_labels, ref_classes)
-            self.per_class, self.intra_metric = protocol(ec.num_samples, len(self.classes), ec.ref, ec.ref_images)
         self.detector = inception.load_detector(ec.inception_weights or None, device)
-        self.metric = metric_name(ec.num_samples, ec.ref, ec.ref_images)
         ref_args = dict(data_root=cfg.data.root, resolution=cfg.data.resolution, download=cfg.data.download,
                         batch_size=ec.batch_size, num_images=ec.ref_images)
         # Rank 0 computes (and caches) the reference statistics first; the others then read them.
@@ -207,6 +218,13 @@ class FIDTracker:
         if not self.ctx.main:
             self._load_reference(ref_args)
         self.sqrt_sigma_ref = metrics.sqrt_psd(self.sigma_ref)  # once, not at every evaluation
+        self.metric = metric_name(ec.num_samples, ec.ref, self.num_ref)
+        if ec.intra_fid:  # named, like FID, by the reference images actually used
+            self.per_class, self.intra_metric = protocol(ec.num_samples, len(self.classes), ec.ref, self.num_ref)
+        # Asked for but impossible: said once here, then never computed, logged or drawn.
+        self.is_unavailable = is_unavailable(self.detector, ec.num_samples) if ec.inception_score else None
+        if self.is_unavailable and self.ctx.main:
+            print(f"eval.inception_score: IS unavailable: {self.is_unavailable}", file=sys.stderr)
 
     @property
     def wants_features(self) -> bool:
@@ -217,10 +235,11 @@ class FIDTracker:
         """The reference's statistics, and its features (once, here) when `wants_features`."""
         ec, self.ref_features = self.cfg.eval, None
         if self.wants_features:
-            self.mu_ref, self.sigma_ref, self.ref_features, _ = fid_stats.reference_features(
+            self.mu_ref, self.sigma_ref, self.ref_features, info = fid_stats.reference_features(
                 ec.ref, self.detector, **ref_args)
         else:
-            self.mu_ref, self.sigma_ref, _ = fid_stats.reference_stats(ec.ref, self.detector, **ref_args)
+            self.mu_ref, self.sigma_ref, info = fid_stats.reference_stats(ec.ref, self.detector, **ref_args)
+        self.num_ref = info["num_ref"]  # None: a statistics file that does not record it
 
     def _embed(self, G: nn.Module, num: int, labels: torch.Tensor | None = None, desc: str = "FID samples"
                ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -237,7 +256,7 @@ class FIDTracker:
         return np.concatenate([f for f, _ in parts]), logits
 
     def evaluate(self, G: nn.Module, suffix: str = "") -> dict:
-        """`{metric: fid}`, plus `is<N>` and `is<N>_std` (when asked for and the weights have logits),
+        """`{metric: fid}`, plus `is<N>` and `is<N>_std` (when asked for, unless `is_unavailable`),
         `kid<N>_<ref>` with its `_std`, `precision<N>_<ref>`, `recall<N>_<ref>` (`eval.kid`/`eval.pr`),
         `intrafid<N/C>_<ref>` (`eval.intra_fid`), each key ending in `suffix` (`_ema` for the EMA
         generator). G runs in eval mode and is left in the mode it came in. A collective call: with
@@ -253,10 +272,10 @@ class FIDTracker:
         mu, sigma = metrics.statistics(features)
         result = {self.metric: metrics.frechet_distance(mu, sigma, self.mu_ref, self.sigma_ref,
                                                         sqrt_sigma2=self.sqrt_sigma_ref)}
-        if ec.inception_score and logits is not None:  # eval-fid's fields, logged under their metric names
+        if ec.inception_score and not self.is_unavailable:  # eval-fid's fields, logged under their metric names
             f = _inception_score_fields(logits)
             result.update({f["is_metric"]: f["is_mean"], f["is_metric"] + "_std": f["is_std"]})
-        f = _feature_fields(features, self.ref_features, ec.kid, ec.pr, ec.ref, ec.ref_images)
+        f = _feature_fields(features, self.ref_features, ec.kid, ec.pr, ec.ref, self.num_ref)
         if ec.kid:
             result.update({f["kid_metric"]: f["kid_mean"], f["kid_metric"] + "_std": f["kid_std"]})
         if ec.pr:

@@ -3,7 +3,7 @@ printed result, the metric first and then what was compared with what, by which 
 
 from __future__ import annotations
 
-from sngan.data import REFERENCES
+from sngan.data import REFERENCE_SIZES, REFERENCES
 
 
 def count_label(n: int) -> str:
@@ -11,14 +11,16 @@ def count_label(n: int) -> str:
     return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
 
-def metric_name(num_gen: int, ref: str, num_ref: int = 0, metric: str = "fid") -> str:
-    """`fid<N>_<ref>[<M>]`: N generated samples against the named reference set `ref` (all of it,
-    or its first M images), or `custom` for a folder or .npz (its path is in the result's `ref`).
-    `fid5k_cifar10-train10k` is the paper's protocol; `fid50k_cifar10-train` the usual one.
-    `metric` names another comparison of the same sets: `kid`, `precision`, `recall`."""
+def metric_name(num_gen: int, ref: str, num_ref: int | None = 0, metric: str = "fid") -> str:
+    """`fid<N>_<ref>[<M>]`: N generated samples against the named reference set `ref`, of which M
+    images were used, stated unless they are the whole official split (`num_ref` 0: the whole split);
+    or `custom` for a folder or .npz (its path and count are in the result). `fid5k_cifar10-train10k`
+    is the paper's protocol; `fid50k_cifar10-train` the usual one; `fid5k_cifar10-test1017` a partial
+    copy of the test split. `metric` names another comparison of the same sets: `kid`, `precision`, ..."""
     if ref not in REFERENCES:
         return f"{metric}{count_label(num_gen)}_custom"
-    return f"{metric}{count_label(num_gen)}_{ref}{count_label(num_ref) if num_ref else ''}"
+    whole = not num_ref or num_ref == REFERENCE_SIZES[ref]
+    return f"{metric}{count_label(num_gen)}_{ref}{'' if whole else count_label(num_ref)}"
 
 
 def is_name(num: int) -> str:
@@ -42,9 +44,10 @@ def format_result(result: dict) -> str:
         f"  detector {result['detector']} ({result['weights']})",
     ]
     if "is_mean" in result:
-        per_split = result["num_gen"] // result["is_splits"]
+        n, splits = result["num_gen"], result["is_splits"]
+        per_split = n // splits if n % splits == 0 else f"{n // splits}-{n // splits + 1}"  # as the splits fall
         lines.append(f"  {result['is_metric']} = {result['is_mean']:.2f} ± {result['is_std']:.2f} (IS over "
-                     f"{result['num_gen']} samples in {result['is_splits']} splits of {per_split}; "
+                     f"{n} samples in {splits} splits of {per_split}; "
                      "the paper's IS is over 50,000 samples in 10 splits of 5,000)")
     elif "is" in result:
         lines.append(f"  IS unavailable: {result['is_note']}")

@@ -79,14 +79,30 @@ def _folder_images(folder: Path) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
+def first_images(images: torch.Tensor, num_images: int, ref: str) -> torch.Tensor:
+    """The reference's first `num_images` images (0: all of them). The one rule for a reference's
+    size, in eval-fid (--ref-images) and training (eval.ref_images), for FID, KID, precision/recall
+    and intra-FID: asked for N, a reference that has fewer is an error, before any Inception forward,
+    so that a number named for N reference images (`fid5k_cifar10-test10k`) always used N."""
+    if num_images > len(images):
+        raise _too_few(ref, num_images, len(images))
+    return images[:num_images] if num_images else images
+
+
+def _too_few(ref: str, asked: int, available: int) -> UsageError:
+    return UsageError(f"--ref-images (eval.ref_images) is {asked} but reference '{ref}' has {available} images: "
+                      "lower it (0 uses all of them) or use another reference")
+
+
 def reference_stats(ref: str, detector: inception.Detector, **kwargs) -> tuple[np.ndarray, np.ndarray, dict]:
     """Reference `mu` `(2048,)`, `sigma` `(2048, 2048)` and `info` describing the protocol (at least
     ref, num_ref (None when a stats file does not record it), detector, cached, cache_file).
 
-    `ref` is a folder or .npz of images, a statistics .npz, or a name in `sngan.data.REFERENCES`:
-    its first `num_images` images (0: all) resized to `resolution`, cached in `<cache_dir>/fid-stats/`
-    (default `sngan.detector.default_cache_dir()`). Keyword arguments: data_root ("data"),
-    resolution (32), download (True), num_images (0), batch_size (100), cache_dir (None)."""
+    `ref` is a folder or .npz of images, a statistics .npz, or a name in `sngan.data.REFERENCES`
+    resized to `resolution`, cached in `<cache_dir>/fid-stats/` (default
+    `sngan.detector.default_cache_dir()`); of its images, the first `num_images` (0: all; fewer is an
+    error, see `first_images`). Keyword arguments: data_root ("data"), resolution (32), download
+    (True), num_images (0), batch_size (100), cache_dir (None)."""
     mu, sigma, _, info = _reference(ref, detector, False, **kwargs)
     return mu, sigma, info
 
@@ -141,9 +157,15 @@ def _reference(ref: str, detector: inception.Detector, want_features: bool, *, d
                              f"{str(arrays['detector_sha256'])[:8]}, now {detector.weights_sha256[:8]}); "
                              "recompute it with these weights or pass the ones it was made with")
         num = int(arrays["num_images"]) if "num_images" in arrays else None
+        if num_images and num != num_images:  # statistics cannot be cut to their first N images
+            held = "an unrecorded number of" if num is None else num
+            raise UsageError(f"--ref-images (eval.ref_images) is {num_images} but '{ref}' holds the statistics "
+                             f"of {held} images, not images to take {num_images} of: set it to 0 "
+                             "or use another reference")
         return mu, sigma, None, {**info, "num_ref": num}
     # Folders are never cached: their contents can change without their path changing.
     images = npz_images(read_npz(path), path) if kind == "images" else _folder_images(path)
+    images = first_images(images, num_images, ref)
     features = inception.extract(detector, images, batch_size, desc="reference features")[0]
     # float32 as cached: the detector computes in float32, so nothing is lost.
     kept = features.astype(np.float32) if want_features else None
@@ -180,13 +202,14 @@ def _named_reference(ref, detector, want_features, data_root, resolution, downlo
     # Features only when asked for: statistics cached without them are computed again with them.
     if cache_file is not None and cache_file.is_file() and (not want_features or features_path(cache_file).is_file()):
         arrays = read_npz(cache_file)
+        if int(arrays["num_images"]) < num_images:  # cached by a version that took fewer silently
+            raise _too_few(ref, num_images, int(arrays["num_images"]))
         mu, sigma = _stats_from(arrays, cache_file)
         features = np.load(features_path(cache_file), allow_pickle=False) if want_features else None
         return mu, sigma, features, {**info, "num_ref": int(arrays["num_images"]), "cached": True,
                                      "cache_file": str(cache_file)}
     images = load_reference(ref, data_root, resolution, download)  # downloads when allowed
-    if num_images:
-        images = images[:num_images]
+    images = first_images(images, num_images, ref)
     features = inception.extract(detector, images, batch_size, desc=f"{ref} features")[0]
     mu, sigma = statistics(features)
     features = features.astype(np.float32) if want_features else None

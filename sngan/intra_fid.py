@@ -18,13 +18,11 @@ from sngan.fid_result import metric_name
 
 def reference_labels(ref: str, data_root: str | Path, download: bool, num_images: int = 0
                      ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """The labels `(N,)` of the reference images, in the order their features are computed, and
-    the class names."""
+    """The labels `(N,)` of the reference images whose features are computed (the first
+    `num_images`, 0: all, as `sngan.fid_stats.first_images` takes them), and the class names."""
     path, labels, classes = Path(ref), None, ()
     if ref in data.REFERENCES:  # its features may be cached: read the labels alone
         labels, classes = data.load_reference_labels(ref, data_root, download)
-        if labels is not None:
-            labels = labels[: num_images or len(labels)]
     elif path.suffix == ".npz" and path.is_file():
         arrays = readers.read_npz(path)
         if readers.holds_images(arrays):
@@ -34,7 +32,7 @@ def reference_labels(ref: str, data_root: str | Path, download: bool, num_images
     if labels is None:
         raise UsageError(f"intra-FID needs a labelled reference, and '{ref}' has no labels: use cifar10-train, "
                          "cifar10-test, stl10-train, an .npz with a label array or a folder of class sub-folders")
-    return labels.numpy(), tuple(classes)
+    return labels[: num_images or len(labels)].numpy(), tuple(classes)
 
 
 def protocol(num: int, num_classes: int, ref: str, ref_images: int) -> tuple[int, str]:

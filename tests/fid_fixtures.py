@@ -20,8 +20,8 @@ from sngan import data
 from sngan.detector import FEATURE_DIM, FID_WEIGHTS_FILE, Detector, fid_inception, load_detector
 
 # The fixtures, for conftest's `import *`; the helpers are imported by name.
-__all__ = ["fid_weights_file", "torch_home", "detector", "pool3_only_weights", "image_sets", "image_dirs",
-           "pixel_mean_detector"]
+__all__ = ["fid_weights_file", "torch_home", "detector", "pool3_only_weights", "zero_fc_weights", "image_sets",
+           "image_dirs", "pixel_mean_detector"]
 
 NUM = 10  # images per test set: enough for distinct statistics, few enough for a CPU
 
@@ -119,6 +119,17 @@ def pixel_mean_detector() -> Detector:
 def pool3_only_weights(tmp_path_factory) -> Path:
     """The test weights without `fc`: same pool3 features, no logits."""
     return make_fid_weights(tmp_path_factory.mktemp("pool3-only") / "pool3.pth", seed=0, with_fc=False)
+
+
+@pytest.fixture(scope="session")
+def zero_fc_weights(fid_weights_file, tmp_path_factory) -> Path:
+    """The test weights with an all-zero `fc`, the placeholder pytorch-fid needs where the classifier
+    is absent: same pool3 features, and logits that would make every Inception Score exactly 1."""
+    state = torch.load(fid_weights_file, weights_only=True)
+    state["fc.weight"], state["fc.bias"] = torch.zeros_like(state["fc.weight"]), torch.zeros_like(state["fc.bias"])
+    path = tmp_path_factory.mktemp("zero-fc") / "zero-fc.pth"
+    torch.save(state, path)
+    return path
 
 
 def write_pngs(folder: Path, images: torch.Tensor) -> Path:

@@ -76,7 +76,7 @@ def test_weights_of_another_network_are_one_line(tmp_path):
 
 
 def test_detector_features_and_logits(detector, fid_weights_file):
-    assert detector.has_logits
+    assert detector.has_logits and detector.is_unavailable is None
     assert detector.weights_sha256 == hashlib.sha256(fid_weights_file.read_bytes()).hexdigest()
     assert detector.name == f"pytorch-fid-inception-custom-{detector.weights_sha256[:8]}"
     images = torch.randint(0, 256, (2, 3, 20, 28), dtype=torch.uint8)  # any size goes to 299
@@ -89,7 +89,25 @@ def test_detector_features_and_logits(detector, fid_weights_file):
 def test_pool3_only_weights_have_no_logits(pool3_only_weights):
     detector = inception.load_detector(str(pool3_only_weights))
     assert not detector.has_logits
+    assert detector.is_unavailable == "'pool3.pth' has no classifier (fc) layer"
     assert detector.features(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))[1] is None
+
+
+def test_a_placeholder_classifier_gives_no_logits(zero_fc_weights, fid_weights_file, tmp_path, detector):
+    """An all-zero fc (pytorch-fid's placeholder where the classifier is missing), or one whose rows are
+    all alike, gives every class the same logit, so every IS would be exactly 1: such weights are
+    treated as having no classifier, said once when they load, with the same pool3 features."""
+    zero = inception.load_detector(str(zero_fc_weights))
+    assert not zero.has_logits and zero.fc is None
+    assert zero.is_unavailable == "the classifier (fc) of 'zero-fc.pth' is all zeros, a placeholder"
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    features, logits = inception.extract(zero, images)
+    assert logits is None and np.array_equal(features, inception.extract(detector, images)[0])
+    state = torch.load(fid_weights_file, weights_only=True)
+    state["fc.weight"] = state["fc.weight"][:1].repeat(inception.NUM_CLASSES, 1)  # one row for every class
+    torch.save(state, tmp_path / "alike.pth")
+    alike = inception.load_detector(str(tmp_path / "alike.pth"))
+    assert alike.is_unavailable == "the classifier (fc) of 'alike.pth' is the same for every class, a placeholder"
 
 
 def test_loading_leaves_pytorch_fid_alone(fid_weights_file, monkeypatch):

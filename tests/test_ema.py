@@ -72,25 +72,25 @@ def test_resume_with_ema_equals_an_uninterrupted_run(tiny, tmp_path):
 def test_fid_of_both_generators_best_by_ema_and_report(tiny, tmp_path, torch_home):
     ref = reference_folder(tmp_path / "ref")
     data = tiny(train={"steps": 2, "ema_decay": 0.5, "ema_start": 1},
-                eval={"every": 1, "num_samples": 10, "ref": str(ref), "batch_size": 10, "inception_score": True})
+                eval={"every": 1, "num_samples": 20, "ref": str(ref), "batch_size": 10, "inception_score": True})
     summary = train.train(config.from_dict(data), progress=False)
     run_dir = next((tmp_path / "runs").iterdir())
-    evals = [e for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "fid10_custom" in e]
+    evals = [e for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "fid20_custom" in e]
     assert [e["step"] for e in evals] == [1, 2]
     for e in evals:
-        assert {"fid10_custom", "fid10_custom_ema", "is10", "is10_ema", "is10_std_ema"} <= e.keys()
-        assert e["headline"] == "fid10_custom_ema"  # the evaluation line names its headline metric
+        assert {"fid20_custom", "fid20_custom_ema", "is20", "is20_ema", "is20_std_ema"} <= e.keys()
+        assert e["headline"] == "fid20_custom_ema"  # the evaluation line names its headline metric
     # Up to ema_start the average copies G's weights, but is scored with the standing BatchNorm
     # statistics of those weights rather than G's running statistics, so the FIDs differ.
-    assert evals[0]["fid10_custom_ema"] != pytest.approx(evals[0]["fid10_custom"], rel=1e-6)
-    assert evals[1]["fid10_custom_ema"] != evals[1]["fid10_custom"]
-    best = min(evals, key=lambda e: e["fid10_custom_ema"])
-    assert summary["best_fid"] == best["fid10_custom_ema"]
+    assert evals[0]["fid20_custom_ema"] != pytest.approx(evals[0]["fid20_custom"], rel=1e-6)
+    assert evals[1]["fid20_custom_ema"] != evals[1]["fid20_custom"]
+    best = min(evals, key=lambda e: e["fid20_custom_ema"])
+    assert summary["best_fid"] == best["fid20_custom_ema"]
     assert checkpoint.load(run_dir / "best.pt")["step"] == best["step"]
 
     row = report.summarise(runs.read_run(run_dir, run_dir.name))
-    assert row["fid_protocol"] == "fid10_custom_ema" and row["fid_final"] == evals[-1]["fid10_custom_ema"]
-    assert row["is_mean"] == evals[-1]["is10_ema"] and row["is_std"] == evals[-1]["is10_std_ema"]
+    assert row["fid_protocol"] == "fid20_custom_ema" and row["fid_final"] == evals[-1]["fid20_custom_ema"]
+    assert row["is_mean"] == evals[-1]["is20_ema"] and row["is_std"] == evals[-1]["is20_std_ema"]
     assert runs.latest_grid(run_dir).name == "ema-step-0000002.png"
 
 

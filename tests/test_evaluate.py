@@ -7,6 +7,7 @@ The parts are tested on their own in test_detector.py (weights, features), test_
 test_fid_result.py (metric names, the printed protocol).
 """
 
+import importlib.util
 import json
 import os
 import re
@@ -22,7 +23,7 @@ import torch
 from conftest import TINY, assert_same_training_state, cli
 from fid_fixtures import NUM, reference_folder
 from formats import write_cifar10
-from sngan import checkpoint, config, data, fid_stats, train
+from sngan import checkpoint, config, data, fid_stats, report, runs, train
 from sngan import detector as inception
 from sngan.detector import FID_WEIGHTS_FILE
 from sngan.errors import SnganError, UsageError
@@ -58,7 +59,10 @@ def test_fid_matches_pytorch_fid(torch_home, image_dirs):
     assert ours["metric"] == "fid10_custom" and ours["num_gen"] == ours["num_ref"] == NUM
     assert ours["detector"].startswith("pytorch-fid-inception-custom-")
     assert Path(ours["weights"]) == torch_home / "hub" / "checkpoints" / FID_WEIGHTS_FILE
-    assert ours["is_mean"] >= 1 and ours["is_splits"] == NUM and ours["is_metric"] == "is10"
+    # 10 splits of one sample each would score exactly 1, whatever the images: no IS, and why.
+    assert "is_mean" not in ours and ours["is"] is None
+    assert ours["is_note"] == "10 samples are too few for its 10 splits (a split of one sample always scores 1); " \
+                              "it needs at least 20"
     assert format_result(ours).splitlines()[0] == f"fid10_custom = {ours['fid']:.2f}"
 
 
@@ -107,9 +111,10 @@ def test_named_reference_at_generated_resolution(torch_home, tmp_path, pool3_onl
     # product, against ~40 between the shapes and noise sets.
     assert abs(result["fid"]) < 1e-5, result["fid"]
     assert (result["split"], result["resolution"], result["num_ref"]) == ("train", 16, 10)
-    assert result["metric"] == "fid10_cifar10-train" and result["ref_cached"] is False
-    assert result["is"] is None and result["is_note"] == "weights have no logits layer"
-    assert "IS unavailable: weights have no logits layer" in format_result(result)
+    # 10 of the train split's 50,000 images: the name says how many were used.
+    assert result["metric"] == "fid10_cifar10-train10" and result["ref_cached"] is False
+    assert result["is"] is None and result["is_note"] == "'pool3.pth' has no classifier (fc) layer"
+    assert "  IS unavailable: 'pool3.pth' has no classifier (fc) layer" in format_result(result).splitlines()
     with np.load(tmp_path / "ref-stats.npz") as saved:  # the reference's, with its protocol
         assert saved["mu"].shape == (2048,) and saved["sigma"].shape == (2048, 2048)
         assert (str(saved["ref"]), str(saved["split"]), int(saved["resolution"])) == ("cifar10-train", "train", 16)
@@ -132,23 +137,90 @@ def test_argument_errors_come_before_any_work(kwargs, fragment):
 
 
 # ---------------------------------------------------------------------------------------------
+# Every number names what was computed
+
+
+def test_eval_fid_refuses_a_reference_smaller_than_asked(tmp_path, capsys, monkeypatch, pixel_mean_detector,
+                                                         image_dirs):
+    """--ref-images 10000 (the paper's protocol) against a partial copy of CIFAR-10's test split
+    (1,017 images): one line, exit code 2, before the detector runs, where the result would have
+    been named `fid10_cifar10-test10k`. Without --ref-images the same copy is named by its count."""
+    write_cifar10(tmp_path / "data", n_per_batch=1017)
+    monkeypatch.setattr(inception, "load_detector", lambda *a, **k: pixel_mean_detector)
+    monkeypatch.setenv("SNGAN_CACHE", str(tmp_path / "cache"))  # the statistics of the second run are cached
+    args = ["eval-fid", "--images", image_dirs["shapes"], "--ref", "cifar10-test", "--data-root", tmp_path / "data",
+            "--no-download", "--device", "cpu"]
+    with mock.patch.object(inception, "extract", side_effect=AssertionError("the detector ran before the check")):
+        code, out, err = cli(capsys, *args, "--ref-images", 10_000)
+    assert (code, out) == (2, "")
+    assert err == ("error: --ref-images (eval.ref_images) is 10000 but reference 'cifar10-test' has 1017 images: "
+                   "lower it (0 uses all of them) or use another reference\n")
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("fid10_cifar10-test1017 = ")
+    assert "vs 1017 reference images (cifar10-test: test split at 32px)" in out.splitlines()[1]
+
+
+def test_training_refuses_a_reference_smaller_than_asked(tiny, tmp_path, monkeypatch, pixel_mean_detector):
+    """eval.ref_images as --ref-images: refused before training starts, and no run folder is left."""
+    write_cifar10(tmp_path / "data", n_per_batch=1017)
+    monkeypatch.setattr(inception, "load_detector", lambda *a, **k: pixel_mean_detector)
+    monkeypatch.setenv("SNGAN_CACHE", str(tmp_path / "cache"))
+    cfg = config.from_dict(tiny(data={"root": str(tmp_path / "data"), "download": False},  # the reference's root
+                                eval={"every": 2, "num_samples": 10, "ref": "cifar10-test", "ref_images": 10_000}))
+    with mock.patch.object(train, "train_step", side_effect=AssertionError("training started")):
+        with pytest.raises(UsageError, match=r"^--ref-images \(eval.ref_images\) is 10000 but reference "
+                                             "'cifar10-test' has 1017 images: lower it"):
+            train.train(cfg, progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_no_inception_score_from_a_zero_classifier(tiny, tmp_path, capsys, image_dirs, zero_fc_weights):
+    """Weights whose 1008-class fc is all zeros (pytorch-fid's placeholder) would give IS = 1 exactly.
+    eval-fid --is says why there is none; training says it once and logs no IS, so TensorBoard and
+    reports have none either."""
+    result = run_eval(images=str(image_dirs["shapes"]), ref=str(image_dirs["noise"]), inception_score=True,
+                      inception_weights=str(zero_fc_weights))
+    why = "the classifier (fc) of 'zero-fc.pth' is all zeros, a placeholder"
+    assert result["is"] is None and result["is_note"] == why and not {"is_mean", "is_metric"} & result.keys()
+    assert [line for line in format_result(result).splitlines() if "IS" in line] == [f"  IS unavailable: {why}"]
+
+    ref = reference_folder(tmp_path / "ref")
+    cfg = config.from_dict(tiny(train={"steps": 2}, eval={"every": 2, "num_samples": 20, "ref": str(ref),
+                                                          "batch_size": 20, "inception_weights": str(zero_fc_weights)}))
+    train.train(cfg, progress=False)
+    assert capsys.readouterr().err.count(f"eval.inception_score: IS unavailable: {why}\n") == 1
+    run_dir = next((tmp_path / "runs").iterdir())
+    evals = [e for e in runs.read_metrics(run_dir) if "fid20_custom" in e]
+    assert len(evals) == 1 and not [k for e in runs.read_metrics(run_dir) for k in e if k.startswith("is")]
+    assert report.summarise(runs.read_run(run_dir, run_dir.name))["is_mean"] is None
+    if importlib.util.find_spec("tensorboard") is not None:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(run_dir / "tensorboard"))
+        events.Reload()
+        assert "fid/fid20_custom" in events.Tags()["scalars"]
+        assert not [t for t in events.Tags()["scalars"] if t.startswith("is/")]
+
+
+# ---------------------------------------------------------------------------------------------
 # FID during training
 
 
 def test_fid_is_logged_best_kept_and_training_undisturbed(tiny, tmp_path, torch_home):
     ref = reference_folder(tmp_path / "ref")
-    with_eval = tiny(train={"steps": 2}, eval={"every": 2, "num_samples": 10, "ref": str(ref), "batch_size": 10})
+    with_eval = tiny(train={"steps": 2}, eval={"every": 2, "num_samples": 20, "ref": str(ref), "batch_size": 10})
     cfg = config.from_dict(with_eval)
     summary = train.train(cfg, progress=False)
     run_dir = next((tmp_path / "runs").iterdir())
 
     entries = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    evals = [e for e in entries if "fid10_custom" in e]
+    evals = [e for e in entries if "fid20_custom" in e]
     assert len(evals) == 1 and evals[0]["step"] == 2
-    assert evals[0]["fid10_custom"] > 0 and "is10" in evals[0] and "is10_std" in evals[0]
-    assert summary["best_fid"] == evals[0]["fid10_custom"]
+    assert evals[0]["fid20_custom"] > 0 and evals[0]["is20"] >= 1 and "is20_std" in evals[0]
+    assert summary["best_fid"] == evals[0]["fid20_custom"]
     assert (run_dir / "best.pt").is_file() and (run_dir / "fid.png").is_file()
-    assert checkpoint.load(run_dir / "best.pt")["best_fid"] == evals[0]["fid10_custom"]
+    assert checkpoint.load(run_dir / "best.pt")["best_fid"] == evals[0]["fid20_custom"]
 
     # The same run without evaluation ends with identical weights: FID sampling has its own RNG.
     cfg_plain = config.from_dict(tiny(train={"steps": 2}, out={"root": str(tmp_path / "plain")}))
@@ -201,12 +273,12 @@ def test_eval_fid_of_a_checkpoint_on_the_cli(tmp_path, torch_home, capsys):
                        *TINY, "--no-progress")
     assert code == 0, err
     run_dir = next((tmp_path / "runs").iterdir())
-    code, out, err = cli(capsys, "eval-fid", "--checkpoint", run_dir / "latest.pt", "--num", 10, "--ref", ref, "--is",
+    code, out, err = cli(capsys, "eval-fid", "--checkpoint", run_dir / "latest.pt", "--num", 20, "--ref", ref, "--is",
                          "--device", "cpu", "--batch-size", 10, "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert result["metric"] == "fid10_custom" and result["num_gen"] == 10 and result["num_ref"] == 12
-    assert result["fid"] > 0 and result["is_mean"] >= 1.0
+    assert result["metric"] == "fid20_custom" and result["num_gen"] == 20 and result["num_ref"] == 12
+    assert result["fid"] > 0 and result["is_mean"] >= 1.0 and (result["is_metric"], result["is_splits"]) == ("is20", 10)
     code, text, err = cli(capsys, "eval-fid", "--images", ref, "--ref", ref, "--device", "cpu", "--kid", "--pr")
     assert code == 0, err
     first = text.splitlines()[0]

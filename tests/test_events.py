@@ -23,22 +23,22 @@ def _steps(acc, tag):
 def test_events_mirror_the_metrics(tiny, tmp_path, torch_home):
     ref = reference_folder(tmp_path / "ref")
     data = tiny(train={"steps": 4, "log_every": 2, "sample_every": 2, "ema_decay": 0.5},
-                eval={"every": 4, "num_samples": 10, "ref": str(ref), "batch_size": 10})
+                eval={"every": 4, "num_samples": 20, "ref": str(ref), "batch_size": 10})
     summary = train.train(config.from_dict(data), progress=False)
     run_dir = next((tmp_path / "runs").iterdir())
     entries = runs.read_metrics(run_dir)
     acc = _events(run_dir)
     scalars = set(acc.Tags()["scalars"])
     assert {"loss/d", "loss/g", "d_output/real", "d_output/fake", "lr/g", "lr/d", "speed/steps_per_s",
-            "fid/fid10_custom", "fid/fid10_custom_ema", "is/is10", "is/is10_ema"} <= scalars
+            "fid/fid20_custom", "fid/fid20_custom_ema", "is/is20", "is/is20_ema"} <= scalars
     layers = entries[0]["sigma"]
     assert {f"sigma/{layer}" for layer in layers} <= scalars
     logged = [e for e in entries if "loss_d" in e]
     assert _steps(acc, "loss/d") == [e["step"] for e in logged] == [2, 4]
     assert [e.value for e in acc.Scalars("loss/d")] == pytest.approx([e["loss_d"] for e in logged])
-    fid = [e for e in entries if "fid10_custom_ema" in e]
-    assert _steps(acc, "fid/fid10_custom_ema") == [e["step"] for e in fid] == [4]
-    assert [e.value for e in acc.Scalars("fid/fid10_custom_ema")] == pytest.approx([e["fid10_custom_ema"] for e in fid])
+    fid = [e for e in entries if "fid20_custom_ema" in e]
+    assert _steps(acc, "fid/fid20_custom_ema") == [e["step"] for e in fid] == [4]
+    assert [e.value for e in acc.Scalars("fid/fid20_custom_ema")] == pytest.approx([e["fid20_custom_ema"] for e in fid])
     assert set(acc.Tags()["images"]) == {"samples/G", "samples/G_ema"}
     assert [e.step for e in acc.Images("samples/G")] == [2, 4]
     assert summary["step"] == 4

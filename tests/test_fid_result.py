@@ -13,6 +13,17 @@ def test_metric_names():
     assert metric_name(10_000, "some/folder", 0, "recall") == "recall10k_custom"
 
 
+def test_metric_names_state_the_reference_images_used():
+    """The split's name alone means all of its official images; anything else carries its count: a
+    partial copy on disk (1,017 of CIFAR-10's 10,000 test images), or the first N asked for."""
+    assert metric_name(1000, "cifar10-test", 1017) == "fid1k_cifar10-test1017"
+    assert metric_name(1000, "cifar10-test", 10_000) == "fid1k_cifar10-test"
+    assert metric_name(5000, "cifar10-train", 50_000) == "fid5k_cifar10-train"
+    assert metric_name(5000, "stl10-train", 5000, "kid") == "kid5k_stl10-train"
+    assert metric_name(5000, "stl10-unlabeled", 4000, "precision") == "precision5k_stl10-unlabeled4k"
+    assert metric_name(5000, "some/folder", 12) == metric_name(5000, "some/stats.npz", None) == "fid5k_custom"
+
+
 def test_format_result_states_the_protocol():
     text = format_result({
         "metric": "fid10k_cifar10-train", "fid": 24.3137, "num_gen": 10000, "num_ref": 50000,
@@ -25,3 +36,19 @@ def test_format_result_states_the_protocol():
     assert "pytorch-fid-inception-2015-12-05" in lines[2]
     assert lines[3] == ("  is10k = 8.20 ± 0.10 (IS over 10000 samples in 10 splits of 1000; the paper's IS is "
                         "over 50,000 samples in 10 splits of 5,000)")
+
+
+def test_format_result_states_unequal_is_splits():
+    text = format_result({"metric": "fid25_custom", "fid": 3.0, "num_gen": 25, "num_ref": 12, "ref": "ref/",
+                          "source": "gen/", "detector": "d", "weights": "w.pth",
+                          "is_metric": "is25", "is_mean": 1.5, "is_std": 0.1, "is_splits": 10})
+    assert "(IS over 25 samples in 10 splits of 2-3; " in text  # not "of 2": five splits hold 3
+
+
+def test_format_result_says_why_is_is_unavailable():
+    text = format_result({
+        "metric": "fid10_custom", "fid": 3.0, "num_gen": 10, "num_ref": 12, "ref": "ref/", "source": "gen/",
+        "detector": "pytorch-fid-inception-custom-12345678", "weights": "zero-fc.pth",
+        "is": None, "is_note": "the classifier (fc) of 'zero-fc.pth' is all zeros, a placeholder"})
+    assert [line for line in text.splitlines() if "IS" in line or "is1" in line] == [
+        "  IS unavailable: the classifier (fc) of 'zero-fc.pth' is all zeros, a placeholder"]

@@ -157,3 +157,58 @@ def test_image_references_give_features_and_statistics_files_cannot(detector, im
     fid_stats.save_stats(tmp_path / "stats.npz", mu, sigma)
     with pytest.raises(SnganError, match="is a statistics file: KID, precision/recall and intra-FID need the reference's images"):
         fid_stats.reference_features(str(tmp_path / "stats.npz"), detector)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference's size: asked for N images, fewer is an error
+
+
+def test_a_reference_smaller_than_asked_is_refused_before_any_forward(pixel_mean_detector, image_sets, image_dirs,
+                                                                      tmp_path, monkeypatch):
+    """`num_images` N of a named split, a folder or an .npz of images that holds fewer: one line that
+    says so, before the detector runs (its statistics or features would be named for N images), for
+    statistics and features (FID; KID, precision/recall and intra-FID) alike."""
+    write_cifar10(tmp_path / "data", n_per_batch=2)  # a partial test split: 2 images
+    np.savez(tmp_path / "noise.npz", images=image_sets["noise"].numpy())
+    kwargs = dict(data_root=tmp_path / "data", download=False, batch_size=5, cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(inception, "extract", lambda *a, **k: pytest.fail("the detector ran before the check"))
+    for ref, has, asked in (("cifar10-test", 2, 10_000), (str(image_dirs["noise"]), NUM, NUM + 1),
+                            (str(tmp_path / "noise.npz"), NUM, 1000)):
+        for load in (fid_stats.reference_stats, fid_stats.reference_features):
+            with pytest.raises(UsageError) as e:
+                load(ref, pixel_mean_detector, **kwargs, num_images=asked)
+            assert str(e.value) == (f"--ref-images (eval.ref_images) is {asked} but reference '{ref}' has {has} "
+                                    "images: lower it (0 uses all of them) or use another reference")
+    assert not (tmp_path / "cache").exists()  # nothing cached under the count asked for
+
+
+def test_the_first_n_images_of_any_image_reference(pixel_mean_detector, image_sets, image_dirs, tmp_path):
+    """`num_images` takes the first N of a folder (sorted file names) or an .npz as of a named set."""
+    expected = inception.extract(pixel_mean_detector, image_sets["noise"][:4])[0]
+    np.savez(tmp_path / "noise.npz", images=image_sets["noise"].numpy())
+    for ref in (image_dirs["noise"], tmp_path / "noise.npz"):
+        mu, _, features, info = fid_stats.reference_features(str(ref), pixel_mean_detector, num_images=4)
+        assert info["num_ref"] == 4 and len(features) == 4
+        np.testing.assert_array_equal(mu, expected.mean(axis=0))
+
+
+def test_statistics_files_and_stale_caches_cannot_pass_for_n_images(pixel_mean_detector, tmp_path, monkeypatch):
+    """A statistics file holds the statistics of all its images, which cannot be cut to the first N:
+    `num_images` must be the count it records. A cache entry written for N images that holds fewer
+    (as versions that silently took fewer wrote them) is refused like the data set itself."""
+    fid_stats.save_stats(tmp_path / "stats.npz", np.zeros(2048), np.eye(2048), num_images=10)
+    fid_stats.save_stats(tmp_path / "unrecorded.npz", np.zeros(2048), np.eye(2048))
+    assert fid_stats.reference_stats(str(tmp_path / "stats.npz"), pixel_mean_detector, num_images=10)[2]["num_ref"] == 10
+    for name, held in (("stats.npz", "10"), ("unrecorded.npz", "an unrecorded number of")):
+        with pytest.raises(UsageError, match=f"is 5 but '.*{name}' holds the statistics of {held} images, "
+                                             "not images to take 5 of: set it to 0 or use another reference"):
+            fid_stats.reference_stats(str(tmp_path / name), pixel_mean_detector, num_images=5)
+
+    write_cifar10(tmp_path / "data", n_per_batch=2)  # 2 test images
+    kwargs = dict(data_root=tmp_path / "data", download=False, batch_size=5, cache_dir=tmp_path / "cache",
+                  num_images=3)
+    with monkeypatch.context() as m:  # the old behaviour: the first 3 of 2 are the 2
+        m.setattr(fid_stats, "first_images", lambda images, n, ref: images[:n])
+        assert fid_stats.reference_stats("cifar10-test", pixel_mean_detector, **kwargs)[2]["num_ref"] == 2
+    with pytest.raises(UsageError, match="is 3 but reference 'cifar10-test' has 2 images"):
+        fid_stats.reference_stats("cifar10-test", pixel_mean_detector, **kwargs)

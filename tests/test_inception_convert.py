@@ -210,7 +210,7 @@ def test_inception_score_is_unavailable_with_converted_weights(converted, detect
     assert result["detector"] == VIA_NAME and result["fid"] > 1 and result["is"] is None
     lines = format_result(result).splitlines()
     assert f"  detector {VIA_NAME} ({converted})" in lines
-    assert [line for line in lines if "IS" in line] == ["  IS unavailable: weights have no logits layer"]
+    assert [line for line in lines if "IS" in line] == [f"  IS unavailable: '{converted.name}' has no classifier (fc) layer"]
 
     cfg = config.from_dict(tiny(eval={"every": 2, "num_samples": 2, "ref": str(ref), "batch_size": 2,
                                       "inception_score": True, "inception_weights": str(converted)}))

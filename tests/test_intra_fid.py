@@ -61,6 +61,15 @@ def test_intra_fid_is_the_mean_of_per_class_fids(conditional_run, tmp_path, monk
     everything = metrics.frechet_distance(*metrics.statistics(fake), *metrics.statistics(inception.extract(tiny, ref.images)[0]))
     assert per["disc"] != pytest.approx(everything)  # against the whole reference it would differ
 
+    # --ref-images: each class against its images among the reference's first N; more than it has is refused.
+    first = eval_fid(**args, intra=True, ref_images=24)
+    assert first["num_ref"] == 24 and first["intra_fid_metric"] == "intrafid8_custom"
+    real = inception.extract(tiny, ref.images[:24][ref.labels[:24] == 1])[0]
+    assert first["intra_fid_classes"]["disc"] == pytest.approx(
+        metrics.frechet_distance(*metrics.statistics(fake), *metrics.statistics(real)), rel=1e-6)
+    with pytest.raises(UsageError, match=r"is 41 but reference '.*ref.npz' has 40 images"):
+        eval_fid(**args, intra=True, ref_images=41)
+
     np.savez(tmp_path / "plain.npz", images=ref.images.permute(0, 2, 3, 1).numpy())
     with pytest.raises(UsageError, match="needs a labelled reference"):
         eval_fid(**{**args, "ref": str(tmp_path / "plain.npz")}, intra=True)
