@@ -202,6 +202,8 @@ class FIDTracker:
             self._load_reference(ref_args)
         self.sqrt_sigma_ref = metrics.sqrt_psd(self.sigma_ref)  # once, not at every evaluation
         self.metric = metric_name(ec.num_samples, ec.ref, self.num_ref)
+        # What each evaluation line records beside the numbers: the detector and the reference images used.
+        self.protocol = {"detector": self.detector.name, "num_ref": self.num_ref}
         # Asked for but impossible: said once here, then never computed, logged or drawn.
         self.is_unavailable = is_unavailable(self.detector, ec.num_samples) if ec.inception_score else None
         if self.is_unavailable and self.ctx.main:

@@ -147,7 +147,7 @@ def _loop(run: Run, tracker, resumed: bool, progress: bool) -> dict:
             bar.close()
             book.events.close()
     return {"step": run.step, "steps": tc.steps, "stopped_by": stopped_by, "run_dir": str(run.folder),
-            "skipped": run.skipped, "best_fid": run.best_fid}
+            "skipped": run.skipped, "best_fid": run.best_fid, "best_metric": run.best_metric}
 
 
 class Book:
@@ -209,12 +209,13 @@ class Book:
             headline += "_ema"
         if not self.ctx.main:
             return
-        self.log_file.write({"step": run.step, **result, "headline": headline})
+        self.log_file.write({"step": run.step, **result, "headline": headline, **tracker.protocol})
         self.events.scalars({"step": run.step, **result})
         tqdm.write(f"step {run.step}: " + ", ".join(f"{k} = {v:.3f}" for k, v in result.items()
                                                    if isinstance(v, float)), file=sys.stderr)
-        if run.best_fid is None or result[headline] < run.best_fid:
-            run.best_fid = result[headline]
+        # A resume that changed eval.* (another protocol) starts the best over: its FIDs do not compare.
+        if run.best_fid is None or run.best_metric not in (None, headline) or result[headline] < run.best_fid:
+            run.best_fid, run.best_metric = result[headline], headline
             checkpoint.save(run.state_dict(), run.folder / runs.BEST)
 
     def checkpoint(self, periodic: bool) -> None:
