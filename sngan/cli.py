@@ -83,7 +83,8 @@ def train(
                        f"Resume with: sngan train --resume {summary['run_dir']}", err=True)
         raise typer.Exit(128 + summary["stopped_by"])
     if speaks:
-        best = f" (best FID {summary['best_fid']:.2f})" if summary["best_fid"] is not None else ""
+        metric = summary["best_metric"] or "FID"  # checkpoints from before best_metric name no protocol
+        best = f" (best {metric} = {summary['best_fid']:.2f})" if summary["best_fid"] is not None else ""
         typer.echo(f"done: {summary['step']} steps in {summary['run_dir']}{best}", err=True)
 
 

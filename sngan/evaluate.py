@@ -221,6 +221,8 @@ class FIDTracker:
         self.metric = metric_name(ec.num_samples, ec.ref, self.num_ref)
         if ec.intra_fid:  # named, like FID, by the reference images actually used
             self.per_class, self.intra_metric = protocol(ec.num_samples, len(self.classes), ec.ref, self.num_ref)
+        # What each evaluation line records beside the numbers: the detector and the reference images used.
+        self.protocol = {"detector": self.detector.name, "num_ref": self.num_ref}
         # Asked for but impossible: said once here, then never computed, logged or drawn.
         self.is_unavailable = is_unavailable(self.detector, ec.num_samples) if ec.inception_score else None
         if self.is_unavailable and self.ctx.main:

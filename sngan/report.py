@@ -20,19 +20,22 @@ from sngan.checkpoint import atomic_write
 from sngan.runs import CONFIG, INDEX, METRICS, RunRecord, collect, headline, latest_grid, status as run_status
 from sngan.errors import SnganError, UsageError
 
-NONE = "—"  # a number a run does not have (no FID yet, no IS without logits)
+NONE = "—"  # a number a run does not have (no FID yet, no IS where it could not be computed)
 
 
 def summarise(run: RunRecord) -> dict:
-    """The numbers of the table: FID (final, best and its step, protocol), IS, steps, time, divergence."""
+    """The numbers of the table: FID (final, best and its step, protocol, detector), IS (and its name,
+    which states its sample count), steps, time, divergence."""
     train = [e for e in run.entries if "loss_d" in e]
     last = train[-1] if train else {}
     protocol = headline(run.entries)  # e.g. `fid5k_cifar10-train10k`
     fids = [(e["step"], e[protocol]) for e in run.entries if isinstance(e.get(protocol), (int, float))]
+    # Evaluation lines record their detector (runs from before that do not: None).
+    detector = next((e["detector"] for e in reversed(run.entries) if protocol in e and "detector" in e), None)
     best = min(fids, key=lambda sv: sv[1]) if fids else (None, None)
     suffix = "_ema" if protocol.endswith("_ema") else ""
     is_key = re.compile(r"^is\d+k?" + suffix + "$")  # `is10k` (or `is10k_ema`), named by its sample count
-    inception = [(e[k], e.get(k.removesuffix(suffix) + "_std" + suffix))
+    inception = [(e[k], e.get(k.removesuffix(suffix) + "_std" + suffix), k)
                  for e in run.entries for k in e if is_key.match(k) and isinstance(e[k], (int, float))]
     diverged = next((e for e in run.entries if e.get("diverged")), None)
     steps, step = run.config.get("train.steps"), last.get("step", 0)
@@ -42,8 +45,9 @@ def summarise(run: RunRecord) -> dict:
     return {
         "run": run.name, "status": status, "step": step, "steps": steps,
         "fid_final": fids[-1][1] if fids else None, "fid_best": best[1], "fid_best_step": best[0],
-        "fid_protocol": protocol,
+        "fid_protocol": protocol, "fid_detector": detector,
         "is_mean": inception[-1][0] if inception else None, "is_std": inception[-1][1] if inception else None,
+        "is_metric": inception[-1][2] if inception else None,
         "train_seconds": last.get("time"), "it_s": last.get("it_s"),
         "skipped": last.get("skipped", 0) if train else None,
         "diverged_step": diverged.get("first_nonfinite_step", diverged["step"]) if diverged else None,
@@ -78,17 +82,18 @@ def table(runs: list[RunRecord], axes: list[str], rows: list[dict]) -> tuple[lis
     """(header, cells) of the Markdown/HTML table. Sweeps show their axis labels; plain runs
     show the config keys that differ between them (all of them are in the CSV)."""
     extra = axes or varying_keys(runs)
-    header = ["run", *extra, "status", "steps", "final FID", "best FID (step)", "FID protocol", "IS",
-              "train time", "diverged"]
+    header = ["run", *extra, "status", "steps", "final FID", "best FID (step)", "FID protocol", "FID detector",
+              "IS", "train time", "diverged"]
     body = []
     for run, row in zip(runs, rows):
         cols = [run.axes.get(a, NONE) for a in axes] if axes else [_value(run.config.get(k)) for k in extra]
         best = NONE if row["fid_best"] is None else f"{row['fid_best']:.2f} ({row['fid_best_step']})"
         inception = NONE if row["is_mean"] is None else f"{row['is_mean']:.2f}" + (
-            "" if row["is_std"] is None else f" ± {row['is_std']:.2f}")
+            "" if row["is_std"] is None else f" ± {row['is_std']:.2f}") + f" ({row['is_metric']})"
+        diverged = NONE if row["diverged_step"] is None else f"step {row['diverged_step']}"
         body.append([row["run"], *cols, row["status"], f"{row['step']}/{row['steps']}", _num(row["fid_final"]), best,
-                     row["fid_protocol"] or NONE, inception, _duration(row["train_seconds"]),
-                     NONE if row["diverged_step"] is None else f"step {row['diverged_step']}"])
+                     row["fid_protocol"] or NONE, row["fid_detector"] or NONE, inception,
+                     _duration(row["train_seconds"]), diverged])
     return header, body
 
 
@@ -150,15 +155,24 @@ def fid_by_setting(runs: list[RunRecord], axes: list[str], rows: list[dict]) -> 
     groups = list(dict.fromkeys(g for g, _ in values))
     bars = list(dict.fromkeys(b for _, b in values))
     series = {b: [statistics.fmean(values[g, b]) if (g, b) in values else None for g in groups] for b in bars}
-    protocols = sorted({r["fid_protocol"] for r in rows if r["fid_protocol"]})
-    return plots.bar_figure(groups, series, title=f"final FID ({', '.join(protocols)}), lower is better",
+    return plots.bar_figure(groups, series, title=f"final FID ({_protocols(rows)}), lower is better",
                             xlabel=axes[0] if axes else "run", ylabel="FID")
 
 
 def fid_curves(runs: list[RunRecord]) -> Figure | None:
     """Each run's headline FID over steps, one line per run; None when no run has FID."""
     series = {r.name: plots.metric_series(r.entries, [p])[p] for r in runs if (p := headline(r.entries))}
-    return plots.line_figure(series, title="FID over training", ylabel="FID") if series else None
+    if not series:
+        return None
+    return plots.line_figure(series, title=f"FID over training ({_protocols(map(summarise, runs))})", ylabel="FID")
+
+
+def _protocols(rows) -> str:
+    """What the rows' FIDs are, for a figure's title: their metric names, and the detectors recorded."""
+    rows = list(rows)
+    names = sorted({r["fid_protocol"] for r in rows if r["fid_protocol"]})
+    detectors = sorted({r["fid_detector"] for r in rows if r["fid_detector"]})
+    return ", ".join(names) + (f"; detector {', '.join(detectors)}" if detectors else "")
 
 
 def diversity_curves(runs: list[RunRecord]) -> Figure | None:

@@ -150,9 +150,11 @@ def write_plots(run_dir: Path, entries: list[dict]) -> None:
         plots.save(plots.line_figure(plots.metric_series(entries, within="sigma"), ylabel="sigma", logy=True,
                                      title="spectral norm of each D layer (raw weight)"), run_dir / "sigmas.png")
     fid_keys = sorted({k for e in entries for k in e if k.startswith(("fid", "intrafid"))})
-    if fid_keys:
-        plots.save(plots.line_figure(plots.metric_series(entries, fid_keys), title="FID over training",
-                                     ylabel="FID"), run_dir / "fid.png")
+    if fid_keys:  # the keys name the protocols; the title adds the detector that evaluation lines record
+        detectors = sorted({e["detector"] for e in entries if "detector" in e})
+        title = "FID over training" + (f" (detector {', '.join(detectors)})" if detectors else "")
+        plots.save(plots.line_figure(plots.metric_series(entries, fid_keys), title=title, ylabel="FID"),
+                   run_dir / "fid.png")
 
 
 class StopRequest:

@@ -131,6 +131,7 @@ class Run:
         self.fixed_z = models.sample_z(n_grid, cfg.model, "cpu", fixed).to(device)
         self.step, self.elapsed, self.skipped = 0, 0.0, 0
         self.best_fid: float | None = None
+        self.best_metric: str | None = None  # best_fid's metric name: FIDs of two protocols do not compare
         # Linear lr decay runs from (step, scale) of this knot to 0 at train.steps; a resume that
         # changes train.steps moves the knot, so the learning rate never jumps.
         self.lr_knot = (0, 1.0)
@@ -152,7 +153,8 @@ class Run:
 
     def state_dict(self) -> dict:
         return {
-            "step": self.step, "elapsed": self.elapsed, "skipped": self.skipped, "best_fid": self.best_fid,
+            "step": self.step, "elapsed": self.elapsed, "skipped": self.skipped,
+            "best_fid": self.best_fid, "best_metric": self.best_metric,
             "config": config.to_dict(self.cfg),
             "G": self.G.state_dict(), "D": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
@@ -187,6 +189,7 @@ class Run:
         set_rng_state(state["rng"], self.z_gen, self.aug_gen)
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.skipped, self.best_fid = state["skipped"], state["best_fid"]
+        self.best_metric = state.get("best_metric")  # checkpoints before it have none
         self._ema_stats_step = self.step  # saved statistics are those of the saved EMA weights
         knot, saved_steps = tuple(state.get("lr_knot", (0, 1.0))), state["config"]["train"]["steps"]
         self.lr_knot = (int(knot[0]), float(knot[1]))

@@ -150,7 +150,7 @@ def _loop(run: Run, tracker, resumed: bool, progress: bool) -> dict:
             bar.close()
             book.events.close()
     return {"step": run.step, "steps": tc.steps, "stopped_by": stopped_by, "run_dir": str(run.folder),
-            "skipped": run.skipped, "best_fid": run.best_fid}
+            "skipped": run.skipped, "best_fid": run.best_fid, "best_metric": run.best_metric}
 
 
 class Book:
@@ -212,12 +212,13 @@ class Book:
             headline += "_ema"
         if not self.ctx.main:
             return
-        self.log_file.write({"step": run.step, **result, "headline": headline})
+        self.log_file.write({"step": run.step, **result, "headline": headline, **tracker.protocol})
         self.events.scalars({"step": run.step, **result})
         tqdm.write(f"step {run.step}: " + ", ".join(f"{k} = {v:.3f}" for k, v in result.items()
                                                    if isinstance(v, float)), file=sys.stderr)
-        if run.best_fid is None or result[headline] < run.best_fid:
-            run.best_fid = result[headline]
+        # A resume that changed eval.* (another protocol) starts the best over: its FIDs do not compare.
+        if run.best_fid is None or run.best_metric not in (None, headline) or result[headline] < run.best_fid:
+            run.best_fid, run.best_metric = result[headline], headline
             checkpoint.save(run.state_dict(), run.folder / runs.BEST)
 
     def checkpoint(self, periodic: bool) -> None:
@@ -274,8 +275,7 @@ def write_sample_grid(run: Run, events: Events) -> None:
 @torch.no_grad()
 def grid_samples(run: Run, G: torch.nn.Module) -> torch.Tensor:
     """G's images of the fixed z (and labels) of the sample grids, in eval mode, as a user samples them."""
-    mode = G.training
-    G.eval()
+    mode, _ = G.training, G.eval()
     try:
         return G(run.fixed_z, run.fixed_y)
     finally:

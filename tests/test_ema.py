@@ -91,6 +91,7 @@ def test_fid_of_both_generators_best_by_ema_and_report(tiny, tmp_path, torch_hom
     row = report.summarise(runs.read_run(run_dir, run_dir.name))
     assert row["fid_protocol"] == "fid20_custom_ema" and row["fid_final"] == evals[-1]["fid20_custom_ema"]
     assert row["is_mean"] == evals[-1]["is20_ema"] and row["is_std"] == evals[-1]["is20_std_ema"]
+    assert row["is_metric"] == "is20_ema" and row["fid_detector"] == evals[-1]["detector"]
     assert runs.latest_grid(run_dir).name == "ema-step-0000002.png"
 
 

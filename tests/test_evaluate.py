@@ -203,11 +203,32 @@ def test_no_inception_score_from_a_zero_classifier(tiny, tmp_path, capsys, image
         assert not [t for t in events.Tags()["scalars"] if t.startswith("is/")]
 
 
+def test_a_resume_with_another_protocol_starts_the_best_over(tmp_path, capsys, monkeypatch, pixel_mean_detector):
+    """FIDs of two protocols do not compare: after a resume that changes eval.num_samples, best.pt is
+    the best of the new protocol's evaluations, and the closing line names the metric it is best in."""
+    monkeypatch.setattr(inception, "load_detector", lambda *a, **k: pixel_mean_detector)
+    ref = reference_folder(tmp_path / "ref")
+    code, _, err = cli(capsys, "train", "-c", "quickstart", "--out", tmp_path / "runs", "--set", "train.steps=2",
+                       *TINY, "--set", "eval.every=2", "--set", f"eval.ref={ref}", "--set", "eval.num_samples=10",
+                       "--set", "eval.inception_score=false", "--no-progress")
+    assert code == 0, err
+    run_dir = next((tmp_path / "runs").iterdir())
+    first = next(e for e in runs.read_metrics(run_dir) if "headline" in e)
+    assert first["headline"] == "fid10_custom" and f"(best fid10_custom = {first['fid10_custom']:.2f})" in err
+    code, _, err = cli(capsys, "train", "--resume", run_dir, "--set", "train.steps=4", "--set", "eval.num_samples=12",
+                       "--no-progress")
+    assert code == 0, err
+    after = next(e for e in runs.read_metrics(run_dir) if e.get("headline") == "fid12_custom")
+    best = checkpoint.load(run_dir / "best.pt")
+    assert (best["step"], best["best_metric"], best["best_fid"]) == (4, "fid12_custom", after["fid12_custom"])
+    assert f"(best fid12_custom = {after['fid12_custom']:.2f})" in err
+
+
 # ---------------------------------------------------------------------------------------------
 # FID during training
 
 
-def test_fid_is_logged_best_kept_and_training_undisturbed(tiny, tmp_path, torch_home):
+def test_fid_is_logged_best_kept_and_training_undisturbed(tiny, tmp_path, torch_home, detector):
     ref = reference_folder(tmp_path / "ref")
     with_eval = tiny(train={"steps": 2}, eval={"every": 2, "num_samples": 20, "ref": str(ref), "batch_size": 10})
     cfg = config.from_dict(with_eval)
@@ -218,9 +239,12 @@ def test_fid_is_logged_best_kept_and_training_undisturbed(tiny, tmp_path, torch_
     evals = [e for e in entries if "fid20_custom" in e]
     assert len(evals) == 1 and evals[0]["step"] == 2
     assert evals[0]["fid20_custom"] > 0 and evals[0]["is20"] >= 1 and "is20_std" in evals[0]
-    assert summary["best_fid"] == evals[0]["fid20_custom"]
+    # Beside its numbers, the line records what produced them: the detector and the reference images used.
+    assert (evals[0]["detector"], evals[0]["num_ref"]) == (detector.name, 12)
+    assert (summary["best_fid"], summary["best_metric"]) == (evals[0]["fid20_custom"], "fid20_custom")
     assert (run_dir / "best.pt").is_file() and (run_dir / "fid.png").is_file()
-    assert checkpoint.load(run_dir / "best.pt")["best_fid"] == evals[0]["fid20_custom"]
+    best = checkpoint.load(run_dir / "best.pt")
+    assert (best["best_fid"], best["best_metric"]) == (evals[0]["fid20_custom"], "fid20_custom")
 
     # The same run without evaluation ends with identical weights: FID sampling has its own RNG.
     cfg_plain = config.from_dict(tiny(train={"steps": 2}, out={"root": str(tmp_path / "plain")}))

@@ -31,6 +31,7 @@ def test_events_mirror_the_metrics(tiny, tmp_path, torch_home):
     scalars = set(acc.Tags()["scalars"])
     assert {"loss/d", "loss/g", "d_output/real", "d_output/fake", "lr/g", "lr/d", "speed/steps_per_s",
             "fid/fid20_custom", "fid/fid20_custom_ema", "is/is20", "is/is20_ema"} <= scalars
+    assert "num_ref" not in scalars  # the evaluation line's protocol fields are not curves
     layers = entries[0]["sigma"]
     assert {f"sigma/{layer}" for layer in layers} <= scalars
     logged = [e for e in entries if "loss_d" in e]

@@ -33,12 +33,18 @@ def _train(step, time=1.0):
             "it_s": 10.0, "skipped": 0, "sigma": SIGMA}
 
 
+DETECTOR = "pytorch-fid-inception-2015-12-05"
+
+
 def _runs(root: Path) -> list[Path]:
-    fid = "fid10k_cifar10-train"
+    """Three runs: a with FID and IS (its evaluation lines record their detector), b from before
+    evaluation lines did, c without FID."""
+    fid, d = "fid10k_cifar10-train", {"detector": DETECTOR, "num_ref": 50_000}
     return [
-        _run(root / "00000-a", entries=[_train(100), {"step": 100, fid: 40.0, "is10k": 5.0, "is10k_std": 0.1},
-                                        _train(200), {"step": 200, fid: 30.0, "is10k": 6.0, "is10k_std": 0.2},
-                                        _train(300, time=3725.0), {"step": 300, fid: 35.0, "is10k": 6.5, "is10k_std": 0.3}],
+        _run(root / "00000-a", entries=[_train(100), {"step": 100, fid: 40.0, "is10k": 5.0, "is10k_std": 0.1, **d},
+                                        _train(200), {"step": 200, fid: 30.0, "is10k": 6.0, "is10k_std": 0.2, **d},
+                                        _train(300, time=3725.0),
+                                        {"step": 300, fid: 35.0, "is10k": 6.5, "is10k_std": 0.3, **d}],
              sample_steps=(100, 300)),
         _run(root / "00001-b", d_norm="bn", entries=[_train(100), {"step": 100, fid: 50.0},
                                                      _train(200), {"step": 200, "diverged": True, "first_nonfinite_step": 151}]),
@@ -54,9 +60,11 @@ def test_rows_name_final_and_best_fid_with_protocol_is_and_divergence(tmp_path):
     ra = rows["00000-a"]
     assert (ra["fid_final"], ra["fid_best"], ra["fid_best_step"]) == (35.0, 30.0, 200)
     assert ra["fid_protocol"] == "fid10k_cifar10-train" and (ra["is_mean"], ra["is_std"]) == (6.5, 0.3)
+    assert (ra["fid_detector"], ra["is_metric"]) == (DETECTOR, "is10k")
     assert ra["status"] == "done" and ra["step"] == 300 and ra["train_seconds"] == 3725.0
     rb = rows["00001-b"]
     assert rb["status"] == "diverged" and rb["diverged_step"] == 151 and rb["fid_final"] == 50.0 and rb["is_mean"] is None
+    assert rb["fid_detector"] is None and rb["is_metric"] is None
     rc = rows["00002-c"]
     assert rc["status"] == "interrupted" and rc["fid_final"] is None and rc["step"] == 100
     assert report.varying_keys(runs) == ["model.d_norm", "optim.lr_d"]  # out.* is where, not what
@@ -69,12 +77,15 @@ def test_report_files(tmp_path, capsys):
     assert code == 0, err
     out = tmp_path / "rep"
     md = (out / "report.md").read_text()
-    assert "| 00000-a | sn | 0.0004 | done | 300/300 | 35.00 | 30.00 (200) | fid10k_cifar10-train | 6.50 ± 0.30 | 1h02m | — |" in md
-    assert "| 00001-b | bn | 0.0004 | diverged | 200/300 | 50.00 | 50.00 (100) | fid10k_cifar10-train | — | 1.0s | step 151 |" in md
-    assert "| 00002-c | none | 0.0002 | interrupted | 100/300 | — | — | — | — |" in md
+    assert "| final FID | best FID (step) | FID protocol | FID detector | IS | train time | diverged |" in md
+    assert (f"| 00000-a | sn | 0.0004 | done | 300/300 | 35.00 | 30.00 (200) | fid10k_cifar10-train | {DETECTOR} | "
+            "6.50 ± 0.30 (is10k) | 1h02m | — |") in md
+    assert "| 00001-b | bn | 0.0004 | diverged | 200/300 | 50.00 | 50.00 (100) | fid10k_cifar10-train | — | — | 1.0s | step 151 |" in md
+    assert "| 00002-c | none | 0.0002 | interrupted | 100/300 | — | — | — | — | — |" in md
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert [r["run"] for r in rows] == ["00000-a", "00001-b", "00002-c"]
     assert rows[0]["fid_best"] == "30.0" and rows[2]["fid_final"] == "" and rows[0]["folder"] == "../runs/00000-a"
+    assert (rows[0]["fid_detector"], rows[0]["is_metric"], rows[1]["fid_detector"]) == (DETECTOR, "is10k", "")
     for png in ("fid_by_setting.png", "fid.png", "losses.png", "sigmas.png", "samples.png"):
         with Image.open(out / png) as img:
             img.verify()
@@ -90,9 +101,13 @@ def test_figures_plot_each_runs_metrics(tmp_path):
     """fid.png: one line per run with FID, at its steps; losses.png and sigmas.png: one panel per run."""
     _runs(tmp_path / "runs")
     runs, axes = collect([tmp_path / "runs"])
-    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
-             for line in report.fid_curves(runs).axes[0].get_lines()}
+    curves = report.fid_curves(runs).axes[0]
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in curves.get_lines()}
     assert lines == {"00000-a": ([100, 200, 300], [40.0, 30.0, 35.0]), "00001-b": ([100], [50.0])}
+    # The title says what the numbers are: the protocol, and the detector where the runs record it.
+    assert curves.get_title() == f"FID over training (fid10k_cifar10-train; detector {DETECTOR})"
+    bars = report.fid_by_setting(runs, axes, [report.summarise(r) for r in runs]).axes[0]
+    assert bars.get_title() == f"final FID (fid10k_cifar10-train; detector {DETECTOR}), lower is better"
     losses = report.loss_panels(runs)
     assert [ax.get_title() for ax in losses.axes] == ["00000-a", "00001-b", "00002-c"]
     a = {line.get_label(): list(line.get_ydata()) for line in losses.axes[0].get_lines()}

@@ -53,16 +53,23 @@ def test_headline_is_the_named_key_else_the_last_fid_logged():
     assert runs.headline(old + named) == "fid5k_train"  # the last one named
 
 
-def test_run_folder_plots(tmp_path):
+def test_run_folder_plots(tmp_path, monkeypatch):
     """A run folder gets losses.png and sigmas.png, and fid.png only once FID is logged."""
     train = [{"step": s, "loss_d": 1.0, "loss_g": 0.5, "d_real": 0.1, "d_fake": -0.1, "sigma": {"fc": 1.0}}
              for s in (10, 20)]
     runs.write_plots(tmp_path, train)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["losses.png", "sigmas.png"]
-    runs.write_plots(tmp_path, train + [{"step": 20, "fid5k_train": 40.0}])
+    titles = {}
+    save = runs.plots.save
+    monkeypatch.setattr(runs.plots, "save", lambda fig, path: titles.update({path.name: fig.axes[0].get_title()})
+                        or save(fig, path))
+    evaluation = {"step": 20, "fid5k_train": 40.0, "detector": "pytorch-fid-inception-2015-12-05", "num_ref": 50_000}
+    runs.write_plots(tmp_path, train + [evaluation])
     for name in ("losses.png", "sigmas.png", "fid.png"):
         with Image.open(tmp_path / name) as img:
             assert img.format == "PNG" and img.size == (800, 500)
+    # The curves are named by their protocol; the title adds the detector the evaluation lines record.
+    assert titles["fid.png"] == "FID over training (detector pytorch-fid-inception-2015-12-05)"
 
 
 def test_collect_names_cells_of_two_sweeps_by_their_folder(tmp_path):
