@@ -275,9 +275,9 @@ def write_sample_grid(run: Run, events: Events) -> None:
 @torch.no_grad()
 def grid_samples(run: Run, G: torch.nn.Module) -> torch.Tensor:
     """G's images of the fixed z (and labels) of the sample grids, in eval mode, as a user samples them."""
-    mode, _ = G.training, G.eval()
+    mode = G.training
     try:
-        return G(run.fixed_z, run.fixed_y)
+        return G.eval()(run.fixed_z, run.fixed_y)
     finally:
         G.train(mode)
 
