@@ -19,12 +19,14 @@ It splits the images once (seeded) into `train.npz` and `heldout.npz`, writes th
 `study.yaml`, runs it with `sngan sweep` (`--jobs` cells at once, one thread each), and draws the
 report with `sngan report`. Last, it scores real training images against the held-out ones
 (`floor.json`): the lowest FID this protocol can give. Running it again resumes an interrupted
-study.
+study. The robustness study also draws `robustness.png` (final FID per setting and normalisation,
+with the FID curves beside it); `--figures` redraws it from the cells finished so far.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -32,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+NORMS = ("SN", "BN", "none")
 
 
 def split(data: Path, out: Path, held_out: int, seed: int) -> tuple[Path, Path]:
@@ -80,8 +84,7 @@ def cells(study: str) -> dict:
         }}}
     if study == "robustness":  # the paper's Figure 1: settings x normalisation, new defaults
         return {"axes": {"setting": SETTINGS,
-                         "norm": {"SN": {"model.d_norm": "sn"}, "BN": {"model.d_norm": "bn"},
-                                  "none": {"model.d_norm": "none"}}},
+                         "norm": {n: {"model.d_norm": n.lower()} for n in NORMS}},
                 "extra": {f"{s}-SN-seed1": {"setting": s, "norm": "SN", "train.seed": 1} for s in ("C", "TTUR")}
                 | {f"{s}-BN-seed1": {"setting": s, "norm": "BN", "train.seed": 1} for s in ("C", "TTUR")}}
     if study == "cifar_sn":  # the bundled cifar_sn, unchanged but for the data and the FID protocol
@@ -120,6 +123,59 @@ DEFAULTS = {
 }
 
 
+def fid_rows(cells_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Each cell's headline FID over steps, from its metrics.jsonl (cells without FID left out)."""
+    curves = {}
+    for log in sorted(cells_dir.glob("*/metrics.jsonl")):
+        entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        if points := [(e["step"], e[e["headline"]]) for e in entries if "headline" in e]:
+            curves[log.parent.name] = points
+    return curves
+
+
+def robustness_figure(cells_dir: Path, out: Path) -> Path | None:
+    """The robustness study in one figure: final FID per setting and normalisation (bars; a second
+    seed as a dot on its bar), and beside it each setting's FID curves, one line per normalisation."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = fid_rows(cells_dir)
+    settings = [s for s in SETTINGS if any(name.startswith(f"{s}-") for name in curves)]
+    if not settings:
+        return None
+    fig = plt.figure(figsize=(16, 7), layout="constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[1, 1.3])
+    ax = left.subplots()
+    width = 0.8 / len(NORMS)
+    for i, norm in enumerate(NORMS):
+        xs = [j + (i - 1) * width for j in range(len(settings))]
+        finals = [curves.get(f"{s}-{norm}", [(0, np.nan)])[-1][1] for s in settings]
+        ax.bar(xs, finals, width, label=f"D: {norm}", color=f"C{i}")
+        for x, s in zip(xs, settings):
+            if seed := curves.get(f"{s}-{norm}-seed1"):
+                ax.plot(x, seed[-1][1], "k.", markersize=10)
+    ax.set_xticks(range(len(settings)), settings)
+    ax.set(xlabel="Adam setting (TTUR: this project's default)", ylabel="FID at the last evaluation",
+           title="final FID, lower is better (dot: a second seed)")
+    ax.legend()
+    axes = right.subplots(2, (len(SETTINGS) + 1) // 2, sharex=True, sharey=True, squeeze=False).ravel()
+    for a, s in zip(axes, settings):
+        for i, norm in enumerate(NORMS):
+            for suffix, style in (("", "-"), ("-seed1", ":")):
+                if points := curves.get(f"{s}-{norm}{suffix}"):
+                    a.plot(*zip(*points), style, color=f"C{i}", marker="o", markersize=3)
+        a.set_title(s)
+        a.grid(alpha=0.3)
+    for a in axes[len(settings):]:
+        a.axis("off")
+    right.supxlabel("generator update")
+    right.supylabel("FID")
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data/cifar10-subset.npz"),
@@ -131,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-samples", type=int, default=1000, help="generated samples per FID")
     p.add_argument("--held-out", type=int, default=1000, help="images kept out of training as FID reference")
     p.add_argument("--jobs", type=int, help="cells at once, each on one CPU thread (default: the study's)")
+    p.add_argument("--figures", action="store_true",
+                   help="only draw the study's figures from the cells run so far (robustness.png), then stop")
     p.add_argument("--study", choices=sorted(DEFAULTS), default="norm", help="; ".join(
         f"{name}: {what}" for name, (*_, what) in DEFAULTS.items()))
     args = p.parse_args(argv)
@@ -138,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     args.steps, args.every = args.steps or steps, args.every or every
     args.width = width if args.width is None else args.width
     args.jobs = args.jobs or jobs
+    if args.figures:
+        drawn = robustness_figure(args.out / "sweep" / "cells", args.out / "robustness.png")
+        print(drawn or f"no robustness cell in {args.out} has logged FID yet")
+        return 0
     if not args.data.is_file():
         print(f"error: data file '{args.data}' does not exist; pass --data FILE.npz", file=sys.stderr)
         return 2
@@ -161,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     if sweep.returncode:
         return sweep.returncode
     report = subprocess.run([*sngan, "report", str(args.out / "sweep"), "--out", str(args.out / "report")])
+    if args.study == "robustness":
+        robustness_figure(args.out / "sweep" / "cells", args.out / "robustness.png")
     # The floor: as many real training images as generated samples, against the same held-out set.
     with np.load(train_file) as f:
         np.savez(args.out / "real_first.npz", images=f["images"][:args.num_samples])

@@ -2,6 +2,7 @@
 spec (the full study needs the real detector and hours of CPU, so it is not run here)."""
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -86,3 +87,20 @@ def test_real_data_study_controls_robustness_and_cifar_sn_specs(tmp_path, capsys
     assert list(cells("cifar_sn", width=0)) == ["new"]
     spec = study.spec(train_file, held, 2000, 500, 1000, study="cifar_sn")
     assert "model.g_ch" not in spec["set"] and spec["set"]["eval.ref"] == str(held.resolve())  # the paper's widths
+
+
+def test_robustness_figure_reads_each_cells_fid(tmp_path):
+    """The robustness figure is drawn from the cells' metrics.jsonl: the FID curve of each cell
+    (its headline key), seeds kept apart; without any robustness cell there is no figure."""
+    study = _script("real_data_study")
+    cells = tmp_path / "cells"
+    for name, fids in {"TTUR-SN": [250.0, 150.0], "TTUR-SN-seed1": [240.0, 160.0], "D-BN": [400.0, 420.0]}.items():
+        (cells / name).mkdir(parents=True)
+        lines = [{"step": 500, "loss_d": 1.0}] + [
+            {"step": 1000 * (i + 1), "fid1k_custom": f, "headline": "fid1k_custom"} for i, f in enumerate(fids)]
+        (cells / name / "metrics.jsonl").write_text("".join(f"{json.dumps(e)}\n" for e in lines))
+    assert study.fid_rows(cells) == {"D-BN": [(1000, 400.0), (2000, 420.0)], "TTUR-SN": [(1000, 250.0), (2000, 150.0)],
+                                     "TTUR-SN-seed1": [(1000, 240.0), (2000, 160.0)]}
+    figure = study.robustness_figure(cells, tmp_path / "robustness.png")
+    assert figure.is_file() and figure.stat().st_size > 10_000
+    assert study.robustness_figure(tmp_path / "empty", tmp_path / "none.png") is None
