@@ -6,7 +6,7 @@ N synthetic reference images go through the Inception (after a warm-up batch): t
 are cached as a pytorch-fid `.npz`, and the time gives the feature extraction rate. An untrained
 standard CNN at the paper's width is saved as a checkpoint. Then, each timed end to end:
 
-1. `sngan.evaluate.eval_fid(checkpoint=..., num=N, ref=STATS.npz)` in this process;
+1. `sngan.metrics.evaluate.eval_fid(checkpoint=..., num=N, ref=STATS.npz)` in this process;
 2. the PNG route: write the same N samples (same seed and batches) as PNGs, then run
    `python -m pytorch_fid PNG_DIR STATS.npz` with the same weights, in strict fp32
    (`NVIDIA_TF32_OVERRIDE=0`) as sngan's features are; on CUDA once more with pytorch-fid's
@@ -32,12 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, wh
 
 import torch  # noqa: E402
 
-from sngan import bench, checkpoint, data, evaluate, fid_stats, metrics, timing  # noqa: E402
-from sngan import detector as fid_detector  # noqa: E402
-from sngan.distributed import resolve_device  # noqa: E402
-from sngan.state import Run  # noqa: E402
+from sngan.data import datasets  # noqa: E402
 from sngan.errors import SnganError  # noqa: E402
-from sngan.sample import load_generator, write_samples  # noqa: E402
+from sngan.metrics import evaluate, fid_stats, formulas  # noqa: E402
+from sngan.metrics import detector as fid_detector  # noqa: E402
+from sngan.models.sample import load_generator, write_samples  # noqa: E402
+from sngan.parallel.distributed import resolve_device  # noqa: E402
+from sngan.runs import checkpoint  # noqa: E402
+from sngan.studies import bench, timing  # noqa: E402
+from sngan.training.state import Run  # noqa: E402
 
 SCHEMA = "sngan-fid-vs-pytorch-fid/1"
 SPEEDUP_TARGET, MATCH_RTOL = 2.0, 1e-3
@@ -86,7 +89,7 @@ def pytorch_fid_cli(png_dir: Path, stats_file: Path, weights: Path, tmp: Path, d
 def import_seconds() -> float:
     """What a fresh `sngan eval-fid` process pays before any work: Python plus importing torch."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import sngan.evaluate, sngan.sample"], check=True)
+    subprocess.run([sys.executable, "-c", "import sngan.metrics.evaluate, sngan.models.sample"], check=True)
     return round(time.perf_counter() - start, 3)
 
 
@@ -96,9 +99,9 @@ def compare(num: int, batch: int, device: torch.device, weights: Path, tmp: Path
     detector = fid_detector.load_detector(weights, device)
     out["detector"] = detector.name
     log(f"Inception features of {num} reference images")
-    features, seconds = timing.time_extract(detector, data.synthetic_shapes(num, 32, seed=1), batch)
+    features, seconds = timing.time_extract(detector, datasets.synthetic_shapes(num, 32, seed=1), batch)
     out["extract_images_per_s"] = round(num / seconds, 2)
-    stats_file = fid_stats.save_stats(tmp / "ref-stats.npz", *metrics.statistics(features), num_images=num,
+    stats_file = fid_stats.save_stats(tmp / "ref-stats.npz", *formulas.statistics(features), num_images=num,
                                 detector=detector.name, detector_sha256=detector.weights_sha256)
     del detector, features
 

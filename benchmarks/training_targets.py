@@ -23,10 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, wh
 
 import torch  # noqa: E402
 
-from sngan import bench, timing, train  # noqa: E402
-from sngan.state import Run  # noqa: E402
 from sngan.errors import SnganError  # noqa: E402
-from sngan.losses import Objective  # noqa: E402
+from sngan.studies import bench, timing  # noqa: E402
+from sngan.training import loop  # noqa: E402
+from sngan.training.losses import Objective  # noqa: E402
+from sngan.training.state import Run  # noqa: E402
 
 SCHEMA = "sngan-training-targets/1"
 SN_OVERHEAD_TARGET = 1.10
@@ -39,13 +40,13 @@ def host_syncs_per_step(s: bench.Settings, arch: str, resolution: int, d_norm: s
         return None
     run = Run(bench.train_config(s, arch, resolution, d_norm), torch.device(s.device))
     loss = Objective.from_config(run.cfg.loss)
-    train.train_step(run, loss)  # the first step's one-off set-up is not the hot loop
+    loop.train_step(run, loss)  # the first step's one-off set-up is not the hot loop
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
             for _ in range(EPOCH_STEPS):
-                train.train_step(run, loss)
+                loop.train_step(run, loss)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught) / EPOCH_STEPS

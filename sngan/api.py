@@ -12,9 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from sngan import __version__, checkpoint, config, models, sample
-from sngan.distributed import resolve_device
+from sngan import __version__, config
 from sngan.errors import UsageError
+from sngan.models import networks, sample
+from sngan.parallel.distributed import resolve_device
+from sngan.runs import checkpoint
 
 # The same default as `sngan sample --batch-size`: batch size can change the last bits of a
 # convolution's result, so the defaults agree to keep the API's images identical to the CLI's.
@@ -61,7 +63,7 @@ class Generator(nn.Module):
                 raise UsageError("label needs a class-conditional generator; this one is unconditional")
             return None
         if label is None:
-            return models.balanced_labels(n, len(self.classes))
+            return networks.balanced_labels(n, len(self.classes))
         return torch.full((n,), sample.class_index(self.net, str(label)), dtype=torch.long)
 
     def sample_z(self, n: int, seed: int = 0) -> torch.Tensor:

@@ -27,7 +27,7 @@ def _one_of(registry: str) -> str:
 EMA_HELP = ("Use the EMA generator (train.ema_decay) or the raw one (default: the EMA generator when the "
             "checkpoint has one).")
 DEVICE_HELP = f"{_one_of('devices')}."
-# `sngan bench`'s architectures (sngan.bench.ARCHS, not imported here: it loads torch).
+# `sngan bench`'s architectures (sngan.studies.bench.ARCHS, not imported here: it loads torch).
 BENCH_ARCHS = ", ".join(f"{arch}{px}" for arch in config.choices("archs") for px in (32, 48))
 
 app = typer.Typer(
@@ -48,9 +48,10 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ):
     """Train a GAN from a YAML config; every run gets its own numbered folder."""
-    from sngan import checkpoint, train as training
-    from sngan.distributed import from_env
-    from sngan.runs import resume_target  # lazy: `sngan --help` stays free of matplotlib
+    from sngan.parallel.distributed import from_env
+    from sngan.runs import checkpoint
+    from sngan.runs.run_folder import resume_target  # lazy: `sngan --help` stays free of matplotlib
+    from sngan.training import loop
 
     run_dir = ckpt = state = None
     if resume is not None:
@@ -61,8 +62,8 @@ def train(
         run_dir, ckpt = resume_target(resume)
         state = checkpoint.load(ckpt)
         for item in overrides:
-            if not training.resumable(item.split("=", 1)[0].strip()):
-                raise UsageError(f"'{item}' cannot change when resuming (only {', '.join(training.RESUMABLE)} can)")
+            if not loop.resumable(item.split("=", 1)[0].strip()):
+                raise UsageError(f"'{item}' cannot change when resuming (only {', '.join(loop.RESUMABLE)} can)")
         cfg = config.from_saved(config_files.apply_overrides(state["config"], overrides))
     elif config_path is None:
         raise UsageError("give --config PATH (or a bundled name such as quickstart), or --resume RUN_DIR")
@@ -76,7 +77,7 @@ def train(
         typer.echo(f"{run_dir}: already trained {state['step']} of {cfg.train.steps} steps; "
                    "pass --set train.steps=N to train longer")
         return
-    summary = training.train(cfg, run_dir, resume=state, resume_path=ckpt, progress=progress)
+    summary = loop.train(cfg, run_dir, resume=state, resume_path=ckpt, progress=progress)
     if summary["stopped_by"] is not None:
         if speaks:
             typer.echo(f"stopped at step {summary['step']} of {summary['steps']}; checkpoint saved. "
@@ -102,8 +103,8 @@ def sample(
                                          "class (name or index); default every class, a grid one row per class."),
 ):
     """Draw images from a checkpoint (the model is rebuilt from the config stored in it)."""
-    from sngan.sample import class_index, load_generator, write_samples
-    from sngan.distributed import resolve_device
+    from sngan.models.sample import class_index, load_generator, write_samples
+    from sngan.parallel.distributed import resolve_device
 
     if num < 1:
         raise UsageError("--num must be at least 1")
@@ -127,7 +128,7 @@ def export(
 ):
     """Write the generator as one file that runs with PyTorch alone: same z, same images."""
     from sngan.api import load
-    from sngan.checkpoint import check_new_file
+    from sngan.runs.checkpoint import check_new_file
 
     check_new_file(out, force, "generator.pt2")  # before the slow part: loading and exporting
     G = load(checkpoint_path, device, ema)
@@ -158,9 +159,9 @@ def eval_fid(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """FID (and IS, KID, precision/recall) of a checkpoint or an image set against a reference, with its protocol."""
-    from sngan.evaluate import eval_fid as run_eval
-    from sngan.fid_result import format_result
-    from sngan.distributed import resolve_device
+    from sngan.metrics.evaluate import eval_fid as run_eval
+    from sngan.metrics.fid_result import format_result
+    from sngan.parallel.distributed import resolve_device
 
     if num < 2:
         raise UsageError("--num must be at least 2 for FID")
@@ -195,8 +196,8 @@ def bench(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
 ):
     """Time training (steps/s, SN overhead, speed options) and FID's Inception on this device: a table, and JSON."""
-    from sngan import bench as benchmark
-    from sngan.checkpoint import check_new_file
+    from sngan.runs.checkpoint import check_new_file
+    from sngan.studies import bench as benchmark
 
     check_new_file(out, force, "bench.json")  # now, not after minutes of timing
     settings = benchmark.make_settings(
@@ -222,7 +223,8 @@ def sweep(
     """Run a grid of configs; finished cells are skipped, interrupted ones resumed."""
     import signal
 
-    from sngan import runs, sweep as sweeps
+    from sngan.runs import run_folder
+    from sngan.studies import sweep as sweeps
 
     plan = sweeps.plan(spec, overrides, out)
     slots = sweeps.slots_for(gpus, jobs, {c.cfg.train.device for c in plan.cells})
@@ -230,7 +232,7 @@ def sweep(
         typer.echo(sweeps.describe(plan), nl=False)
         return
     outcome = sweeps.run(plan, slots, progress=progress, say=lambda line: typer.echo(line, err=True))
-    counts = {s: sum(c.status == s for c in plan.cells) for s in (*runs.STATUSES, "failed")}
+    counts = {s: sum(c.status == s for c in plan.cells) for s in (*run_folder.STATUSES, "failed")}
     typer.echo(f"sweep {plan.folder}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), err=True)
     if outcome.signum is not None:
         typer.echo(f"sweep stopped by {signal.Signals(outcome.signum).name}; finished cells are kept and "
@@ -248,7 +250,7 @@ def report(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md, report.csv, index.html and the PNGs."),
 ):
     """Compare runs: a table (FID with its protocol, IS, steps, time, divergence), plots, samples."""
-    from sngan.report import build
+    from sngan.studies.report import build
 
     written = build(paths, out)
     typer.echo(f"wrote {len(written)} files to {out}; open {out / 'index.html'}", err=True)

@@ -19,8 +19,11 @@ import torch  # noqa: E402  (after OMP_NUM_THREADS)
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fid_fixtures import *  # noqa: E402,F401,F403
-from sngan import config, runs, sweep_spec, train  # noqa: E402
+from sngan import config  # noqa: E402
 from sngan.cli import main  # noqa: E402
+from sngan.runs import run_folder  # noqa: E402
+from sngan.studies import sweep_spec  # noqa: E402
+from sngan.training import loop  # noqa: E402
 
 torch.set_num_threads(THREADS)
 
@@ -54,8 +57,8 @@ def conditional_run(tmp_path_factory):
         "train": {"batch_size": 8, "steps": 3, "log_every": 1, "sample_every": 3, "checkpoint_every": 3,
                   "device": "cpu", "sample_grid": 6, "diffaug": "color,translation,cutout"},
         "out": {"root": str(tmp / "runs")}})
-    run_dir = runs.new_run_dir(tmp / "runs", "cond")
-    train.train(cfg, run_dir, progress=False)
+    run_dir = run_folder.new_run_dir(tmp / "runs", "cond")
+    loop.train(cfg, run_dir, progress=False)
     return run_dir
 
 
@@ -90,8 +93,8 @@ def cli(capsys, *args):
 def train_run(cfg_data, tmp_path, name="t"):
     """Train config data `cfg_data` into a new run folder under tmp_path; (run folder, summary)."""
     cfg = config.from_dict(cfg_data)
-    run_dir = runs.new_run_dir(tmp_path / "runs", name)
-    summary = train.train(cfg, run_dir, progress=False)
+    run_dir = run_folder.new_run_dir(tmp_path / "runs", name)
+    summary = loop.train(cfg, run_dir, progress=False)
     return run_dir, summary
 
 

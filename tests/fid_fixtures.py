@@ -16,8 +16,8 @@ from pytorch_fid import inception as pfi
 
 from PIL import Image
 
-from sngan import data
-from sngan.detector import FEATURE_DIM, FID_WEIGHTS_FILE, Detector, fid_inception, load_detector
+from sngan.data import datasets
+from sngan.metrics.detector import FEATURE_DIM, FID_WEIGHTS_FILE, Detector, fid_inception, load_detector
 
 # The fixtures, for conftest's `import *`; the helpers are imported by name.
 __all__ = ["fid_weights_file", "torch_home", "detector", "pool3_only_weights", "zero_fc_weights", "image_sets",
@@ -142,14 +142,14 @@ def write_pngs(folder: Path, images: torch.Tensor) -> Path:
 
 def reference_folder(path: Path) -> Path:
     """12 synthetic shapes (seed 5) as PNGs: a small FID reference for runs that evaluate."""
-    return write_pngs(path, data.synthetic_shapes(12, 32, seed=5))
+    return write_pngs(path, datasets.synthetic_shapes(12, 32, seed=5))
 
 
 @pytest.fixture(scope="session")
 def image_sets() -> dict[str, torch.Tensor]:
     """Two differently distributed sets of uint8 (10, 3, 32, 32): shapes and uniform noise."""
     noise = torch.randint(0, 256, (NUM, 3, 32, 32), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
-    return {"shapes": data.synthetic_shapes(NUM, 32, seed=0), "noise": noise}
+    return {"shapes": datasets.synthetic_shapes(NUM, 32, seed=0), "noise": noise}
 
 
 @pytest.fixture(scope="session")

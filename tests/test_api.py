@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 import sngan
-from sngan import api, checkpoint, config
+from sngan import api, config
 from sngan.errors import SnganError, UsageError
-from sngan.sample import to_uint8
+from sngan.models.sample import to_uint8
+from sngan.runs import checkpoint
 from conftest import cli, tiny_config, train_run
 
 

@@ -1,6 +1,6 @@
 """benchmarks/: the project's acceptance scripts run at tiny sizes with the tests' Inception weights.
 
-As in test_bench.py, timings are never compared with thresholds (they depend on the machine);
+As in studies/test_bench.py, timings are never compared with thresholds (they depend on the machine);
 what is checked is that every field is there and consistent, that each target is judged by its
 stated rule, and that the same samples through sngan and through pytorch-fid's CLI give the same FID.
 """

@@ -146,7 +146,7 @@ def test_sample_bad_outputs_leave_files_untouched(capsys, tmp_path):
 def test_outputs_in_missing_folders_are_created(capsys, tmp_path, monkeypatch):
     """One rule for every command that writes a file: missing folders on the way are created
     (as eval-fid --save-stats and report --out always did)."""
-    from sngan import bench
+    from sngan.studies import bench
 
     run_dir = _tiny_run(capsys, tmp_path)
     new = tmp_path / "new" / "deeper"
@@ -178,10 +178,10 @@ def test_a_text_file_as_checkpoint_and_an_unknown_device_are_one_line(capsys, tm
 
 
 def test_eval_fid_refuses_cheap_mistakes_before_loading_the_detector(capsys, tmp_path, monkeypatch):
-    import sngan.detector
+    import sngan.metrics.detector
 
     run_dir = _tiny_run(capsys, tmp_path)
-    monkeypatch.setattr(sngan.detector, "load_detector", lambda *a, **k: pytest.fail("detector loaded"))
+    monkeypatch.setattr(sngan.metrics.detector, "load_detector", lambda *a, **k: pytest.fail("detector loaded"))
     fake = tmp_path / "fake.pt"
     fake.write_text("hello world\n")
     _one_clean_line(*cli(capsys, "eval-fid", "--checkpoint", fake, "--ref", "cifar10-train")[::2],
@@ -209,11 +209,11 @@ def test_unwritable_output_is_one_line(capsys, tmp_path, monkeypatch):
     """The OS refusing the write (a read-only folder for a non-root user) is simulated, since
     root ignores folder permissions."""
     run_dir = _tiny_run(capsys, tmp_path)
-    import sngan.checkpoint
+    import sngan.runs.checkpoint
 
     def refuse(src, dst):
         raise PermissionError(13, "Permission denied", str(dst))
-    monkeypatch.setattr(sngan.checkpoint.os, "replace", refuse)
+    monkeypatch.setattr(sngan.runs.checkpoint.os, "replace", refuse)
     code, _, err = cli(capsys, "sample", "--checkpoint", run_dir / "latest.pt", "--out", tmp_path / "g.png")
     _one_clean_line(code, err, 1, "cannot write image")
     assert not (tmp_path / "g.png").exists() and not list(tmp_path.glob(".g.png.tmp-*"))

@@ -9,9 +9,12 @@ from PIL import Image
 import sngan
 from conftest import TINY_RESNET, cli
 from formats import write_cifar10, write_stl10
-from sngan import checkpoint, config, data, models, readers, runs
+from sngan import config
 from sngan.config import DataConfig, ModelConfig
+from sngan.data import datasets, readers
 from sngan.errors import UsageError
+from sngan.models import networks
+from sngan.runs import checkpoint, run_folder
 
 
 def _perturb(module: torch.nn.Module, seed: int = 0) -> None:
@@ -27,7 +30,7 @@ def _perturb(module: torch.nn.Module, seed: int = 0) -> None:
 
 
 def test_conditional_shapes_and_labels_required():
-    G, D = models.build(ModelConfig(**TINY_RESNET), 32, num_classes=5)
+    G, D = networks.build(ModelConfig(**TINY_RESNET), 32, num_classes=5)
     z, y = torch.randn(6, 16), torch.arange(6) % 5
     x = G(z, y)
     assert x.shape == (6, 3, 32, 32) and D(x, y).shape == (6,)
@@ -36,12 +39,13 @@ def test_conditional_shapes_and_labels_required():
     with pytest.raises(ValueError, match="class-conditional"):
         D(x)
     with pytest.raises(ValueError, match="number of classes"):
-        models.build(ModelConfig(**TINY_RESNET), 32)
-    assert isinstance(D.embed.parametrizations.weight[0], sngan.spectral_norm.SpectralNorm)  # SN on the embedding
+        networks.build(ModelConfig(**TINY_RESNET), 32)
+    # SN on the embedding
+    assert isinstance(D.embed.parametrizations.weight[0], sngan.models.spectral_norm.SpectralNorm)
 
 
 def test_conditional_batchnorm_uses_the_labels():
-    G, _ = models.build(ModelConfig(**TINY_RESNET), 32, num_classes=4)
+    G, _ = networks.build(ModelConfig(**TINY_RESNET), 32, num_classes=4)
     _perturb(G)
     G.eval()
     z = torch.randn(4, 16)
@@ -51,7 +55,7 @@ def test_conditional_batchnorm_uses_the_labels():
 
 
 def test_projection_term_is_the_embedding_dot_the_pooled_features():
-    _, D = models.build(ModelConfig(**TINY_RESNET), 32, num_classes=3)
+    _, D = networks.build(ModelConfig(**TINY_RESNET), 32, num_classes=3)
     D.eval()
     x, y = torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 2, 1, 0])
     with torch.no_grad():
@@ -72,7 +76,7 @@ def test_conditional_needs_resnet():
 
 def test_labels_from_every_kind_of_data(tmp_path):
     write_cifar10(tmp_path / "c")
-    cifar = data.load_labelled(DataConfig(name="cifar10", root=str(tmp_path / "c"), download=False))
+    cifar = datasets.load_labelled(DataConfig(name="cifar10", root=str(tmp_path / "c"), download=False))
     assert cifar.classes == readers.CIFAR10_CLASSES and cifar.labels.shape == (20,)
     with open(tmp_path / "c" / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
         import pickle
@@ -81,31 +85,31 @@ def test_labels_from_every_kind_of_data(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
     np.savez(tmp_path / "l.npz", x_train=images, y_train=np.array([0, 2, 1, 2, 0, 1]),
              class_names=np.array(["a", "b", "c"]))
-    npz = data.load_labelled(DataConfig(name="npz", root=str(tmp_path / "l.npz"), resolution=8))
+    npz = datasets.load_labelled(DataConfig(name="npz", root=str(tmp_path / "l.npz"), resolution=8))
     assert npz.labels.tolist() == [0, 2, 1, 2, 0, 1] and npz.classes == ("a", "b", "c")
 
     for name, colour in (("cats", "red"), ("dogs", "blue")):
         (tmp_path / "f" / name).mkdir(parents=True)
         for i in range(2):
             Image.new("RGB", (8, 8), colour).save(tmp_path / "f" / name / f"{i}.png")
-    folder = data.load_labelled(DataConfig(name="folder", root=str(tmp_path / "f"), resolution=8))
+    folder = datasets.load_labelled(DataConfig(name="folder", root=str(tmp_path / "f"), resolution=8))
     assert folder.classes == ("cats", "dogs") and folder.labels.tolist() == [0, 0, 1, 1]
     assert folder.images[0, 0, 0, 0] == 255 and folder.images[2, 2, 0, 0] == 255  # red cats, blue dogs
 
-    shapes = data.load_labelled(DataConfig(name="synthetic", resolution=16, num_images=64))
-    assert shapes.classes == data.SHAPE_CLASSES and set(shapes.labels.tolist()) == {0, 1}
+    shapes = datasets.load_labelled(DataConfig(name="synthetic", resolution=16, num_images=64))
+    assert shapes.classes == datasets.SHAPE_CLASSES and set(shapes.labels.tolist()) == {0, 1}
 
 
 def test_unlabelled_data_is_one_clear_error(tmp_path):
     write_stl10(tmp_path)
     with pytest.raises(UsageError, match="has none; STL-10's labelled splits"):
-        data.load_labelled(DataConfig(name="stl10", root=str(tmp_path), resolution=48, download=False))
+        datasets.load_labelled(DataConfig(name="stl10", root=str(tmp_path), resolution=48, download=False))
     np.savez(tmp_path / "u.npz", images=np.zeros((4, 8, 8, 3), dtype=np.uint8))
     with pytest.raises(UsageError, match="add a label array"):
-        data.load_labelled(DataConfig(name="npz", root=str(tmp_path / "u.npz"), resolution=8))
+        datasets.load_labelled(DataConfig(name="npz", root=str(tmp_path / "u.npz"), resolution=8))
     Image.new("RGB", (8, 8)).save(tmp_path / "loose.png")
     with pytest.raises(UsageError, match="one sub-folder per class"):
-        data.load_labelled(DataConfig(name="folder", root=str(tmp_path), resolution=8))
+        datasets.load_labelled(DataConfig(name="folder", root=str(tmp_path), resolution=8))
 
 
 def test_training_on_unlabelled_data_exits_with_one_line(tmp_path, capsys):
@@ -122,8 +126,8 @@ def test_training_on_unlabelled_data_exits_with_one_line(tmp_path, capsys):
 
 def test_conditional_run_records_classes_and_draws_a_row_per_class(conditional_run):
     state = checkpoint.load(conditional_run / "latest.pt")
-    assert state["classes"] == list(data.SHAPE_CLASSES)
-    grid = Image.open(conditional_run / runs.grid_name(3))
+    assert state["classes"] == list(datasets.SHAPE_CLASSES)
+    grid = Image.open(conditional_run / run_folder.grid_name(3))
     assert grid.size == (2 + 3 * 34, 2 + 2 * 34)  # 2 classes x 3 samples, 32 px, padding 2
 
 
@@ -132,10 +136,10 @@ def test_sample_class_by_name_or_index(conditional_run, tmp_path, capsys):
                         "--out", tmp_path / "disc.npz")
     assert code == 0, err
     with np.load(tmp_path / "disc.npz") as f:
-        assert f["labels"].tolist() == [1] * 5 and f["class_names"].tolist() == list(data.SHAPE_CLASSES)
+        assert f["labels"].tolist() == [1] * 5 and f["class_names"].tolist() == list(datasets.SHAPE_CLASSES)
         disc = f["images"]
     G = sngan.load(conditional_run, device="cpu")
-    assert G.classes == data.SHAPE_CLASSES
+    assert G.classes == datasets.SHAPE_CLASSES
     assert np.array_equal(G.sample_uint8(5, label=1), disc) and np.array_equal(G.sample_uint8(5, label="disc"), disc)
     assert not np.array_equal(G.sample_uint8(5, label="square"), disc)
     code, _, err = cli(capsys, "sample", "--checkpoint", conditional_run, "--num", 2, "--class", "cat",

@@ -90,9 +90,11 @@ def test_dump_round_trips():
 def test_every_choice_has_an_implementation_and_no_more():
     """The config names the choices; each registry must implement exactly those names, or a
     valid config would fail at run time (or an implementation would be unreachable)."""
-    from sngan import data, losses, models, nonfinite
+    from sngan.data import datasets
+    from sngan.models import networks
+    from sngan.training import losses, nonfinite
 
-    for registry, implemented in (("datasets", data.DATASETS), ("archs", models.ARCHS),
-                                  ("d_norms", models.D_NORMS), ("losses", losses.LOSSES),
+    for registry, implemented in (("datasets", datasets.DATASETS), ("archs", networks.ARCHS),
+                                  ("d_norms", networks.D_NORMS), ("losses", losses.LOSSES),
                                   ("nonfinite_policies", nonfinite.NONFINITE)):
         assert set(config.choices(registry)) == set(implemented), registry

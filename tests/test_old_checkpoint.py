@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import sngan
-from sngan import checkpoint
+from sngan.runs import checkpoint
 from conftest import cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

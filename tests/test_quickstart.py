@@ -10,8 +10,8 @@ import torch
 
 import sngan
 from conftest import cli
-from sngan.data import synthetic_shapes
-from sngan.health import spread
+from sngan.data.datasets import synthetic_shapes
+from sngan.training.health import spread
 
 
 def _colour_spread(x: torch.Tensor) -> float:

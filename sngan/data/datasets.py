@@ -1,6 +1,6 @@
 """Data sets by name (`DATASETS`), each decoded once into one uint8 tensor `(N, 3, R, R)` with its labels
 when it has them: at a few milliseconds per GAN step a per-image DataLoader would be the bottleneck, so
-`sngan.batches` gathers batches from the tensor on the device. Also the FID reference sets and synthetic shapes.
+`sngan.data.batches` gathers batches from the tensor on the device. Also the FID reference sets and synthetic shapes.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from sngan.config import DataConfig
+from sngan.data.readers import (NPZ_LABEL_KEYS, Dataset, load_cifar10, load_folder, load_labels, load_npz,
+                                load_stl10, source_files)
 from sngan.errors import UsageError
-from sngan.readers import (NPZ_LABEL_KEYS, Dataset, load_cifar10, load_folder, load_labels, load_npz,
-                           load_stl10, source_files)
 
 # FID reference sets by name: (data set, split).
 REFERENCES = {

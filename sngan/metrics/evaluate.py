@@ -12,13 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from sngan import detector as inception
-from sngan import distributed, fid_stats, metrics
-from sngan.checkpoint import check_parent
-from sngan.data import REFERENCES
+from sngan.data.datasets import REFERENCES
 from sngan.errors import UsageError
-from sngan.fid_result import is_name, metric_name
-from sngan.intra_fid import check_classes, intra_fid, protocol, reference_labels
+from sngan.metrics import detector as inception
+from sngan.metrics import fid_stats, formulas
+from sngan.metrics.fid_result import is_name, metric_name
+from sngan.metrics.intra_fid import check_classes, intra_fid, protocol, reference_labels
+from sngan.parallel import distributed
+from sngan.runs.checkpoint import check_parent
 
 # Inception Score as the paper computes it (TF): 10 splits, the paper's over 50,000 samples.
 IS_SPLITS = 10
@@ -33,7 +34,7 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
              ema: bool | None = None, ref_images: int = 0, kid: bool = False, pr: bool = False,
              intra: bool = False) -> dict:
     """FID of generated images against `ref`; returns the result dict that
-    `sngan.fid_result.format_result` prints.
+    `sngan.metrics.fid_result.format_result` prints.
 
     The generated side is exactly one of `images` (a folder or .npz of uint8 images, all of them;
     `num` is ignored) or `checkpoint` (`num` samples drawn with `seed` on `device`, class-balanced
@@ -44,12 +45,12 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
     (default: the one SN-GAN trains at on that data set). `ref_images` takes the reference's first N
     images (0: all of them; fewer is an error; the paper uses 10,000). `kid` and `pr` add KID and
     precision/recall against the reference's features (so not against a statistics .npz); `intra`
-    the intra-class FID of a conditional checkpoint (`num // classes` per class; `sngan.intra_fid`).
+    the intra-class FID of a conditional checkpoint (`num // classes` per class; `sngan.metrics.intra_fid`).
     """
     start = time.perf_counter()
     _check_args(images, checkpoint, num, save_stats, ema, kid or pr, intra)
     if checkpoint is not None:
-        from sngan.sample import generate_batches, load_generator  # lazy: pulls in the models
+        from sngan.models.sample import generate_batches, load_generator  # lazy: pulls in the models
 
         G, cfg, kind = load_generator(checkpoint, device, ema)
         if intra and not getattr(G, "num_classes", 0):
@@ -89,11 +90,11 @@ def eval_fid(*, images: str | None, checkpoint: str | None, num: int, ref: str, 
         return {**_ref_fields(info), "saved_stats": save_stats, "detector": detector.name,
                 "weights": str(detector.weights_path), "seconds": round(time.perf_counter() - start, 2)}
     features, logits = inception.extract(detector, batches, batch_size, total=total, desc="generated features")
-    mu, sigma = metrics.statistics(features)
+    mu, sigma = formulas.statistics(features)
     num_ref = info["num_ref"]  # what was used names the metrics (a partial copy of a named set: its count)
     result = {
         "metric": metric_name(len(features), ref, num_ref),
-        "fid": metrics.frechet_distance(mu, sigma, mu_ref, sigma_ref),
+        "fid": formulas.frechet_distance(mu, sigma, mu_ref, sigma_ref),
         "num_gen": len(features),
         **_ref_fields(info),
         "source": source,
@@ -153,7 +154,7 @@ def is_unavailable(detector: inception.Detector, num: int) -> str | None:
 
 def _inception_score_fields(logits: np.ndarray) -> dict:
     """IS of `(N, 1008)` logits over IS_SPLITS splits; `is_unavailable` said it can be computed."""
-    mean, std = metrics.inception_score(logits, IS_SPLITS)
+    mean, std = formulas.inception_score(logits, IS_SPLITS)
     return {"is_metric": is_name(len(logits)), "is_mean": mean, "is_std": std, "is_splits": IS_SPLITS}
 
 
@@ -165,14 +166,14 @@ def _feature_fields(features: np.ndarray, ref_features: np.ndarray, kid: bool, p
     names = {m: metric_name(len(features), ref, num_ref, m) for m in ("kid", "precision", "recall")}
     out = {}
     if kid:
-        mean, std = metrics.kernel_inception_distance(features, ref_features)
-        size = metrics.kid_subset_size(len(features), len(ref_features))
+        mean, std = formulas.kernel_inception_distance(features, ref_features)
+        size = formulas.kid_subset_size(len(features), len(ref_features))
         out.update({"kid_metric": names["kid"], "kid_mean": mean, "kid_std": std,
-                    "kid_subsets": metrics.KID_SUBSETS, "kid_subset_size": size})
+                    "kid_subsets": formulas.KID_SUBSETS, "kid_subset_size": size})
     if pr:
-        precision, recall = metrics.precision_recall(features, ref_features)
+        precision, recall = formulas.precision_recall(features, ref_features)
         out.update({"precision_metric": names["precision"], "precision": precision, "recall_metric": names["recall"],
-                    "recall": recall, "pr_neighbours": metrics.PR_NEIGHBOURS})
+                    "recall": recall, "pr_neighbours": formulas.PR_NEIGHBOURS})
     return out
 
 
@@ -180,7 +181,7 @@ def _intra_fields(G: nn.Module, cfg, ref: str, num_ref: int | None, ref_features
                   ref_labels: np.ndarray, detector: inception.Detector, num: int, batch_size: int, device: str,
                   seed: int) -> dict:
     """Intra-FID fields of the generator already loaded for FID (it is in eval mode)."""
-    from sngan.sample import generate_batches  # lazy: pulls in the models
+    from sngan.models.sample import generate_batches  # lazy: pulls in the models
 
     def embed(labels: torch.Tensor, desc: str) -> np.ndarray:
         batches = generate_batches(G, cfg, len(labels), batch_size, seed, device, labels=labels)
@@ -217,7 +218,7 @@ class FIDTracker:
         distributed.barrier(self.ctx)
         if not self.ctx.main:
             self._load_reference(ref_args)
-        self.sqrt_sigma_ref = metrics.sqrt_psd(self.sigma_ref)  # once, not at every evaluation
+        self.sqrt_sigma_ref = formulas.sqrt_psd(self.sigma_ref)  # once, not at every evaluation
         self.metric = metric_name(ec.num_samples, ec.ref, self.num_ref)
         if ec.intra_fid:  # named, like FID, by the reference images actually used
             self.per_class, self.intra_metric = protocol(ec.num_samples, len(self.classes), ec.ref, self.num_ref)
@@ -247,7 +248,7 @@ class FIDTracker:
                ) -> tuple[np.ndarray, np.ndarray | None]:
         """Features `(num, 2048)` and logits (or None) of G's `num` samples of the fixed z (and
         `labels`), each process generating and embedding its share; gathered, so all get all."""
-        from sngan.sample import generate_batches  # lazy: pulls in the models
+        from sngan.models.sample import generate_batches  # lazy: pulls in the models
 
         ec = self.cfg.eval
         batches = generate_batches(G, self.cfg, num, ec.batch_size, self.cfg.train.seed, self.device,
@@ -271,8 +272,8 @@ class FIDTracker:
                               self.ref_labels, self.classes) if ec.intra_fid else None
         finally:
             G.train(was_training)
-        mu, sigma = metrics.statistics(features)
-        result = {self.metric: metrics.frechet_distance(mu, sigma, self.mu_ref, self.sigma_ref,
+        mu, sigma = formulas.statistics(features)
+        result = {self.metric: formulas.frechet_distance(mu, sigma, self.mu_ref, self.sigma_ref,
                                                         sqrt_sigma2=self.sqrt_sigma_ref)}
         if ec.inception_score and not self.is_unavailable:  # eval-fid's fields, logged under their metric names
             f = _inception_score_fields(logits)

@@ -3,7 +3,7 @@ printed result, the metric first and then what was compared with what, by which 
 
 from __future__ import annotations
 
-from sngan.data import REFERENCE_SIZES, REFERENCES
+from sngan.data.datasets import REFERENCE_SIZES, REFERENCES
 
 
 def count_label(n: int) -> str:

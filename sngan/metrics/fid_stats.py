@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sngan import detector as inception
-from sngan.checkpoint import atomic_write
-from sngan.data import REFERENCES, load_reference, reference_files
+from sngan.data.datasets import REFERENCES, load_reference, reference_files
+from sngan.data.readers import (check_files, holds_images, list_images, npz_images, open_npz, read_image,
+                                read_npz)
 from sngan.errors import SnganError, UsageError
-from sngan.metrics import statistics
-from sngan.readers import (check_files, holds_images, list_images, npz_images, open_npz, read_image,
-                           read_npz)
+from sngan.metrics import detector as inception
+from sngan.metrics.formulas import statistics
+from sngan.runs.checkpoint import atomic_write
 
 # Bump when anything that changes cached statistics changes (feature path, file layout).
 CACHE_VERSION = 2  # 2: batch norms folded into the convolutions
@@ -60,7 +60,7 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def load_image_set(path: str | Path) -> torch.Tensor:
     """A folder of images or a .npz of images as uint8 `(N, 3, H, W)`. Folder images are read as
     pytorch-fid reads them, PIL `.convert("RGB")` never resized, so all must have one size; a .npz
-    holds uint8 `(N, H, W, 3)` or `(N, 3, H, W)` (see `sngan.readers.NPZ_IMAGE_KEYS`)."""
+    holds uint8 `(N, H, W, 3)` or `(N, 3, H, W)` (see `sngan.data.readers.NPZ_IMAGE_KEYS`)."""
     path = Path(path)
     if path.suffix == ".npz" and path.is_file():
         return npz_images(read_npz(path), path)
@@ -98,9 +98,9 @@ def reference_stats(ref: str, detector: inception.Detector, **kwargs) -> tuple[n
     """Reference `mu` `(2048,)`, `sigma` `(2048, 2048)` and `info` describing the protocol (at least
     ref, num_ref (None when a stats file does not record it), detector, cached, cache_file).
 
-    `ref` is a folder or .npz of images, a statistics .npz, or a name in `sngan.data.REFERENCES`
+    `ref` is a folder or .npz of images, a statistics .npz, or a name in `sngan.data.datasets.REFERENCES`
     resized to `resolution`, cached in `<cache_dir>/fid-stats/` (default
-    `sngan.detector.default_cache_dir()`); of its images, the first `num_images` (0: all; fewer is an
+    `sngan.metrics.detector.default_cache_dir()`); of its images, the first `num_images` (0: all; fewer is an
     error, see `first_images`). Keyword arguments: data_root ("data"), resolution (32), download
     (True), num_images (0), batch_size (100), cache_dir (None)."""
     mu, sigma, _, info = _reference(ref, detector, False, **kwargs)

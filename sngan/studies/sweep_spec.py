@@ -1,5 +1,5 @@
 """A sweep's spec: a base config plus axes to vary, expanded into cells with validated configs.
-Nothing here writes; `sngan.sweep` runs the cells. The spec format is in docs/sweeps.md."""
+Nothing here writes; `sngan.studies.sweep` runs the cells. The spec format is in docs/sweeps.md."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from sngan import config, config_files
-from sngan.checkpoint import check_parent
 from sngan.errors import UsageError
+from sngan.runs.checkpoint import check_parent
 
 SPEC_KEYS = ("base", "set", "axes", "extra")
 SWEEPS_DIRS = [d / "sweeps" for d in config_files.BUNDLED_CONFIG_DIRS]

@@ -12,9 +12,10 @@ import time
 import numpy as np
 import torch
 
-from sngan import config, train
-from sngan.losses import Objective
-from sngan.state import Run
+from sngan import config
+from sngan.training import loop
+from sngan.training.losses import Objective
+from sngan.training.state import Run
 
 
 def sync(device: torch.device) -> None:
@@ -29,7 +30,7 @@ def time_steps(run: Run, n: int) -> float:
     sync(run.device)
     start = time.perf_counter()
     for _ in range(n):
-        train.train_step(run, loss)
+        loop.train_step(run, loss)
     sync(run.device)
     return (time.perf_counter() - start) / max(n, 1)
 
@@ -67,7 +68,7 @@ def ratio(num: list[float], den: list[float]) -> tuple[float, float]:
 
 def time_extract(detector, images: torch.Tensor, batch: int) -> tuple[np.ndarray, float]:
     """Pool3 features of uint8 `images` and the seconds they took, after one warm-up batch."""
-    from sngan.detector import extract
+    from sngan.metrics.detector import extract
 
     extract(detector, images[:batch], batch)
     sync(detector.device)

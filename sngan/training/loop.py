@@ -1,7 +1,5 @@
-"""Training: one readable loop of n_dis discriminator steps per generator step.
-
-A run lives in its own numbered folder (`sngan.runs`); under torchrun every process trains and only
-rank 0 writes to the folder."""
+"""Training: one readable loop of n_dis discriminator steps per generator step. A run lives in its own
+numbered folder (`sngan.runs.run_folder`); under torchrun every process trains, only rank 0 writes to it."""
 
 from __future__ import annotations
 
@@ -15,15 +13,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sngan import checkpoint, config, distributed, runs
-from sngan.events import Events
+from sngan import config
 from sngan.errors import SnganError
-from sngan.health import Monitor
-from sngan.losses import Objective
-from sngan.nonfinite import NONFINITE, Diverged
-from sngan.sample import save_grid, to_uint8
-from sngan.spectral_norm import layer_sigmas
-from sngan.state import Run
+from sngan.models.sample import save_grid, to_uint8
+from sngan.models.spectral_norm import layer_sigmas
+from sngan.parallel import distributed
+from sngan.runs import checkpoint, run_folder
+from sngan.runs.events import Events
+from sngan.training.health import Monitor
+from sngan.training.losses import Objective
+from sngan.training.nonfinite import NONFINITE, Diverged
+from sngan.training.state import Run
 
 # Keys (or patterns) that may change when resuming: they affect how long and how often, not what is trained.
 RESUMABLE = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
@@ -80,20 +80,20 @@ def train(cfg: config.Config, run_dir: Path | None = None, resume: dict | None =
     try:
         with algorithm_flags(cfg.train.deterministic, device), ExitStack() as held:
             if run_dir is not None and ctx.main:  # a folder in use is refused before any work or message
-                held.enter_context(runs.run_lock(run_dir))
+                held.enter_context(run_folder.run_lock(run_dir))
                 if resume is not None:
                     tqdm.write(f"resuming {run_dir} from step {resume['step']} ({resume_path.name})", file=sys.stderr)
             run = Run(cfg, device, ctx)
             tracker = None
             if cfg.eval.every:
-                from sngan.evaluate import FIDTracker  # lazy: the detector stack is heavy
+                from sngan.metrics.evaluate import FIDTracker  # lazy: the detector stack is heavy
                 tracker = FIDTracker(cfg, device, ctx, run.classes)  # loads the detector and reference now
             if resume is not None:
                 run.load_state_dict(resume, resume_path)
             run.folder = run_dir or distributed.broadcast_object(
-                runs.new_run_dir(cfg.out.root, cfg.out.name) if ctx.main else None, ctx)
+                run_folder.new_run_dir(cfg.out.root, cfg.out.name) if ctx.main else None, ctx)
             if run_dir is None and ctx.main:
-                held.enter_context(runs.run_lock(run.folder))
+                held.enter_context(run_folder.run_lock(run.folder))
                 tqdm.write(f"run folder: {run.folder}", file=sys.stderr)
             summary = _loop(run, tracker, resume is not None, progress and ctx.main)
         ok = True
@@ -160,8 +160,8 @@ class Book:
 
     def __init__(self, run: Run, resumed: bool):
         self.run, self.ctx = run, run.ctx
-        self.log_file = runs.MetricsLog(run.folder / runs.METRICS)
-        self.stop = runs.StopRequest()
+        self.log_file = run_folder.MetricsLog(run.folder / run_folder.METRICS)
+        self.stop = run_folder.StopRequest()
         self.saved_step = run.step if resumed else None  # the step of the newest checkpoint
         self.sums = torch.zeros(4, device=run.device)  # loss_d, loss_g, D(x), D(G(z)) since the last line
         self.count, self.t_last, self.step_last = 0, time.perf_counter(), run.step
@@ -170,7 +170,7 @@ class Book:
             if self.ctx.enabled:
                 text = (f"# {self.ctx.world} processes: train.batch_size {run.cfg.train.batch_size} is the global "
                         f"batch, {run.cfg.train.batch_size // self.ctx.world} per process\n") + text
-            runs.prepare(run.folder, text.encode(), truncate_after=run.step if resumed else None)
+            run_folder.prepare(run.folder, text.encode(), truncate_after=run.step if resumed else None)
         self.events = Events(run.folder, run.cfg.train.tensorboard and self.ctx.main, run.step if resumed else 0)
         self.monitor = Monitor(run.batches.images, run.cfg.loss.name, run.cfg.train.collapse_warning)
 
@@ -219,7 +219,7 @@ class Book:
         # A resume that changed eval.* (another protocol) starts the best over: its FIDs do not compare.
         if run.best_fid is None or run.best_metric not in (None, headline) or result[headline] < run.best_fid:
             run.best_fid, run.best_metric = result[headline], headline
-            checkpoint.save(run.state_dict(), run.folder / runs.BEST)
+            checkpoint.save(run.state_dict(), run.folder / run_folder.BEST)
 
     def checkpoint(self, periodic: bool) -> None:
         """A checkpoint at this step; an end-of-run or interrupt one is kept only as latest.pt.
@@ -235,12 +235,12 @@ class Book:
         if not self.ctx.main:
             return
         state = {**run.state_dict(), "world_size": self.ctx.world, "rank_fingerprints": prints}
-        path = checkpoint.save(state, run.folder / runs.checkpoint_name(run.step))
-        checkpoint.link_latest(path, run.folder / runs.LATEST)
+        path = checkpoint.save(state, run.folder / run_folder.checkpoint_name(run.step))
+        checkpoint.link_latest(path, run.folder / run_folder.LATEST)
         if not periodic:
             path.unlink()
         checkpoint.prune(run.folder, run.cfg.train.keep_checkpoints)
-        runs.write_plots(run.folder, self.log_file.read())
+        run_folder.write_plots(run.folder, self.log_file.read())
 
     def diverged(self, first_bad: int | None) -> Diverged:
         """Record the divergence in the log and say where the last good checkpoint is."""
@@ -267,7 +267,7 @@ def write_sample_grid(run: Run, events: Events) -> None:
     (and, with classes, one row per class)."""
     nrow = None if run.fixed_y is None else len(run.fixed_y) // len(run.classes)
     for tag, G in {"G": run.G, **({"G_ema": run.ema_generator()} if run.ema else {})}.items():
-        path = run.folder / runs.grid_name(run.step, ema=tag == "G_ema")
+        path = run.folder / run_folder.grid_name(run.step, ema=tag == "G_ema")
         grid = save_grid(to_uint8(grid_samples(run, G)), path, nrow)
         events.image(f"samples/{tag}", grid, run.step)
 

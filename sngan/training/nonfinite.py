@@ -9,9 +9,9 @@ from typing import Callable
 
 import torch
 
-from sngan import distributed
 from sngan.errors import SnganError
-from sngan.state import Run
+from sngan.parallel import distributed
+from sngan.training.state import Run
 
 
 class Diverged(SnganError):

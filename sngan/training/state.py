@@ -12,11 +12,15 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from sngan import checkpoint, config, data, distributed, models
-from sngan.batches import Batches
-from sngan.diffaug import DiffAugment
-from sngan.ema import EMA, STANDING_BATCHES
+from sngan import config
+from sngan.data import datasets
+from sngan.data.batches import Batches
 from sngan.errors import SnganError, UsageError
+from sngan.models import networks
+from sngan.parallel import distributed
+from sngan.runs import checkpoint
+from sngan.training.diffaug import DiffAugment
+from sngan.training.ema import EMA, STANDING_BATCHES
 
 
 def seed_everything(seed: int) -> None:
@@ -80,10 +84,10 @@ class Run:
         if tc.batch_size % ctx.world or (tc.batch_size * cfg.optim.g_batch_mult) % ctx.world:
             raise UsageError(f"train.batch_size {tc.batch_size} must be divisible by the number of processes "
                              f"({ctx.world}): it is the global batch, split evenly across them")
-        dataset = data.load_labelled(cfg.data) if cfg.model.conditional else data.load_dataset(cfg.data)
+        dataset = datasets.load_labelled(cfg.data) if cfg.model.conditional else datasets.load_dataset(cfg.data)
         self.classes = dataset.classes if cfg.model.conditional else ()  # recorded in checkpoints
         seed_everything(tc.seed)
-        G, D = models.build(cfg.model, cfg.data.resolution, len(self.classes))
+        G, D = networks.build(cfg.model, cfg.data.resolution, len(self.classes))
         # The EMA copies G before any SyncBatchNorm conversion: its standing statistics are
         # computed by each process alone, on the same latents, so every replica gets the same.
         self.ema = EMA(G, tc.ema_decay, tc.ema_start) if tc.ema_decay else None
@@ -126,9 +130,9 @@ class Run:
         # The fixed z of the sample grids comes from its own CPU generator: the same on any device;
         # with classes, one row per class.
         fixed = torch.Generator().manual_seed(tc.seed + 1)
-        self.fixed_y = models.grid_labels(tc.sample_grid, len(self.classes), device)
+        self.fixed_y = networks.grid_labels(tc.sample_grid, len(self.classes), device)
         n_grid = tc.sample_grid if self.fixed_y is None else len(self.fixed_y)
-        self.fixed_z = models.sample_z(n_grid, cfg.model, "cpu", fixed).to(device)
+        self.fixed_z = networks.sample_z(n_grid, cfg.model, "cpu", fixed).to(device)
         self.step, self.elapsed, self.skipped = 0, 0.0, 0
         self.best_fid: float | None = None
         self.best_metric: str | None = None  # best_fid's metric name: FIDs of two protocols do not compare
@@ -138,7 +142,7 @@ class Run:
 
     def draw_z(self, n_global: int) -> torch.Tensor:
         """This process's share of a global batch of `n_global` latent codes."""
-        return distributed.rank_slice(models.sample_z(n_global, self.cfg.model, self.device, self.z_gen), self.ctx)
+        return distributed.rank_slice(networks.sample_z(n_global, self.cfg.model, self.device, self.z_gen), self.ctx)
 
     def draw_y(self, n_global: int) -> torch.Tensor | None:
         """This process's share of `n_global` uniformly random class labels for fakes (None without classes)."""
@@ -167,8 +171,8 @@ class Run:
         """The EMA generator, with BatchNorm statistics of its own weights (recomputed when stale)."""
         if self._ema_stats_step != self.step:
             n, g = self.cfg.train.batch_size, torch.Generator().manual_seed(self.cfg.train.seed + 2)
-            y = models.balanced_labels(n, len(self.classes), self.device)
-            self.ema.standing_stats((models.sample_z(n, self.cfg.model, "cpu", g).to(self.device), y)
+            y = networks.balanced_labels(n, len(self.classes), self.device)
+            self.ema.standing_stats((networks.sample_z(n, self.cfg.model, "cpu", g).to(self.device), y)
                                     for _ in range(STANDING_BATCHES))
             self._ema_stats_step = self.step
         return self.ema.model

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sngan.batches import Batches
+from sngan.data.batches import Batches
 from sngan.errors import SnganError
 
 

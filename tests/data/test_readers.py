@@ -6,14 +6,14 @@ import torch
 from PIL import Image
 
 from formats import write_cifar10, write_stl10
-from sngan import data, readers
 from sngan.config import DataConfig
+from sngan.data import datasets, readers
 from sngan.errors import SnganError
 
 
 def test_cifar10_real_format(tmp_path):
     expected = write_cifar10(tmp_path, n_per_batch=3)
-    images = data.load_images(DataConfig(name="cifar10", root=str(tmp_path), download=False))
+    images = datasets.load_images(DataConfig(name="cifar10", root=str(tmp_path), download=False))
     assert images.dtype == torch.uint8 and images.shape == (15, 3, 32, 32)
     assert np.array_equal(images.numpy(), expected)
     test = readers.load_cifar10(tmp_path, "test", download=False)
@@ -24,15 +24,15 @@ def test_stl10_real_format_column_major_and_resized(tmp_path):
     written = write_stl10(tmp_path, n_unlabeled=4, n_train=2)
     raw = readers.read_stl10(tmp_path, "unlabeled")
     assert np.array_equal(raw.numpy(), written["unlabeled"])  # orientation survives the transpose
-    images = data.load_images(DataConfig(name="stl10", root=str(tmp_path), resolution=48, download=False))
+    images = datasets.load_images(DataConfig(name="stl10", root=str(tmp_path), resolution=48, download=False))
     assert images.shape == (6, 3, 48, 48) and images.dtype == torch.uint8
 
 
 def test_missing_data_without_download_says_how_to_get_it(tmp_path):
     with pytest.raises(SnganError, match=r"CIFAR-10 not found .*data.download=true \(eval-fid: --download\)"):
-        data.load_images(DataConfig(name="cifar10", root=str(tmp_path), download=False))
+        datasets.load_images(DataConfig(name="cifar10", root=str(tmp_path), download=False))
     with pytest.raises(SnganError, match="STL-10 not found .*stl10_binary"):
-        data.load_images(DataConfig(name="stl10", root=str(tmp_path), resolution=48, download=False))
+        datasets.load_images(DataConfig(name="stl10", root=str(tmp_path), resolution=48, download=False))
 
 
 def test_download_failure_is_one_clear_line(tmp_path, monkeypatch):
@@ -42,7 +42,7 @@ def test_download_failure_is_one_clear_line(tmp_path, monkeypatch):
         raise OSError("network unreachable")
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(SnganError, match="downloading CIFAR-10 failed .*network unreachable"):
-        data.load_images(DataConfig(name="cifar10", root=str(tmp_path), download=True))
+        datasets.load_images(DataConfig(name="cifar10", root=str(tmp_path), download=True))
 
 
 def test_corrupt_cifar_file(tmp_path):
@@ -89,7 +89,7 @@ def test_image_folder_crops_and_resizes(tmp_path):
     _png(tmp_path / "a.png", (64, 40), (255, 0, 0))
     _png(tmp_path / "sub" / "b.jpg", (20, 30), (0, 0, 255))
     (tmp_path / "notes.txt").write_text("not an image")  # ignored: not an image extension
-    images = data.load_images(DataConfig(name="folder", root=str(tmp_path), resolution=16))
+    images = datasets.load_images(DataConfig(name="folder", root=str(tmp_path), resolution=16))
     assert images.shape == (2, 3, 16, 16)
     assert images[0, 0].float().mean() > 250 and images[1, 2].float().mean() > 240
 
@@ -116,16 +116,16 @@ def test_npz_data_set_nhwc_or_nchw_and_resized(tmp_path):
     rng = np.random.default_rng(0)
     nhwc = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
     np.savez(tmp_path / "train.npz", x_train=nhwc, y_train=np.arange(5))  # a Keras-style subset
-    images = data.load_images(DataConfig(name="npz", root=str(tmp_path / "train.npz"), resolution=16))
+    images = datasets.load_images(DataConfig(name="npz", root=str(tmp_path / "train.npz"), resolution=16))
     assert images.dtype == torch.uint8 and np.array_equal(images.permute(0, 2, 3, 1).numpy(), nhwc)
     np.savez(tmp_path / "nchw.npz", images=nhwc.transpose(0, 3, 1, 2))
-    images = data.load_images(DataConfig(name="npz", root=str(tmp_path / "nchw.npz"), resolution=8, num_images=3))
+    images = datasets.load_images(DataConfig(name="npz", root=str(tmp_path / "nchw.npz"), resolution=8, num_images=3))
     assert images.shape == (3, 3, 8, 8)
 
 
 def test_npz_data_set_errors(tmp_path):
     def load(path):
-        data.load_images(DataConfig(name="npz", root=str(path)))
+        datasets.load_images(DataConfig(name="npz", root=str(path)))
     with pytest.raises(SnganError, match="is not a .npz file; for data.name npz, set data.root"):
         load(tmp_path / "missing.npz")
     np.savez(tmp_path / "floats.npz", images=np.zeros((2, 32, 32, 3), dtype=np.float32))

@@ -1,4 +1,4 @@
-"""The FID detector (`sngan.detector`): weights resolution, the network, and its features
+"""The FID detector (`sngan.metrics.detector`): weights resolution, the network, and its features
 against pytorch-fid's own InceptionV3, with random He-initialised weights (no network).
 
 An Inception forward pass takes ~50 ms per image on a 2-core CPU, so the tests use a few small
@@ -17,9 +17,10 @@ import torch
 from pytorch_fid import inception as pfi
 
 from fid_fixtures import pytorch_fid_network
-from sngan import data, inception_convert
-from sngan import detector as inception
+from sngan.data import datasets
 from sngan.errors import SnganError
+from sngan.metrics import inception_convert
+from sngan.metrics import detector as inception
 
 # ---------------------------------------------------------------------------------------------
 # Weights
@@ -140,7 +141,7 @@ def test_features_equal_pytorch_fid_networks(detector, fid_weights_file):
     theirs_net = pytorch_fid_network(torch.load(fid_weights_file, weights_only=True))
     bn = theirs_net.blocks[0][0].bn  # the test weights' statistics are not the identity
     assert bn.running_var.std() > 0.1 and bn.running_mean.abs().max() > 0.1
-    images = data.synthetic_shapes(inception.CPU_CHUNK + 2, 32, seed=3)
+    images = datasets.synthetic_shapes(inception.CPU_CHUNK + 2, 32, seed=3)
     ours, _ = detector.features(images)
     with torch.no_grad():
         theirs = theirs_net(images.float() / 255)[0].flatten(1).double().numpy()
@@ -227,7 +228,7 @@ def test_download_chatter_stays_off_stdout(tmp_path, monkeypatch, capsys):
     """torch.hub announces downloads on stdout; a failed download must not spoil `--json` output."""
     from pytorch_fid import inception as pfi
 
-    from sngan import detector
+    from sngan.metrics import detector
 
     def chatty_offline(*args, **kwargs):
         print('Downloading: "https://example.invalid/pt_inception.pth"')

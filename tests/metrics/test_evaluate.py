@@ -1,8 +1,8 @@
-"""sngan.evaluate: `sngan eval-fid` end to end against pytorch-fid itself, with random
+"""sngan.metrics.evaluate: `sngan eval-fid` end to end against pytorch-fid itself, with random
 He-initialised Inception weights (no network), its printed result and argument checks; and FID
 during training (config section `eval`).
 
-The parts are tested on their own in test_detector.py (weights, features), test_metrics.py
+The parts are tested on their own in test_detector.py (weights, features), test_formulas.py
 (statistics, distance, IS), test_fid_stats.py (image sets, statistics files, cache) and
 test_fid_result.py (metric names, the printed protocol).
 """
@@ -23,12 +23,17 @@ import torch
 from conftest import TINY, assert_same_training_state, cli
 from fid_fixtures import NUM, reference_folder
 from formats import write_cifar10
-from sngan import checkpoint, config, data, fid_stats, report, runs, train
-from sngan import detector as inception
-from sngan.detector import FID_WEIGHTS_FILE
+from sngan import config
+from sngan.data import datasets
 from sngan.errors import SnganError, UsageError
-from sngan.evaluate import eval_fid
-from sngan.fid_result import format_result
+from sngan.metrics import fid_stats
+from sngan.metrics import detector as inception
+from sngan.metrics.detector import FID_WEIGHTS_FILE
+from sngan.metrics.evaluate import eval_fid
+from sngan.metrics.fid_result import format_result
+from sngan.runs import checkpoint, run_folder
+from sngan.studies import report
+from sngan.training import loop
 
 
 def run_eval(**kwargs) -> dict:
@@ -101,7 +106,7 @@ def test_kid_needs_reference_images(torch_home, image_dirs, tmp_path):
 def test_named_reference_at_generated_resolution(torch_home, tmp_path, pool3_only_weights):
     """The CIFAR-10 images themselves at 16 px are at distance ~0 from cifar10-train compared at
     16 px, which only holds if the reference was resized to the generated resolution."""
-    cifar = data.resize(torch.from_numpy(write_cifar10(tmp_path / "data", n_per_batch=2)), 16)
+    cifar = datasets.resize(torch.from_numpy(write_cifar10(tmp_path / "data", n_per_batch=2)), 16)
     npz = tmp_path / "gen.npz"
     np.savez(npz, images=cifar.permute(0, 2, 3, 1).numpy())  # NHWC, as sample files usually are
     result = run_eval(images=str(npz), ref="cifar10-train", data_root=str(tmp_path / "data"),
@@ -168,10 +173,10 @@ def test_training_refuses_a_reference_smaller_than_asked(tiny, tmp_path, monkeyp
     monkeypatch.setenv("SNGAN_CACHE", str(tmp_path / "cache"))
     cfg = config.from_dict(tiny(data={"root": str(tmp_path / "data"), "download": False},  # the reference's root
                                 eval={"every": 2, "num_samples": 10, "ref": "cifar10-test", "ref_images": 10_000}))
-    with mock.patch.object(train, "train_step", side_effect=AssertionError("training started")):
+    with mock.patch.object(loop, "train_step", side_effect=AssertionError("training started")):
         with pytest.raises(UsageError, match=r"^--ref-images \(eval.ref_images\) is 10000 but reference "
                                              "'cifar10-test' has 1017 images: lower it"):
-            train.train(cfg, progress=False)
+            loop.train(cfg, progress=False)
     assert not (tmp_path / "runs").exists()
 
 
@@ -188,12 +193,12 @@ def test_no_inception_score_from_a_zero_classifier(tiny, tmp_path, capsys, image
     ref = reference_folder(tmp_path / "ref")
     cfg = config.from_dict(tiny(train={"steps": 2}, eval={"every": 2, "num_samples": 20, "ref": str(ref),
                                                           "batch_size": 20, "inception_weights": str(zero_fc_weights)}))
-    train.train(cfg, progress=False)
+    loop.train(cfg, progress=False)
     assert capsys.readouterr().err.count(f"eval.inception_score: IS unavailable: {why}\n") == 1
     run_dir = next((tmp_path / "runs").iterdir())
-    evals = [e for e in runs.read_metrics(run_dir) if "fid20_custom" in e]
-    assert len(evals) == 1 and not [k for e in runs.read_metrics(run_dir) for k in e if k.startswith("is")]
-    assert report.summarise(runs.read_run(run_dir, run_dir.name))["is_mean"] is None
+    evals = [e for e in run_folder.read_metrics(run_dir) if "fid20_custom" in e]
+    assert len(evals) == 1 and not [k for e in run_folder.read_metrics(run_dir) for k in e if k.startswith("is")]
+    assert report.summarise(run_folder.read_run(run_dir, run_dir.name))["is_mean"] is None
     if importlib.util.find_spec("tensorboard") is not None:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -213,12 +218,12 @@ def test_a_resume_with_another_protocol_starts_the_best_over(tmp_path, capsys, m
                        "--set", "eval.inception_score=false", "--no-progress")
     assert code == 0, err
     run_dir = next((tmp_path / "runs").iterdir())
-    first = next(e for e in runs.read_metrics(run_dir) if "headline" in e)
+    first = next(e for e in run_folder.read_metrics(run_dir) if "headline" in e)
     assert first["headline"] == "fid10_custom" and f"(best fid10_custom = {first['fid10_custom']:.2f})" in err
     code, _, err = cli(capsys, "train", "--resume", run_dir, "--set", "train.steps=4", "--set", "eval.num_samples=12",
                        "--no-progress")
     assert code == 0, err
-    after = next(e for e in runs.read_metrics(run_dir) if e.get("headline") == "fid12_custom")
+    after = next(e for e in run_folder.read_metrics(run_dir) if e.get("headline") == "fid12_custom")
     best = checkpoint.load(run_dir / "best.pt")
     assert (best["step"], best["best_metric"], best["best_fid"]) == (4, "fid12_custom", after["fid12_custom"])
     assert f"(best fid12_custom = {after['fid12_custom']:.2f})" in err
@@ -232,7 +237,7 @@ def test_fid_is_logged_best_kept_and_training_undisturbed(tiny, tmp_path, torch_
     ref = reference_folder(tmp_path / "ref")
     with_eval = tiny(train={"steps": 2}, eval={"every": 2, "num_samples": 20, "ref": str(ref), "batch_size": 10})
     cfg = config.from_dict(with_eval)
-    summary = train.train(cfg, progress=False)
+    summary = loop.train(cfg, progress=False)
     run_dir = next((tmp_path / "runs").iterdir())
 
     entries = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -248,7 +253,7 @@ def test_fid_is_logged_best_kept_and_training_undisturbed(tiny, tmp_path, torch_
 
     # The same run without evaluation ends with identical weights: FID sampling has its own RNG.
     cfg_plain = config.from_dict(tiny(train={"steps": 2}, out={"root": str(tmp_path / "plain")}))
-    train.train(cfg_plain, progress=False)
+    loop.train(cfg_plain, progress=False)
     plain_dir = next((tmp_path / "plain").iterdir())
     assert_same_training_state(checkpoint.load(run_dir / "latest.pt"), checkpoint.load(plain_dir / "latest.pt"))
 
@@ -263,7 +268,7 @@ def test_kid_and_precision_recall_are_logged_for_g_and_its_ema(tiny, tmp_path, t
     cfg = config.from_dict(tiny(train={"steps": 4, "ema_decay": 0.9},
                                 eval={"every": 2, "num_samples": 10, "ref": str(ref), "batch_size": 10, "kid": True,
                                       "pr": True, "inception_score": False}))
-    train.train(cfg, progress=False)
+    loop.train(cfg, progress=False)
     run_dir = next((tmp_path / "runs").iterdir())
     evals = [e for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "fid10_custom" in e]
     assert [e["step"] for e in evals] == [2, 4] and loads == [1]
@@ -279,7 +284,7 @@ def test_kid_in_training_needs_reference_images(tiny, tmp_path, torch_home):
     fid_stats.save_stats(tmp_path / "stats.npz", np.zeros(2048), np.eye(2048))
     cfg = config.from_dict(tiny(eval={"every": 2, "num_samples": 10, "ref": str(tmp_path / "stats.npz"), "pr": True}))
     with pytest.raises(SnganError, match="KID, precision/recall and intra-FID need the reference's images"):
-        train.train(cfg, progress=False)
+        loop.train(cfg, progress=False)
     assert not (tmp_path / "runs").exists()
 
 
@@ -287,7 +292,7 @@ def test_a_bad_reference_in_training_fails_before_the_detector_loads(tiny, tmp_p
     monkeypatch.setattr(inception, "load_detector", lambda *a, **k: pytest.fail("detector loaded"))
     cfg = config.from_dict(tiny(eval={"every": 2, "num_samples": 10, "ref": str(tmp_path / "missing")}))
     with pytest.raises(UsageError, match="reference '.*missing' is not a named set"):
-        train.train(cfg, progress=False)
+        loop.train(cfg, progress=False)
     assert not (tmp_path / "runs").exists()
 
 

@@ -1,4 +1,4 @@
-from sngan.fid_result import format_result, is_name, metric_name
+from sngan.metrics.fid_result import format_result, is_name, metric_name
 
 
 def test_metric_names():

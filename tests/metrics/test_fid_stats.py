@@ -1,4 +1,4 @@
-"""What FID compares (`sngan.fid_stats`): image sets, statistics files, and the cache of named
+"""What FID compares (`sngan.metrics.fid_stats`): image sets, statistics files, and the cache of named
 reference statistics, with random He-initialised Inception weights (no network)."""
 
 from pathlib import Path
@@ -10,9 +10,9 @@ from PIL import Image
 
 from fid_fixtures import NUM
 from formats import write_cifar10
-from sngan import detector as inception
-from sngan import fid_stats
 from sngan.errors import SnganError, UsageError
+from sngan.metrics import detector as inception
+from sngan.metrics import fid_stats
 
 # ---------------------------------------------------------------------------------------------
 # Image sets

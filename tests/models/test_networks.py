@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from sngan.config import ModelConfig
-from sngan.models import D_NORMS, ARCHS, build, sample_z
-from sngan.spectral_norm import sn_layers
+from sngan.models.networks import D_NORMS, ARCHS, build, sample_z
+from sngan.models.spectral_norm import sn_layers
 
 
 def _convs(module, kind=nn.Conv2d):

@@ -1,11 +1,13 @@
-"""sngan.sample: loading G from a checkpoint, and the seeded batches of samples behind FID."""
+"""sngan.models.sample: loading G from a checkpoint, and the seeded batches of samples behind FID."""
 
 import pytest
 import torch
 
-from sngan import checkpoint, config, models
+from sngan import config
 from sngan.errors import UsageError
-from sngan.sample import generate_batches, load_generator
+from sngan.models import networks
+from sngan.models.sample import generate_batches, load_generator
+from sngan.runs import checkpoint
 from conftest import train_run
 
 
@@ -33,7 +35,7 @@ def test_class_balanced_samples_for_fid(conditional_run):
 
 def test_fid_samples_split_across_processes_are_the_single_process_set(tiny, tmp_path):
     cfg = config.from_dict(tiny())
-    G, _ = models.build(cfg.model, cfg.data.resolution)
+    G, _ = networks.build(cfg.model, cfg.data.resolution)
     G.eval()
     whole = torch.cat(list(generate_batches(G, cfg, 10, 4, seed=3, device="cpu")))
     parts = [torch.cat(list(generate_batches(G, cfg, 10, 4, seed=3, device="cpu", share=(r, 3)))) for r in range(3)]

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from sngan.spectral_norm import SpectralNorm, layer_sigmas, raw_weight, sn_layers, spectral_norm
+from sngan.models.spectral_norm import SpectralNorm, layer_sigmas, raw_weight, sn_layers, spectral_norm
 
 
 def _sn(module, n_iters=1, target=1.0):

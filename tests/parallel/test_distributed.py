@@ -7,8 +7,11 @@ import sys
 import pytest
 import torch
 
-from sngan import checkpoint, config, distributed, models
-from sngan.state import seed_everything
+from sngan import config
+from sngan.models import networks
+from sngan.parallel import distributed
+from sngan.runs import checkpoint
+from sngan.training.state import seed_everything
 
 ARGS = ["--set", "data.num_images=128", "--set", "model.g_ch=4", "--set", "model.d_ch=4", "--set", "model.z_dim=16",
         "--set", "train.batch_size=16", "--set", "train.device=cpu", "--set", "train.log_every=1",
@@ -29,7 +32,7 @@ def _train(out, nproc, resume=None, steps=3):
 def _updates(state, cfg):
     """Flattened weight changes of G and D since initialisation (same seed -> same init)."""
     seed_everything(cfg.train.seed)
-    G0, D0 = models.build(cfg.model, cfg.data.resolution)
+    G0, D0 = networks.build(cfg.model, cfg.data.resolution)
     out = {}
     for name, m0 in (("G", G0), ("D", D0)):
         s0 = m0.state_dict()
@@ -51,7 +54,7 @@ def test_two_processes_train_one_run_in_sync_and_match_one_process(tmp_path):
     # Exact: both replicas hashed identical (weights, SN u vectors, BN statistics), and the hash
     # is that of the weights saved.
     assert state["world_size"] == 2 and len(set(state["rank_fingerprints"])) == 1
-    G, D = models.build(cfg.model, cfg.data.resolution)
+    G, D = networks.build(cfg.model, cfg.data.resolution)
     G.load_state_dict(state["G"])
     D.load_state_dict(state["D"])
     assert distributed.fingerprint(G, D) == state["rank_fingerprints"][0]

@@ -1,4 +1,4 @@
-"""sngan.checkpoint and the runs that rely on it: kill and resume, signals, full disks, and
+"""sngan.runs.checkpoint and the runs that rely on it: kill and resume, signals, full disks, and
 checkpoints that must not load."""
 
 import os
@@ -10,8 +10,10 @@ import time
 import pytest
 import torch
 
-from sngan import checkpoint, config, runs, train
+from sngan import config
 from sngan.errors import SnganError
+from sngan.runs import checkpoint, run_folder
+from sngan.training import loop
 from conftest import assert_same_training_state, cli
 
 TINY = ["--set", "data.num_images=128", "--set", "model.g_ch=4", "--set", "model.d_ch=4",
@@ -117,7 +119,7 @@ def test_resuming_a_folder_in_use_is_one_line(tmp_path, capsys):
     code, _, err = cli(capsys, "train", "-c", "quickstart", "--out", tmp_path, "--set", "train.steps=2", *base)
     assert code == 0, err
     run_dir = next(tmp_path.iterdir())
-    with runs.run_lock(run_dir):
+    with run_folder.run_lock(run_dir):
         code, _, err = cli(capsys, "train", "--resume", run_dir, "--set", "train.steps=4", "--no-progress")
     assert code == 1 and err.strip().splitlines() == [
         f"error: run folder '{run_dir}' is in use by another sngan process; wait for it to end, or stop it "
@@ -141,7 +143,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tiny, tmp_path, monkeypatch):
         return real_save(obj, f, *args, **kwargs)
     monkeypatch.setattr(torch, "save", failing_save)
     with pytest.raises(SnganError, match="cannot write checkpoint .*ckpt-0000004.pt.*No space left on device.*intact"):
-        train.train(cfg, progress=False)
+        loop.train(cfg, progress=False)
     run_dir = next((tmp_path / "runs").iterdir())
     assert checkpoint.load(run_dir / "latest.pt")["step"] == 2
     assert not list(run_dir.glob(".*.tmp-*")) and not (run_dir / "ckpt-0000004.pt").exists()
@@ -184,14 +186,14 @@ def test_truncated_newer_and_foreign_checkpoints(tiny, tmp_path):
     # weights from one architecture with a config naming another
     mixed = tmp_path / "mixed.pt"
     torch.save({**state, "config": {**state["config"], "model": {**state["config"]["model"], "arch": "resnet"}}}, mixed)
-    from sngan.sample import load_generator
+    from sngan.models.sample import load_generator
     with pytest.raises(SnganError, match="mixed.pt': generator does not match the model built from its config"):
         load_generator(mixed)
 
 
 def _tiny_run(tiny, tmp_path):
     cfg = config.from_dict(tiny(train={"steps": 2}))
-    summary = train.train(cfg, progress=False)
+    summary = loop.train(cfg, progress=False)
     return next((tmp_path / "runs").iterdir()), summary
 
 
@@ -211,13 +213,13 @@ def test_resume_removes_temporaries_of_a_killed_writer(tiny, tmp_path):
     """A SIGKILL in the middle of an atomic write leaves its temporary file; resuming (under the
     folder's lock) removes it, and never touches complete files."""
     data = tiny(train={"steps": 2})
-    run_dir = runs.new_run_dir(tmp_path / "runs", "t")
-    train.train(config.from_dict(data), run_dir, progress=False)
-    stale = [run_dir / ".losses.png.tmp-12345", run_dir / runs.SAMPLES / ".step-0000002.png.tmp-12345"]
+    run_dir = run_folder.new_run_dir(tmp_path / "runs", "t")
+    loop.train(config.from_dict(data), run_dir, progress=False)
+    stale = [run_dir / ".losses.png.tmp-12345", run_dir / run_folder.SAMPLES / ".step-0000002.png.tmp-12345"]
     for p in stale:
         p.write_bytes(b"half a file")
-    state = checkpoint.load(run_dir / runs.LATEST)
+    state = checkpoint.load(run_dir / run_folder.LATEST)
     longer = config.from_dict({**state["config"], "train": {**state["config"]["train"], "steps": 3}})
-    train.train(longer, run_dir, resume=state, resume_path=run_dir / runs.LATEST, progress=False)
+    loop.train(longer, run_dir, resume=state, resume_path=run_dir / run_folder.LATEST, progress=False)
     assert not any(p.exists() for p in stale)
-    assert (run_dir / "losses.png").is_file() and (run_dir / runs.grid_name(2)).is_file()
+    assert (run_dir / "losses.png").is_file() and (run_dir / run_folder.grid_name(2)).is_file()

@@ -1,10 +1,12 @@
-"""TensorBoard event files (sngan/events.py): the tags and steps of metrics.jsonl, read back with
+"""TensorBoard event files (sngan/runs/events.py): the tags and steps of metrics.jsonl, read back with
 TensorBoard's own reader; a resumed run continues the curves without duplicated steps."""
 
 import pytest
 
-from sngan import checkpoint, config, runs, train
-from sngan.events import FOLDER
+from sngan import config
+from sngan.runs import checkpoint, run_folder
+from sngan.runs.events import FOLDER
+from sngan.training import loop
 from fid_fixtures import reference_folder
 
 EventAccumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator").EventAccumulator
@@ -24,9 +26,9 @@ def test_events_mirror_the_metrics(tiny, tmp_path, torch_home):
     ref = reference_folder(tmp_path / "ref")
     data = tiny(train={"steps": 4, "log_every": 2, "sample_every": 2, "ema_decay": 0.5},
                 eval={"every": 4, "num_samples": 20, "ref": str(ref), "batch_size": 10})
-    summary = train.train(config.from_dict(data), progress=False)
+    summary = loop.train(config.from_dict(data), progress=False)
     run_dir = next((tmp_path / "runs").iterdir())
-    entries = runs.read_metrics(run_dir)
+    entries = run_folder.read_metrics(run_dir)
     acc = _events(run_dir)
     scalars = set(acc.Tags()["scalars"])
     assert {"loss/d", "loss/g", "d_output/real", "d_output/fake", "lr/g", "lr/d", "speed/steps_per_s",
@@ -49,17 +51,17 @@ def test_resumed_run_continues_without_duplicated_steps(tiny, tmp_path):
     """A run that got to step 4 but resumes from its step-2 checkpoint (as after a crash) ends with
     each step's events once: those written after step 2 are purged, then written again."""
     data = tiny(train={"steps": 4, "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 5})
-    run_dir = runs.new_run_dir(tmp_path / "runs", "t")
-    train.train(config.from_dict(data), run_dir, progress=False)
+    run_dir = run_folder.new_run_dir(tmp_path / "runs", "t")
+    loop.train(config.from_dict(data), run_dir, progress=False)
     assert _steps(_events(run_dir), "loss/d") == [1, 2, 3, 4]
-    ckpt = run_dir / runs.checkpoint_name(2)
+    ckpt = run_dir / run_folder.checkpoint_name(2)
     state = checkpoint.load(ckpt)
-    train.train(config.from_dict(state["config"]), run_dir, resume=state, resume_path=ckpt, progress=False)
+    loop.train(config.from_dict(state["config"]), run_dir, resume=state, resume_path=ckpt, progress=False)
     assert _steps(_events(run_dir), "loss/d") == [1, 2, 3, 4]
 
 
 def test_tensorboard_off(tiny, tmp_path):
     data = tiny(train={"steps": 2, "tensorboard": False})
-    run_dir = runs.new_run_dir(tmp_path / "runs", "off")
-    train.train(config.from_dict(data), run_dir, progress=False)
-    assert not (run_dir / FOLDER).exists() and (run_dir / runs.LATEST).is_file()
+    run_dir = run_folder.new_run_dir(tmp_path / "runs", "off")
+    loop.train(config.from_dict(data), run_dir, progress=False)
+    assert not (run_dir / FOLDER).exists() and (run_dir / run_folder.LATEST).is_file()

@@ -1,4 +1,4 @@
-"""sngan.plots: figures plot the given data in the style's cycle colours, PNGs of the requested
+"""sngan.runs.plots: figures plot the given data in the style's cycle colours, PNGs of the requested
 size written atomically, edge cases."""
 
 import math
@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from sngan.errors import SnganError
-from sngan.plots import bar_figure, grid_figure, line_figure, metric_series, save
+from sngan.runs.plots import bar_figure, grid_figure, line_figure, metric_series, save
 
 XS = list(range(0, 10001, 100))
 

@@ -19,10 +19,13 @@ import pytest
 import torch
 from pytorch_fid import inception as pfi
 
-from sngan import bench, cli, detector, inception_convert, models
+from sngan import cli
 from sngan.cli import main as cli_main
+from sngan.metrics import detector, inception_convert
+from sngan.models import networks
+from sngan.studies import bench
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def positive(x) -> bool:
@@ -68,7 +71,7 @@ def test_quick_run_training_rows(quick):
         (a, res, n) for a, res in bench.ARCHS.values() for n in bench.NORMS}
     assert len(rows) == 12
     for r in rows:
-        g, d = models.paper_widths(r["arch"], r["resolution"])
+        g, d = networks.paper_widths(r["arch"], r["resolution"])
         assert (r["g_ch"], r["d_ch"]) == (g // 4, d // 4)  # quick: a quarter of the paper's widths
         assert r["batch_size"] == 16 and r["n_dis"] == 1
         for key in ("step_s", "step_s_median", "steps_per_s", "images_per_s", "warmup_s"):

@@ -1,4 +1,4 @@
-"""sngan.report on hand-written run folders: FID final/best with protocol, IS, divergence, plots."""
+"""sngan.studies.report on hand-written run folders: FID final/best with protocol, IS, divergence, plots."""
 
 import csv
 import json
@@ -9,8 +9,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from sngan import report
-from sngan.runs import collect
+from sngan.runs.run_folder import collect
+from sngan.studies import report
 from conftest import cli
 
 SIGMA = {"main.0": 1.0, "fc": 0.5}

@@ -1,4 +1,4 @@
-"""sngan.sweep: the sweep command, interrupt/resume, subprocess scheduling."""
+"""sngan.studies.sweep: the sweep command, interrupt/resume, subprocess scheduling."""
 
 import hashlib
 import json
@@ -13,8 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from sngan import checkpoint, sweep
 from sngan.errors import UsageError
+from sngan.runs import checkpoint
+from sngan.studies import sweep
 from conftest import TINY, cli, expand_spec, sngan, spec_file
 
 # Eight steps with a checkpoint at 4: a SIGINT sent once a cell's first checkpoint exists stops
@@ -264,7 +265,7 @@ def test_a_failed_cells_unreadable_log_gives_its_exit_code(tmp_path, monkeypatch
 
 
 def test_gpus_run_cells_as_subprocesses(tmp_path):
-    """`--gpus 0` runs the cell through `python -m sngan.sweep CELL_DIR` with CUDA_VISIBLE_DEVICES
+    """`--gpus 0` runs the cell through `python -m sngan.studies.sweep CELL_DIR` with CUDA_VISIBLE_DEVICES
     set (ignored here: the cell trains on the CPU). One cell keeps it quick; the run tests above
     cover several at once."""
     spec = spec_file(tmp_path, "base: quickstart\naxes: {model.d_norm: [sn]}\n")

@@ -1,11 +1,11 @@
-"""sngan.sweep_spec: spec expansion into cells, the bundled paper grids, bad specs."""
+"""sngan.studies.sweep_spec: spec expansion into cells, the bundled paper grids, bad specs."""
 
 from pathlib import Path
 
 import pytest
 
-from sngan import sweep_spec
 from sngan.errors import UsageError
+from sngan.studies import sweep_spec
 from conftest import expand_spec, spec_file
 
 

@@ -1,10 +1,11 @@
-"""sngan.timing: interleaved repeats, the ratios of step times, seconds per step."""
+"""sngan.studies.timing: interleaved repeats, the ratios of step times, seconds per step."""
 
 from types import SimpleNamespace
 
 import torch
 
-from sngan import config, timing
+from sngan import config
+from sngan.studies import timing
 
 
 def test_ratio_of_the_best_times_and_median_of_the_per_repeat_ratios():
@@ -26,6 +27,6 @@ def test_measure_warms_each_config_up_then_rotates_the_order_of_each_repeat(monk
 def test_time_steps_runs_n_training_steps(monkeypatch):
     run = SimpleNamespace(cfg=config.from_dict({}), device=torch.device("cpu"))
     steps = []
-    monkeypatch.setattr(timing.train, "train_step", lambda r, loss: steps.append(r))
+    monkeypatch.setattr(timing.loop, "train_step", lambda r, loss: steps.append(r))
     assert timing.time_steps(run, 3) >= 0 and steps == [run] * 3
     assert timing.time_steps(run, 0) >= 0 and len(steps) == 3

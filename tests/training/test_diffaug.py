@@ -4,9 +4,11 @@ resume of a run that uses it (its random stream is saved)."""
 import pytest
 import torch
 
-from sngan import checkpoint, config, diffaug, runs, train
+from sngan import config
 from sngan.errors import UsageError
-from sngan.state import Run
+from sngan.runs import checkpoint, run_folder
+from sngan.training import diffaug, loop
+from sngan.training.state import Run
 
 
 def _gen(seed=0):
@@ -67,8 +69,8 @@ def test_training_augments_every_image_d_sees(tiny, monkeypatch):
     seen = []
     original = run.augment
     monkeypatch.setattr(run, "augment", lambda x: seen.append((len(x), x.requires_grad)) or original(x))
-    from sngan.losses import Objective
-    train.train_step(run, Objective.from_config(cfg.loss))
+    from sngan.training.losses import Objective
+    loop.train_step(run, Objective.from_config(cfg.loss))
     # n_dis x (reals, fakes without a graph), then the G step's fakes with one
     assert seen == [(8, False), (8, False)] * 2 + [(8, True)]
 
@@ -77,13 +79,13 @@ def test_resume_with_diffaug_and_classes_is_exact(tiny, tmp_path):
     base = tiny(model={"arch": "resnet", "g_ch": 4, "d_ch": 4, "conditional": True},
                 train={"steps": 4, "checkpoint_every": 2, "log_every": 1, "diffaug": "color,translation,cutout"})
     cfg = config.from_dict(base)
-    straight = runs.new_run_dir(tmp_path / "runs", "straight")
-    train.train(cfg, straight, progress=False)
-    partial = runs.new_run_dir(tmp_path / "runs", "partial")
-    train.train(config.from_dict({**base, "train": {**base["train"], "steps": 2}}), partial, progress=False)
+    straight = run_folder.new_run_dir(tmp_path / "runs", "straight")
+    loop.train(cfg, straight, progress=False)
+    partial = run_folder.new_run_dir(tmp_path / "runs", "partial")
+    loop.train(config.from_dict({**base, "train": {**base["train"], "steps": 2}}), partial, progress=False)
     state = checkpoint.load(partial / "latest.pt")
     assert "augment" in state["rng"]
-    train.train(cfg, partial, resume=state, resume_path=partial / "latest.pt", progress=False)
+    loop.train(cfg, partial, resume=state, resume_path=partial / "latest.pt", progress=False)
     a, b = checkpoint.load(straight / "latest.pt"), checkpoint.load(partial / "latest.pt")
     for key in ("G", "D"):
         for k in a[key]:
@@ -92,9 +94,9 @@ def test_resume_with_diffaug_and_classes_is_exact(tiny, tmp_path):
 
     # Resumed without its augmentation stream (restarted from the seed), the run differs: the
     # stream is what makes the resume exact.
-    lost = runs.new_run_dir(tmp_path / "runs", "lost")
-    train.train(config.from_dict({**base, "train": {**base["train"], "steps": 2}}), lost, progress=False)
+    lost = run_folder.new_run_dir(tmp_path / "runs", "lost")
+    loop.train(config.from_dict({**base, "train": {**base["train"], "steps": 2}}), lost, progress=False)
     state = checkpoint.load(lost / "latest.pt")
     del state["rng"]["augment"]
-    train.train(cfg, lost, resume=state, resume_path=lost / "latest.pt", progress=False)
+    loop.train(cfg, lost, resume=state, resume_path=lost / "latest.pt", progress=False)
     assert not torch.equal(checkpoint.load(lost / "latest.pt")["G"]["to_rgb.weight"], a["G"]["to_rgb.weight"])

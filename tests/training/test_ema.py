@@ -6,9 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from sngan import checkpoint, config, config_files, report, runs, train
-from sngan.state import Run
-from sngan.ema import EMA
+from sngan import config, config_files
+from sngan.runs import checkpoint, run_folder
+from sngan.studies import report
+from sngan.training import loop
+from sngan.training.ema import EMA
+from sngan.training.state import Run
 from conftest import TINY, assert_same_training_state, cli, train_run
 from fid_fixtures import reference_folder
 
@@ -63,7 +66,7 @@ def test_resume_with_ema_equals_an_uninterrupted_run(tiny, tmp_path):
     partial, _ = train_run({**data, "train": {**data["train"], "steps": 2}}, tmp_path, "partial")
     state = checkpoint.load(partial / "latest.pt")
     cfg = config.from_dict(config_files.apply_overrides(state["config"], ["train.steps=4"]))
-    train.train(cfg, partial, resume=state, resume_path=partial / "latest.pt", progress=False)
+    loop.train(cfg, partial, resume=state, resume_path=partial / "latest.pt", progress=False)
     a, b = checkpoint.load(straight / "latest.pt"), checkpoint.load(partial / "latest.pt")
     assert "G_ema" in a
     assert_same_training_state(a, b)
@@ -73,7 +76,7 @@ def test_fid_of_both_generators_best_by_ema_and_report(tiny, tmp_path, torch_hom
     ref = reference_folder(tmp_path / "ref")
     data = tiny(train={"steps": 2, "ema_decay": 0.5, "ema_start": 1},
                 eval={"every": 1, "num_samples": 20, "ref": str(ref), "batch_size": 10, "inception_score": True})
-    summary = train.train(config.from_dict(data), progress=False)
+    summary = loop.train(config.from_dict(data), progress=False)
     run_dir = next((tmp_path / "runs").iterdir())
     evals = [e for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "fid20_custom" in e]
     assert [e["step"] for e in evals] == [1, 2]
@@ -88,11 +91,11 @@ def test_fid_of_both_generators_best_by_ema_and_report(tiny, tmp_path, torch_hom
     assert summary["best_fid"] == best["fid20_custom_ema"]
     assert checkpoint.load(run_dir / "best.pt")["step"] == best["step"]
 
-    row = report.summarise(runs.read_run(run_dir, run_dir.name))
+    row = report.summarise(run_folder.read_run(run_dir, run_dir.name))
     assert row["fid_protocol"] == "fid20_custom_ema" and row["fid_final"] == evals[-1]["fid20_custom_ema"]
     assert row["is_mean"] == evals[-1]["is20_ema"] and row["is_std"] == evals[-1]["is20_std_ema"]
     assert row["is_metric"] == "is20_ema" and row["fid_detector"] == evals[-1]["detector"]
-    assert runs.latest_grid(run_dir).name == "ema-step-0000002.png"
+    assert run_folder.latest_grid(run_dir).name == "ema-step-0000002.png"
 
 
 def test_cli_ema_flags(tmp_path, torch_home, capsys):

@@ -1,11 +1,13 @@
-"""Collapse warnings (sngan/health.py): the diversity and D-gap numbers, one warning per collapse,
+"""Collapse warnings (sngan/training/health.py): the diversity and D-gap numbers, one warning per collapse,
 and a real run made to collapse; the healthy quickstart raises none (test_quickstart.py)."""
 
 import pytest
 import torch
 
-from sngan import config, runs, train
-from sngan.health import MAX_GAP, MIN_DIVERSITY, Monitor, data_spread, spread
+from sngan import config
+from sngan.runs import run_folder
+from sngan.training import loop
+from sngan.training.health import MAX_GAP, MIN_DIVERSITY, Monitor, data_spread, spread
 
 DATA = torch.randint(0, 256, (200, 3, 8, 8), dtype=torch.uint8)
 VARIED = DATA[:64].float() / 127.5 - 1  # samples as varied as the data
@@ -46,8 +48,8 @@ def test_a_run_made_to_collapse_warns_once(tiny, tmp_path, capsys):
     """G's learning rate of 1.0 saturates its tanh output: every z gives the same image."""
     data = tiny(train={"steps": 40, "log_every": 10, "sample_every": 40, "checkpoint_every": 40, "sample_grid": 16,
                        "collapse_warning": 20}, optim={"lr_g": 1.0})
-    summary = train.train(config.from_dict(data), progress=False)
-    entries = runs.read_metrics(summary["run_dir"])
+    summary = loop.train(config.from_dict(data), progress=False)
+    entries = run_folder.read_metrics(summary["run_dir"])
     logged = [e for e in entries if "loss_d" in e]
     assert [e["step"] for e in logged] == [10, 20, 30, 40]
     assert all(e["diversity"] < MIN_DIVERSITY for e in logged)

@@ -4,10 +4,13 @@ import json
 import pytest
 import torch
 
-from sngan import checkpoint, config, config_files, distributed, losses, runs, train
+from sngan import config, config_files
 from sngan.errors import SnganError
-from sngan.losses import Objective
-from sngan.state import Run
+from sngan.parallel import distributed
+from sngan.runs import checkpoint, run_folder
+from sngan.training import loop, losses
+from sngan.training.losses import Objective
+from sngan.training.state import Run
 from conftest import assert_same_training_state, train_run
 
 
@@ -45,7 +48,7 @@ def test_one_step_changes_both_networks(tiny, tmp_path):
     run = Run(cfg, torch.device("cpu"))
     g0 = {k: v.clone() for k, v in run.G.state_dict().items()}
     d0 = {k: v.clone() for k, v in run.D.state_dict().items()}
-    train.train_step(run, Objective.from_config(cfg.loss))
+    loop.train_step(run, Objective.from_config(cfg.loss))
     assert any(not torch.equal(g0[k], v) for k, v in run.G.state_dict().items() if "weight" in k)
     assert any(not torch.equal(d0[k], v) for k, v in run.D.state_dict().items() if "original" in k)
     assert all(p.requires_grad for p in run.D.parameters())  # G's step must not leave D frozen
@@ -54,7 +57,7 @@ def test_one_step_changes_both_networks(tiny, tmp_path):
 def test_n_dis_draws_n_dis_real_batches(tiny, tmp_path):
     cfg = config.from_dict(tiny(optim={"n_dis": 3}))
     run = Run(cfg, torch.device("cpu"))
-    train.train_step(run, Objective.from_config(cfg.loss))
+    loop.train_step(run, Objective.from_config(cfg.loss))
     assert run.batches.state_dict()["pos"] == 3 * cfg.train.batch_size
 
 
@@ -62,14 +65,14 @@ def test_deterministic_flags_last_for_the_run_only(tiny, tmp_path):
     """Runs sharing a process (a sweep's cells) must not inherit each other's settings."""
     assert not torch.are_deterministic_algorithms_enabled()
     seen = []
-    real_loop = train._loop
+    real_loop = loop._loop
 
     def spy(*args, **kwargs):
         seen.append(torch.are_deterministic_algorithms_enabled())
         return real_loop(*args, **kwargs)
 
     import unittest.mock
-    with unittest.mock.patch.object(train, "_loop", spy):
+    with unittest.mock.patch.object(loop, "_loop", spy):
         train_run(tiny(train={"steps": 1, "deterministic": True}), tmp_path, "det")
     assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
 
@@ -87,7 +90,7 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tiny, tmp_path):
     # ... and resumed to 6 from its checkpoint, in the same folder.
     state = checkpoint.load(partial / "latest.pt")
     cfg = config.from_dict(config_files.apply_overrides(state["config"], ["train.steps=6"]))
-    train.train(cfg, partial, resume=state, resume_path=partial / "latest.pt", progress=False)
+    loop.train(cfg, partial, resume=state, resume_path=partial / "latest.pt", progress=False)
 
     assert_same_training_state(_final_state(straight), _final_state(partial))
     steps = [json.loads(line)["step"] for line in (partial / "metrics.jsonl").read_text().splitlines()]
@@ -98,7 +101,7 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tiny, tmp_path):
     run_dir, _ = train_run(tiny(train={"steps": 4, "checkpoint_every": 2, "log_every": 1}), tmp_path)
     state = checkpoint.load(run_dir / "ckpt-0000002.pt")
     cfg = config.from_dict(state["config"])
-    train.train(cfg, run_dir, resume=state, resume_path=run_dir / "ckpt-0000002.pt", progress=False)
+    loop.train(cfg, run_dir, resume=state, resume_path=run_dir / "ckpt-0000002.pt", progress=False)
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
 
@@ -108,9 +111,9 @@ def test_training_twice_from_one_checkpoint_is_identical(tiny, tmp_path):
     results = []
     for i in range(2):
         state = checkpoint.load(run_dir / "latest.pt")
-        target = runs.new_run_dir(tmp_path / "runs", f"again{i}")
+        target = run_folder.new_run_dir(tmp_path / "runs", f"again{i}")
         cfg = config.from_dict(config_files.apply_overrides(state["config"], ["train.steps=4"]))
-        train.train(cfg, target, resume=state, resume_path=run_dir / "latest.pt", progress=False)
+        loop.train(cfg, target, resume=state, resume_path=run_dir / "latest.pt", progress=False)
         results.append(_final_state(target))
     assert_same_training_state(*results)
 
@@ -136,7 +139,7 @@ def test_wgan_gp_and_weight_clipping_train(tiny, tmp_path):
     assert summary["step"] == 2
     cfg = config.from_dict(tiny(loss={"name": "wasserstein", "gp_weight": 0.0, "clip": 0.01}, model={"d_norm": "none"}))
     run = Run(cfg, torch.device("cpu"))
-    train.train_step(run, Objective.from_config(cfg.loss))
+    loop.train_step(run, Objective.from_config(cfg.loss))
     assert all(float(p.abs().max()) <= 0.01 + 1e-7 for p in run.D.parameters())
     assert any(float(p.abs().max()) > 0.01 for p in run.G.parameters())  # only D is clipped
 
@@ -146,7 +149,7 @@ def test_gradient_penalty_is_only_added_for_wasserstein(tiny, tmp_path, monkeypa
     monkeypatch.setattr(losses, "gradient_penalty", lambda *a, **k: calls.append(1) or torch.zeros(()))
     for name, expected in (("hinge", 0), ("wasserstein", 2)):
         cfg = config.from_dict(tiny(loss={"name": name}, optim={"n_dis": 2}))
-        train.train_step(Run(cfg, torch.device("cpu")), Objective.from_config(cfg.loss))
+        loop.train_step(Run(cfg, torch.device("cpu")), Objective.from_config(cfg.loss))
         assert len(calls) == expected
         calls.clear()
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from sngan.losses import LOSSES, hinge_d, hinge_g, standard_d, standard_g
+from sngan.training.losses import LOSSES, hinge_d, hinge_g, standard_d, standard_g
 
 REAL = torch.tensor([2.0, -0.5])
 FAKE = torch.tensor([-1.5, 0.5])
@@ -35,7 +35,7 @@ def test_registry_names():
 
 
 def test_wasserstein_by_hand():
-    from sngan.losses import wasserstein_d, wasserstein_g
+    from sngan.training.losses import wasserstein_d, wasserstein_g
     assert float(wasserstein_d(REAL, FAKE)) == pytest.approx(-0.5 - 0.75)  # mean(fake) - mean(real)
     assert float(wasserstein_g(FAKE)) == pytest.approx(0.5)
 
@@ -44,7 +44,7 @@ def test_gradient_penalty_of_a_linear_critic():
     """For D(x) = <w, x> the input gradient is w everywhere, so the penalty is (|w| - 1)^2."""
     from torch import nn
 
-    from sngan.losses import gradient_penalty
+    from sngan.training.losses import gradient_penalty
     torch.manual_seed(0)
     D = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 1))
     real, fake = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)

@@ -3,8 +3,9 @@ import json
 import pytest
 import torch
 
-from sngan import checkpoint, nonfinite
-from sngan.losses import LOSSES
+from sngan.runs import checkpoint
+from sngan.training import nonfinite
+from sngan.training.losses import LOSSES
 from conftest import train_run
 
 

@@ -1,4 +1,4 @@
-"""sngan.state: the Run's learning-rate schedule and batch split, the RNG streams it saves, DPair."""
+"""sngan.training.state: the Run's learning-rate schedule and batch split, the RNG streams it saves, DPair."""
 
 import io
 import random
@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from sngan import config, distributed
-from sngan.state import DPair, Run, rng_state, set_rng_state
+from sngan import config
+from sngan.parallel import distributed
+from sngan.training.state import DPair, Run, rng_state, set_rng_state
 
 
 def test_linear_lr_decay(tiny, tmp_path):
