@@ -24,7 +24,7 @@ BATCH_SIZE = 256
 
 EXPORT_FORMAT, EXPORT_VERSION = "sngan-exported-generator", 1
 EXPORT_METADATA = checkpoint.EXPORT_METADATA  # the extra file in an exported program that says how to draw z
-# How `sngan sample --seed` draws z (models.sample_z, on the CPU), for people without sngan.
+# How `sngan sample --seed` draws z (networks.sample_z, on the CPU), for people without sngan.
 Z_RECIPES = {
     "normal": "torch.randn(n, {z_dim}, generator=torch.Generator().manual_seed(seed))",
     "uniform": "torch.rand(n, {z_dim}, generator=torch.Generator().manual_seed(seed)) * 2 - 1",

@@ -154,8 +154,8 @@ class Config:
 
 
 # The names a choice field accepts. The config is their home: the registries that implement them
-# (data.DATASETS, models.ARCHS, models.D_NORMS, losses.LOSSES, nonfinite.NONFINITE) are
-# keyed by these names, and a test checks that each implements exactly its list. Keeping them
+# (data.datasets.DATASETS, models.networks.ARCHS and D_NORMS, training.losses.LOSSES, training.nonfinite.NONFINITE)
+# are keyed by these names, and a test checks that each implements exactly its list. Keeping them
 # here lets config validate without importing the models, so imports flow one way.
 CHOICES = {
     "datasets": ("cifar10", "folder", "npz", "stl10", "synthetic"),

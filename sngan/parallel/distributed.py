@@ -87,7 +87,7 @@ def cleanup(ctx: Dist, ok: bool = True) -> None:
     """Leave the process group. After success, wait for every process first, so none tears its
     connections down while another still uses them; after an error a barrier could hang."""
     if ctx.enabled and dist.is_initialized():
-        gc.collect()  # whatever still holds the group's pending work goes first (see train.train)
+        gc.collect()  # whatever still holds the group's pending work goes first (see training.loop.train)
         if ok:
             dist.barrier()
         dist.destroy_process_group()

@@ -1,5 +1,5 @@
 """`sngan report`: runs and sweeps side by side as a table, plots and a sheet of samples (the files
-are listed in docs/sweeps.md). It reads only what `runs.collect` reads from the folders and loads
+are listed in docs/sweeps.md). It reads only what `run_folder.collect` reads from the folders and loads
 no model, so a report can be built while the runs still train."""
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def sigma_panels(runs: list[RunRecord]) -> Figure:
 
 
 def sample_sheet(runs: list[RunRecord], path: Path) -> Path:
-    """Each run's latest sample grid (see `runs.latest_grid`), captioned with its name and step."""
+    """Each run's latest sample grid (see `run_folder.latest_grid`), captioned with its name and step."""
     grids = [latest_grid(run.folder) for run in runs]
     return plots.sample_sheet([(run.name, f"step {int(g.stem.split('-')[-1])}" if g else "no samples yet", g)
                               for run, g in zip(runs, grids)], path)

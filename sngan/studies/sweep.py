@@ -1,5 +1,5 @@
 """`sngan sweep`: train the cells of a spec (`sngan.studies.sweep_spec`), each an ordinary run folder, in this
-process or as subprocesses. A cell's folder is the truth about it (`runs.status`), and index.json
+process or as subprocesses. A cell's folder is the truth about it (`run_folder.status`), and index.json
 a summary rewritten whenever a cell starts or ends. Folder layout and behaviour: docs/sweeps.md."""
 
 from __future__ import annotations
