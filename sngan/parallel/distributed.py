@@ -16,6 +16,16 @@ from sngan import config
 from sngan.errors import UsageError
 
 
+def shared_cores_env(processes: int) -> dict[str, str]:
+    """The environment for one of `processes` processes that share this machine's cores: each gets
+    its share of threads, as torchrun gives each of its processes one. PyTorch would otherwise start
+    a thread per core in every process, and oversubscribed threads run several times slower. A
+    thread count the user set (OMP_NUM_THREADS) is kept."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes))}
+
+
 @dataclass(frozen=True)
 class Dist:
     rank: int = 0

@@ -22,6 +22,7 @@ import torch
 
 from sngan import config, config_files
 from sngan.errors import SnganError, UsageError
+from sngan.parallel.distributed import shared_cores_env
 from sngan.runs import checkpoint, run_folder
 from sngan.studies.sweep_spec import Cell, Sweep, cell_config, expand, find_spec, read_spec
 from sngan.training import loop
@@ -171,7 +172,7 @@ def _stop_at_eof() -> None:
 
 def slots_for(gpus: str | None, jobs: int, devices: set[str] = frozenset({"auto"})) -> list[dict] | None:
     """The environment of each cell that may run at once: one per GPU of `gpus` ("0,1"), else
-    `jobs` plain ones; None: one cell at a time, in this process. `devices`: the cells'
+    `jobs` that share the CPU cores; None: one cell at a time, in this process. `devices`: the cells'
     train.device; without a visible GPU, `gpus` is refused unless they all train on the CPU by choice."""
     if gpus is not None and jobs != 1:
         raise UsageError("give --gpus (one cell per listed GPU) or --jobs (cells at once), not both")
@@ -184,7 +185,7 @@ def slots_for(gpus: str | None, jobs: int, devices: set[str] = frozenset({"auto"
     if gpu_list and devices != {"cpu"} and not torch.cuda.is_available():
         raise UsageError(f"--gpus {gpus}: no CUDA GPU is visible here, so the cells would train on the CPU; "
                          f"to run {len(gpu_list)} cells at once on the CPU, use --jobs {len(gpu_list)}")
-    return [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_list] or ([{}] * jobs if jobs > 1 else None)
+    return [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_list] or ([shared_cores_env(jobs)] * jobs if jobs > 1 else None)
 
 
 def run(sweep: Sweep, slots: list[dict] | None = None, *, progress: bool = True,

@@ -83,3 +83,18 @@ def test_each_process_takes_its_slice_of_the_global_batch():
     parts = [distributed.rank_slice(t, distributed.Dist(rank=r, world=2)) for r in range(2)]
     assert torch.equal(torch.cat(parts), t) and torch.equal(parts[1], torch.arange(4, 8))
     assert distributed.rank_slice(t, distributed.Dist()) is t
+
+
+def test_cells_at_once_share_the_cores(monkeypatch):
+    """`sngan sweep --jobs N`: each cell gets cores / N threads (at least one), unless the user set
+    OMP_NUM_THREADS; one cell per GPU keeps only its GPU."""
+    from sngan.studies import sweep
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(distributed.os, "cpu_count", lambda: 8)
+    assert sweep.slots_for(None, 2) == [{"OMP_NUM_THREADS": "4"}] * 2
+    assert sweep.slots_for(None, 3) == [{"OMP_NUM_THREADS": "2"}] * 3
+    assert sweep.slots_for(None, 16) == [{"OMP_NUM_THREADS": "1"}] * 16
+    assert sweep.slots_for(None, 1) is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert sweep.slots_for(None, 2) == [{}, {}]

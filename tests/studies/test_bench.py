@@ -78,7 +78,8 @@ def test_quick_run_training_rows(quick):
             assert positive(r[key]), (key, r)
         assert r["step_s"] <= r["step_s_median"] * 1.0001  # the best repeat is no slower than the median
         assert r["steps_per_s"] == pytest.approx(1 / r["step_s"], rel=1e-2)
-        assert r["images_per_s"] == pytest.approx(16 * r["steps_per_s"], rel=1e-2)
+        # images/s is rounded to 0.1 and steps/s to 0.001: a slow machine's few images/s are within those
+        assert r["images_per_s"] == pytest.approx(16 * r["steps_per_s"], rel=1e-2, abs=0.05 + 16 * 0.0005)
         assert r["peak_mem_mb"] is None or 0 <= r["peak_mem_mb"] < 16_000
 
 
