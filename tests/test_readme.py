@@ -1,8 +1,11 @@
 """README.md and docs/ stay true: the set-up commands are the ones CI runs, every `sngan` command
-line they show uses options that exist, and every link to a page or file resolves."""
+line they show, and every script they run with options, uses options that exist, and every link to a page or file resolves."""
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +69,26 @@ def test_every_option_in_readme_exists(command, capsys, monkeypatch):
         if cmd == command:
             for option in options:
                 assert option in help_text, f"the docs use `sngan {command} {option}`, which --help does not list"
+
+
+def _script_invocations():
+    """(script, options) for each `python scripts/...` or `python benchmarks/...` line the docs show."""
+    found = []
+    for line in _code_lines():
+        if not line.startswith(("python scripts/", "python benchmarks/")):
+            continue
+        words = shlex.split(line.replace("...", ""))
+        if len(words) > 1:
+            found.append((words[1], [w.split("=")[0] for w in words[2:] if w.startswith("--")]))
+    return found
+
+
+@pytest.mark.parametrize("script", sorted({s for s, options in _script_invocations() if options}))
+def test_every_script_option_in_docs_exists(script):
+    """The scripts' options that the docs show are ones their --help lists (scripts shown without
+    options are not run: make_configs.py would rewrite the configs)."""
+    assert (ROOT / script).is_file(), f"the docs run {script}, which does not exist"
+    shown = {o for s, options in _script_invocations() if s == script for o in options}
+    help_text = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True,
+                               env={**os.environ, "COLUMNS": "200"}, check=True).stdout
+    assert {o for o in shown if o not in help_text} == set(), f"{script} --help does not list them"
