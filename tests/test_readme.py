@@ -1,5 +1,6 @@
 """README.md and docs/ stay true: the set-up commands are the ones CI runs, every `sngan` command
-line they show, and every script they run with options, uses options that exist, and every link to a page or file resolves."""
+line they show and every script they run uses options that exist, and every link to a page or
+file resolves."""
 
 import os
 import re
