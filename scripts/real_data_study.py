@@ -167,6 +167,7 @@ def robustness_figure(cells_dir: Path, out: Path) -> Path | None:
                     a.plot(*zip(*points), style, color=f"C{i}", marker="o", markersize=3)
         a.set_title(s)
         a.grid(alpha=0.3)
+        a.tick_params(labelbottom=True)  # shared x: the row below may still be empty
     for a in axes[len(settings):]:
         a.axis("off")
     right.supxlabel("generator update")
