@@ -169,7 +169,8 @@ def test_resnet_d_hidden_width_is_the_input_width():
 
 
 def _raw(m):
-    return m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+    """A layer's raw weight (under spectral normalisation, the parametrization's original), detached."""
+    return (m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight).detach()
 
 
 def test_official_initialisation():
@@ -177,7 +178,7 @@ def test_official_initialisation():
     G, D = build(ModelConfig(arch="dcgan", init="official"), 32)
     layers = [m for m in [*G.modules(), *D.modules()] if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
     for m in layers:
-        w = _raw(m).detach()
+        w = _raw(m)
         assert abs(float(w.std()) - 0.02) < 0.02 * 0.15 and abs(float(w.mean())) < 0.002, m
         assert not m.bias.any()
     torch.manual_seed(0)
