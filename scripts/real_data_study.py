@@ -26,7 +26,6 @@ with the FID curves beside it); `--figures` redraws it from the cells finished s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+from sngan.runs import run_folder
 
 NORMS = ("SN", "BN", "none")
 
@@ -124,12 +125,13 @@ DEFAULTS = {
 
 
 def fid_rows(cells_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Each cell's headline FID over steps, from its metrics.jsonl (cells without FID left out)."""
+    """Each cell's headline FID over steps, from its metrics.jsonl as `sngan report` reads it (a
+    line a running cell is still writing is skipped); cells without FID are left out."""
     curves = {}
-    for log in sorted(cells_dir.glob("*/metrics.jsonl")):
-        entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        if points := [(e["step"], e[e["headline"]]) for e in entries if "headline" in e]:
-            curves[log.parent.name] = points
+    for cell in sorted(log.parent for log in cells_dir.glob("*/metrics.jsonl")):
+        entries = run_folder.read_metrics(cell)
+        if key := run_folder.headline(entries):
+            curves[cell.name] = [(e["step"], e[key]) for e in entries if isinstance(e.get(key), (int, float))]
     return curves
 
 
