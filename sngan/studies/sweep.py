@@ -191,7 +191,7 @@ def slots_for(gpus: str | None, jobs: int, devices: set[str] = frozenset({"auto"
 def run(sweep: Sweep, slots: list[dict] | None = None, *, progress: bool = True,
         say: Callable[[str], None] = print, launch: Callable | None = None, poll_s: float = 0.2) -> Outcome:
     """Run every unfinished cell: one after another in this process (`slots` None), or as
-    subprocesses, one per slot at a time (a slot is the environment for a GPU, or just a place).
+    subprocesses, one per slot at a time (a slot is the environment for a GPU, or a share of the CPU cores).
 
     A stop request (SIGINT/SIGTERM) is passed once to every running cell, which checkpoints and
     exits. After it, or after a failed cell (most failures, such as missing data, would fail
