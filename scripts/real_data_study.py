@@ -135,9 +135,16 @@ def fid_rows(cells_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
+def running_cells(curves: dict[str, list[tuple[int, float]]]) -> set[str]:
+    """The cells of fid_rows whose last evaluation comes before the study's last step: still running."""
+    last = max((points[-1][0] for points in curves.values()), default=0)
+    return {name for name, points in curves.items() if points[-1][0] < last}
+
+
 def robustness_figure(cells_dir: Path, out: Path) -> Path | None:
     """The robustness study in one figure: final FID per setting and normalisation (bars; a second
-    seed as a dot on its bar), and beside it each setting's FID curves, one line per normalisation."""
+    seed as a dot on its bar; a cell still running hatched, at its latest evaluation), and beside
+    it each setting's FID curves, one line per normalisation."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -150,16 +157,20 @@ def robustness_figure(cells_dir: Path, out: Path) -> Path | None:
     left, right = fig.subfigures(1, 2, width_ratios=[1, 1.3])
     ax = left.subplots()
     width = 0.8 / len(NORMS)
+    running = running_cells(curves)
     for i, norm in enumerate(NORMS):
         xs = [j + (i - 1) * width for j in range(len(settings))]
-        finals = [curves.get(f"{s}-{norm}", [(0, np.nan)])[-1][1] for s in settings]
-        ax.bar(xs, finals, width, label=f"D: {norm}", color=f"C{i}")
+        names = [f"{s}-{norm}" for s in settings]
+        bars = ax.bar(xs, [curves.get(n, [(0, np.nan)])[-1][1] for n in names], width, label=f"D: {norm}", color=f"C{i}")
+        for bar, name in zip(bars, names):
+            if name in running:
+                bar.set(alpha=0.35, hatch="//")
         for x, s in zip(xs, settings):
             if seed := curves.get(f"{s}-{norm}-seed1"):
                 ax.plot(x, seed[-1][1], "k.", markersize=10)
     ax.set_xticks(range(len(settings)), settings)
     ax.set(xlabel="Adam setting (TTUR: this project's default)", ylabel="FID at the last evaluation",
-           title="final FID, lower is better (dot: a second seed)")
+           title="final FID, lower is better (dot: a second seed; hatched: still running)")
     ax.legend()
     axes = right.subplots(2, (len(SETTINGS) + 1) // 2, sharex=True, sharey=True, squeeze=False).ravel()
     for a, s in zip(axes, settings):

@@ -91,8 +91,8 @@ def test_real_data_study_controls_robustness_and_cifar_sn_specs(tmp_path, capsys
 
 def test_robustness_figure_reads_each_cells_fid(tmp_path):
     """The robustness figure is drawn from the cells' metrics.jsonl: the FID curve of each cell
-    (its headline key), seeds kept apart, a half-written last line skipped; without any
-    robustness cell there is no figure."""
+    (its headline key), seeds kept apart, a half-written last line skipped, a cell short of the
+    study's last step marked as running; without any robustness cell there is no figure."""
     study = _script("real_data_study")
     cells = tmp_path / "cells"
     for name, fids in {"TTUR-SN": [250.0, 150.0], "TTUR-SN-seed1": [240.0, 160.0], "D-BN": [400.0, 420.0]}.items():
@@ -104,6 +104,10 @@ def test_robustness_figure_reads_each_cells_fid(tmp_path):
         log.write('{"step": 3000, "fid1k_cus')  # a line the running cell is still writing
     assert study.fid_rows(cells) == {"D-BN": [(1000, 400.0), (2000, 420.0)], "TTUR-SN": [(1000, 250.0), (2000, 150.0)],
                                      "TTUR-SN-seed1": [(1000, 240.0), (2000, 160.0)]}
+    assert study.running_cells(study.fid_rows(cells)) == set()
+    (cells / "B-none").mkdir()
+    (cells / "B-none" / "metrics.jsonl").write_text('{"step": 1000, "fid1k_custom": 300.0, "headline": "fid1k_custom"}\n')
+    assert study.running_cells(study.fid_rows(cells)) == {"B-none"}  # drawn hatched, at its latest FID
     figure = study.robustness_figure(cells, tmp_path / "robustness.png")
     assert figure.is_file() and figure.stat().st_size > 10_000
     assert study.robustness_figure(tmp_path / "empty", tmp_path / "none.png") is None
