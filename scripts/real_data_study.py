@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sngan.runs import run_folder
+from sngan.runs import plots, run_folder
 
 NORMS = ("SN", "BN", "none")
 
@@ -130,8 +130,8 @@ def fid_rows(cells_dir: Path) -> dict[str, list[tuple[int, float]]]:
     curves = {}
     for cell in sorted(log.parent for log in cells_dir.glob("*/metrics.jsonl")):
         entries = run_folder.read_metrics(cell)
-        if key := run_folder.headline(entries):
-            curves[cell.name] = [(e["step"], e[key]) for e in entries if isinstance(e.get(key), (int, float))]
+        if (key := run_folder.headline(entries)) and (points := list(zip(*plots.metric_series(entries, [key])[key]))):
+            curves[cell.name] = points
     return curves
 
 
