@@ -22,6 +22,7 @@ import torch
 from scipy import ndimage
 
 from sngan.data.datasets import synthetic_shapes
+from sngan.models.sample import GRID_PADDING
 
 STAND_OUT = 0.25  # summed |pixel - background| over RGB in [0, 1]; the data's shapes: >= 0.3 mostly
 
@@ -62,7 +63,7 @@ def data_stats(n: int = 256, resolution: int = 32) -> dict[str, float]:
     return shape_stats(synthetic_shapes(n, resolution, seed=1).float() / 127.5 - 1)
 
 
-def _grid_images(path: str, resolution: int = 32, pad: int = 2) -> torch.Tensor:
+def _grid_images(path: str, resolution: int = 32, pad: int = GRID_PADDING) -> torch.Tensor:
     """The images of a sample grid as saved by sngan (`pad` pixels around each), in [-1, 1]."""
     from PIL import Image
     grid = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).permute(2, 0, 1)

@@ -16,6 +16,8 @@ from sngan.errors import SnganError, UsageError
 from sngan.models import networks
 from sngan.runs import checkpoint
 
+GRID_PADDING = 2  # pixels around each image of a saved grid
+
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """Generator output in `[-1, 1]` -> uint8 `[0, 255]`, same shape."""
@@ -143,7 +145,7 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -> torc
     atomically; returns the grid as uint8 `(3, H, W)`."""
     from torchvision.utils import make_grid  # torchvision takes a while to import; only grids need it
 
-    grid = make_grid(images.cpu(), nrow=nrow or math.ceil(math.sqrt(len(images))), padding=2)
+    grid = make_grid(images.cpu(), nrow=nrow or math.ceil(math.sqrt(len(images))), padding=GRID_PADDING)
     image = Image.fromarray(grid.permute(1, 2, 0).numpy())
     checkpoint.atomic_write(path, lambda f: image.save(f, format="PNG"), "image")
     return grid
