@@ -52,7 +52,7 @@ def synthetic_shapes(n: int, resolution: int, seed: int = 0) -> torch.Tensor:
 
 def synthetic_dataset(n: int, resolution: int, seed: int = 0) -> Dataset:
     """The synthetic shapes, labelled by shape (SHAPE_CLASSES): a built-in data set that a small GAN
-    learns in a minute on a CPU. Deterministic in `seed`; thousands take well under a second."""
+    learns in minutes on a CPU. Deterministic in `seed`; thousands take well under a second."""
     g = torch.Generator().manual_seed(seed)
     r = resolution
     coords = (torch.arange(r, dtype=torch.float32) + 0.5) / r
@@ -63,7 +63,9 @@ def synthetic_dataset(n: int, resolution: int, seed: int = 0) -> Dataset:
     t = (t - t.amin((2, 3), keepdim=True)) / (t.amax((2, 3), keepdim=True) - t.amin((2, 3), keepdim=True))
     image = bg_a + (bg_b - bg_a) * t
     cx, cy = (0.25 + 0.5 * torch.rand(2, n, 1, 1, generator=g))
-    size = 0.12 + 0.18 * torch.rand(n, 1, 1, generator=g)
+    # Sizes 0.2-0.35 of the image (4-10 pixels across before): a x0.25 GAN draws recognisable shapes
+    # of this size at 32x32 in a few thousand updates (docs/results.md, "The quickstart").
+    size = 0.2 + 0.15 * torch.rand(n, 1, 1, generator=g)
     disc = ((xx - cx) ** 2 + (yy - cy) ** 2).sqrt() < size
     square = torch.maximum((xx - cx).abs(), (yy - cy).abs()) < size * 0.85
     is_disc = torch.rand(n, 1, 1, generator=g) < 0.5
