@@ -44,7 +44,7 @@ def test_dcgan_comparison_and_quickstart_specs():
 def test_extra_cells_bundles_and_scalar_labels(tmp_path):
     path = spec_file(tmp_path, """
 base: quickstart
-set: {train: {steps: 7}, optim.n_dis: 2}
+set: {train: {steps: 7}, optim.n_dis: 3}
 axes:
   opt:
     slow: {optim: {lr_g: 1.0e-5, lr_d: 2.0e-5}}
@@ -57,7 +57,7 @@ extra:
     s = expand_spec(path, ["train.steps=5"])
     assert [c.name for c in s.cells] == ["slow-seed0", "slow-seed1", "fast-seed0", "fast-seed1", "gp", "seed9"]
     slow = s.cells[1].cfg
-    assert (slow.optim.lr_g, slow.optim.lr_d, slow.optim.n_dis, slow.train.seed) == (1e-5, 2e-5, 2, 1)
+    assert (slow.optim.lr_g, slow.optim.lr_d, slow.optim.n_dis, slow.train.seed) == (1e-5, 2e-5, 3, 1)
     assert slow.train.steps == 5  # --set applies on top of the spec's set
     gp = s.cells[4]
     assert gp.axes == {"opt": "fast", "train.seed": "—"}

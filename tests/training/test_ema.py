@@ -100,7 +100,7 @@ def test_fid_of_both_generators_best_by_ema_and_report(tiny, tmp_path, torch_hom
 
 def test_cli_ema_flags(tmp_path, torch_home, capsys):
     code, _, err = cli(capsys, "train", "-c", "quickstart", "--out", tmp_path / "runs", "--set", "train.steps=2",
-                       *TINY, "--set", "train.ema_decay=0.5", "--no-progress")
+                       *TINY, "--set", "train.ema_decay=0.5", "--no-progress")  # after TINY's ema_decay=0: the last wins
     assert code == 0, err
     run_dir = next((tmp_path / "runs").iterdir())
     ckpt = run_dir / "latest.pt"
