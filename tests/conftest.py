@@ -29,10 +29,9 @@ torch.set_num_threads(THREADS)
 
 
 def pytest_collection_modifyitems(items):
-    """The full quickstart first, then the other tests marked `slow`: the quickstart alone takes
-    minutes of one core, and started first it runs beside the other worker's tests instead of
-    after them (xdist's worksteal hands each worker a contiguous share of this order)."""
-    items.sort(key=lambda item: (item.path.name != "test_quickstart.py", item.get_closest_marker("slow") is None))
+    """The tests marked `slow` first: started first, each runs beside the other worker's short tests
+    instead of after them (xdist's worksteal hands each worker a contiguous share of this order)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def tiny_config(tmp_path: Path, **sections) -> dict:

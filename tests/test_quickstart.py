@@ -33,7 +33,7 @@ def test_shape_stats_tell_shapes_from_backgrounds_noise_and_one_hue():
     assert data["colour"] > 0.1
 
 
-@pytest.mark.slow
+@pytest.mark.acceptance
 def test_the_quickstart_draws_shapes_in_varied_colours(tmp_path, capsys):
     code, _, err = cli(capsys, "train", "--config", "quickstart.yaml", "--out", tmp_path / "runs")
     assert code == 0 and "possible collapse" not in err  # no false alarm on a healthy run
