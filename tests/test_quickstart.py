@@ -3,7 +3,10 @@ varied colours, as the synthetic shapes are. Under the old defaults it ended wit
 pattern for every z (diversity 0.07 of the data's, colour spread 0.05, a shape found in none of the
 samples), and the quickstart of the previous release drew soft blobs (a shape found in 8% of them,
 tests/shapes.py); both fail the statistics here. docs/results.md, "The quickstart", has the
-search that chose its recipe and the scores of the shipped one."""
+search that chose its recipe and the scores of the shipped one.
+
+The full run takes minutes, so it is an acceptance test: `python -m pytest -m acceptance` runs it,
+and CI runs it after the suite."""
 
 import pytest
 import torch
