@@ -28,10 +28,17 @@ from sngan.training import loop  # noqa: E402
 torch.set_num_threads(THREADS)
 
 
-def pytest_collection_modifyitems(items):
-    """The tests marked `slow` first: started first, each runs beside the other worker's short tests
-    instead of after them (xdist's worksteal hands each worker a contiguous share of this order)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+def pytest_collection_modifyitems(config, items):
+    """Leaves out the tests marked `full_run` (minutes each) unless `-m` names them, so the suite stays
+    a few minutes long; `python -m pytest -m full_run` runs them. Then the longest first, `full_run`
+    and `slow`: started first, each runs beside the other worker's short tests instead of after them
+    (xdist's worksteal hands each worker a contiguous share of this order)."""
+    if "full_run" not in config.option.markexpr:
+        left_out = [item for item in items if item.get_closest_marker("full_run")]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = [item for item in items if not item.get_closest_marker("full_run")]
+    items.sort(key=lambda item: (item.get_closest_marker("full_run") is None, item.get_closest_marker("slow") is None))
 
 
 def tiny_config(tmp_path: Path, **sections) -> dict:

@@ -5,8 +5,8 @@ samples), and the quickstart of the previous release drew soft blobs (a shape fo
 tests/shapes.py); both fail the statistics here. docs/results.md, "The quickstart", has the
 search that chose its recipe and the scores of the shipped one.
 
-The full run takes minutes, so it is an acceptance test: `python -m pytest -m acceptance` runs it,
-and CI runs it after the suite."""
+The full run takes minutes, so the suite leaves it out: `python -m pytest -m full_run` runs it, and CI
+runs it after the suite."""
 
 import pytest
 import torch
@@ -36,7 +36,7 @@ def test_shape_stats_tell_shapes_from_backgrounds_noise_and_one_hue():
     assert data["colour"] > 0.1
 
 
-@pytest.mark.acceptance
+@pytest.mark.full_run
 def test_the_quickstart_draws_shapes_in_varied_colours(tmp_path, capsys):
     code, _, err = cli(capsys, "train", "--config", "quickstart.yaml", "--out", tmp_path / "runs")
     assert code == 0 and "possible collapse" not in err  # no false alarm on a healthy run

@@ -1,5 +1,5 @@
 """Collapse warnings (sngan/training/health.py): the diversity and D-gap numbers, one warning per collapse,
-and a real run made to collapse; the healthy quickstart raises none (test_quickstart.py)."""
+and a real run made to collapse; the healthy quickstart raises none (test_quickstart.py, a `full_run` test)."""
 
 import pytest
 import torch
