@@ -58,9 +58,15 @@ def shape_stats(images: torch.Tensor) -> dict[str, float]:
     return {"found": len(colours) / len(pixels), "colour": colour}
 
 
+def reference_images(n: int = 256, resolution: int = 32) -> torch.Tensor:
+    """`n` images of the synthetic shapes in [-1, 1], the reference that scores are relative to
+    (seed 1: not the training images)."""
+    return synthetic_shapes(n, resolution, seed=1).float() / 127.5 - 1
+
+
 def data_stats(n: int = 256, resolution: int = 32) -> dict[str, float]:
-    """shape_stats of `n` images of the synthetic shapes (seed 1: not the training images)."""
-    return shape_stats(synthetic_shapes(n, resolution, seed=1).float() / 127.5 - 1)
+    """shape_stats of the reference images."""
+    return shape_stats(reference_images(n, resolution))
 
 
 def _grid_images(path: str, resolution: int = 32, pad: int = GRID_PADDING) -> torch.Tensor:

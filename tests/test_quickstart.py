@@ -13,9 +13,8 @@ import torch
 
 import sngan
 from conftest import cli
-from sngan.data.datasets import synthetic_shapes
 from sngan.training.health import spread
-from shapes import shape_stats
+from shapes import reference_images, shape_stats
 
 
 def _colour_spread(x: torch.Tensor) -> float:
@@ -24,7 +23,7 @@ def _colour_spread(x: torch.Tensor) -> float:
 
 
 def test_shape_stats_tell_shapes_from_backgrounds_noise_and_one_hue():
-    real = synthetic_shapes(64, 32, seed=1).float() / 127.5 - 1
+    real = reference_images(64)
     data = shape_stats(real)
     assert data["found"] > 0.8  # not 1: a shape of a third of the image tilts the fitted plane
     ramp = torch.linspace(-1, 1, 32).view(1, 1, 1, 32).expand(64, 3, 32, 32)
@@ -42,9 +41,9 @@ def test_the_quickstart_draws_shapes_in_varied_colours(tmp_path, capsys):
     assert code == 0 and "possible collapse" not in err  # no false alarm on a healthy run
     G = sngan.load(tmp_path / "runs" / "00000-quickstart", device="cpu")
     fake = G.sample(256, seed=0)
-    real = synthetic_shapes(256, G.resolution, seed=1).float() / 127.5 - 1
+    real = reference_images(256, G.resolution)
     assert spread(fake) > 0.6 * spread(real)  # samples vary with z about as the data does
     assert _colour_spread(fake) > 0.6 * _colour_spread(real)  # in varied colours
-    shapes, data = shape_stats(fake), shape_stats(real)  # real: what data_stats() draws, already at hand
+    shapes, data = shape_stats(fake), shape_stats(real)  # data_stats(), from the images already at hand
     assert shapes["found"] > 0.5 * data["found"]  # most samples hold one compact shape
     assert shapes["colour"] > 0.4 * data["colour"]  # and the shapes' colours vary, not one hue for all
