@@ -20,7 +20,8 @@ It splits the images once (seeded) into `train.npz` and `heldout.npz`, writes th
 report with `sngan report`. Last, it scores real training images against the held-out ones
 (`floor.json`): the lowest FID this protocol can give. Running it again resumes an interrupted
 study. The robustness study also draws `robustness.png` (final FID per setting and normalisation,
-with the FID curves beside it); `--figures` redraws it from the cells finished so far.
+with the FID curves beside it) and `robustness-samples.png` (each cell's latest samples);
+`--figures` redraws them from the cells run so far.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sngan.models.sample import GRID_PADDING
 from sngan.runs import plots, run_folder
 
 NORMS = ("SN", "BN", "none")
@@ -190,6 +192,43 @@ def robustness_figure(cells_dir: Path, out: Path) -> Path | None:
     return out
 
 
+def latest_grids(cells_dir: Path) -> dict[str, Path]:
+    """Each cell's latest sample grid of G (samples/step-NNNNNNN.png; EMA grids are left out)."""
+    return {cell.name: max(grids) for cell in sorted(cells_dir.glob("*")) if (grids := list(cell.glob("samples/step-*.png")))}
+
+
+def robustness_samples(cells_dir: Path, out: Path, shown: int = 4) -> Path | None:
+    """Each robustness cell's latest sample grid (seed 0), cropped to its first `shown` x `shown`
+    images: one row per setting, one column per normalisation, titled with the grid's update."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grids = latest_grids(cells_dir)
+    settings = [s for s in SETTINGS if any(f"{s}-{n}" in grids for n in NORMS)]
+    if not settings:
+        return None
+    side = shown * (32 + GRID_PADDING) + GRID_PADDING  # the grids' images are 32 x 32, 8 to a row
+    fig, axes = plt.subplots(len(settings), len(NORMS), figsize=(2.0 * len(NORMS), 2.1 * len(settings)),
+                             squeeze=False, layout="constrained")
+    for row, s in zip(axes, settings):
+        for a, norm in zip(row, NORMS):
+            a.axis("off")
+            if grid := grids.get(f"{s}-{norm}"):
+                a.imshow(plt.imread(grid)[:side, :side], interpolation="nearest")
+                a.set_title(f"{s}, D: {norm}, update {int(grid.stem.split('-')[1]):,}", fontsize=8)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
+
+
+def robustness_figures(out: Path) -> list[Path]:
+    """Both robustness figures of the study in `out`: robustness.png and robustness-samples.png."""
+    cells = out / "sweep" / "cells"
+    drawn = robustness_figure(cells, out / "robustness.png"), robustness_samples(cells, out / "robustness-samples.png")
+    return [path for path in drawn if path]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data/cifar10-subset.npz"),
@@ -202,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--held-out", type=int, default=1000, help="images kept out of training as FID reference")
     p.add_argument("--jobs", type=int, help="cells at once, each on one CPU thread (default: the study's)")
     p.add_argument("--figures", action="store_true",
-                   help="only draw the study's figures from the cells run so far (robustness.png), then stop")
+                   help="only draw the study's figures from the cells run so far (robustness.png and "
+                        "robustness-samples.png), then stop")
     p.add_argument("--study", choices=sorted(DEFAULTS), default="norm", help="; ".join(
         f"{name}: {what}" for name, (*_, what) in DEFAULTS.items()))
     args = p.parse_args(argv)
@@ -211,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     args.width = width if args.width is None else args.width
     args.jobs = args.jobs or jobs
     if args.figures:
-        drawn = robustness_figure(args.out / "sweep" / "cells", args.out / "robustness.png")
-        print(drawn or f"no robustness cell in {args.out} has logged FID yet")
+        drawn = robustness_figures(args.out)
+        print("\n".join(map(str, drawn)) or f"no robustness cell in {args.out} has logged FID yet")
         return 0
     if not args.data.is_file():
         print(f"error: data file '{args.data}' does not exist; pass --data FILE.npz", file=sys.stderr)
@@ -238,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         return sweep.returncode
     report = subprocess.run([*sngan, "report", str(args.out / "sweep"), "--out", str(args.out / "report")])
     if args.study == "robustness":
-        robustness_figure(args.out / "sweep" / "cells", args.out / "robustness.png")
+        robustness_figures(args.out)
     # The floor: as many real training images as generated samples, against the same held-out set.
     with np.load(train_file) as f:
         np.savez(args.out / "real_first.npz", images=f["images"][:args.num_samples])

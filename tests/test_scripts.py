@@ -7,9 +7,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
+from torchvision.utils import save_image
 
 from conftest import cli
+from sngan.models.sample import GRID_PADDING
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,3 +114,24 @@ def test_robustness_figure_reads_each_cells_fid(tmp_path):
     figure = study.robustness_figure(cells, tmp_path / "robustness.png")
     assert figure.is_file() and figure.stat().st_size > 10_000
     assert study.robustness_figure(tmp_path / "empty", tmp_path / "none.png") is None
+
+
+def test_robustness_samples_show_each_cells_latest_grid(tmp_path):
+    """robustness-samples.png takes each cell's latest grid of G (not of its EMA); without grids
+    there is none, and --figures draws both figures of a study folder."""
+    study = _script("real_data_study")
+    cells = tmp_path / "study" / "sweep" / "cells"
+    for name, steps in {"TTUR-SN": (1000, 2000), "C-none": (1000,)}.items():
+        (cells / name / "samples").mkdir(parents=True)
+        for step in steps:
+            save_image(torch.rand(64, 3, 32, 32), cells / name / "samples" / f"step-{step:07d}.png", nrow=8,
+                       padding=GRID_PADDING)
+    save_image(torch.rand(64, 3, 32, 32), cells / "TTUR-SN" / "samples" / "ema-step-0003000.png", nrow=8)
+    assert {name: path.name for name, path in study.latest_grids(cells).items()} == {
+        "C-none": "step-0001000.png", "TTUR-SN": "step-0002000.png"}
+    figure = study.robustness_samples(cells, tmp_path / "samples.png")
+    assert figure.is_file() and figure.stat().st_size > 10_000
+    assert study.robustness_samples(tmp_path / "empty", tmp_path / "none.png") is None
+    assert study.main(["--study", "robustness", "--out", str(tmp_path / "study"), "--figures"]) == 0
+    assert (tmp_path / "study" / "robustness-samples.png").is_file()  # no FID logged: no robustness.png
+    assert not (tmp_path / "study" / "robustness.png").exists()
