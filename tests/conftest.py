@@ -81,10 +81,16 @@ def tiny(tmp_path):
     return lambda **sections: tiny_config(tmp_path, **sections)
 
 
-TINY = ["--set", "data.num_images=128", "--set", "model.g_ch=4", "--set", "model.d_ch=4",
-        "--set", "train.batch_size=8", "--set", "train.device=cpu", "--set", "train.log_every=2",
-        "--set", "train.sample_every=2", "--set", "train.checkpoint_every=2", "--set", "train.sample_grid=4",
-        "--set", "train.ema_decay=0"]  # the quickstart's EMA generator would be the one sampled; tests of best/headline read G
+def overrides(keys: dict) -> list[str]:
+    """The CLI's `--set KEY=VALUE` arguments, one pair per key of `keys`."""
+    return [arg for key, value in keys.items() for arg in ("--set", f"{key}={value}")]
+
+
+# The quickstart shrunk for CLI runs in tests; each test file adds what it needs to the same base.
+TINY_KEYS = {"data.num_images": 128, "model.g_ch": 4, "model.d_ch": 4, "train.batch_size": 8,
+             "train.device": "cpu", "train.sample_grid": 4}
+TINY = overrides({**TINY_KEYS, "train.log_every": 2, "train.sample_every": 2, "train.checkpoint_every": 2,
+                  "train.ema_decay": 0})  # the quickstart's EMA generator would be the one sampled; tests of best/headline read G
 
 
 def sngan(*args, cwd=None, env=None, check=True):

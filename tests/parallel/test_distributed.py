@@ -7,18 +7,18 @@ import sys
 import pytest
 import torch
 
+from conftest import TINY_KEYS, overrides
 from sngan import config
 from sngan.models import networks
 from sngan.parallel import distributed
 from sngan.runs import checkpoint
 from sngan.training.state import seed_everything
 
-ARGS = ["--set", "data.num_images=128", "--set", "model.g_ch=4", "--set", "model.d_ch=4", "--set", "model.z_dim=16",
-        "--set", "train.batch_size=16", "--set", "train.device=cpu", "--set", "train.log_every=1",
-        "--set", "train.sample_every=1000", "--set", "train.checkpoint_every=3", "--set", "train.sample_grid=4",
-        "--set", "train.deterministic=true", "--set", "train.steps=3", "--no-progress",
-        # the settings the margins below were measured with, not the quickstart's (n_dis 2, EMA)
-        "--set", "optim.n_dis=1", "--set", "optim.lr_g=2e-4", "--set", "optim.lr_d=4e-4", "--set", "train.ema_decay=0"]
+ARGS = overrides({**TINY_KEYS, "model.z_dim": 16, "train.batch_size": 16, "train.log_every": 1,
+                  "train.sample_every": 1000, "train.checkpoint_every": 3, "train.deterministic": "true",
+                  "train.steps": 3,
+                  # the settings the margins below were measured with, not the quickstart's (n_dis 2, EMA)
+                  "optim.n_dis": 1, "optim.lr_g": "2e-4", "optim.lr_d": "4e-4", "train.ema_decay": 0}) + ["--no-progress"]
 
 
 def _train(out, nproc, resume=None, steps=3):

@@ -14,12 +14,10 @@ from sngan import config
 from sngan.errors import SnganError
 from sngan.runs import checkpoint, run_folder
 from sngan.training import loop
-from conftest import assert_same_training_state, cli
+from conftest import TINY_KEYS, assert_same_training_state, cli, overrides
 
-TINY = ["--set", "data.num_images=128", "--set", "model.g_ch=4", "--set", "model.d_ch=4",
-        "--set", "model.z_dim=16", "--set", "train.batch_size=8", "--set", "train.device=cpu",
-        "--set", "train.log_every=1", "--set", "train.sample_every=1000", "--set", "train.checkpoint_every=5",
-        "--set", "train.sample_grid=4", "--set", "train.deterministic=true"]  # the quickstart's EMA G stays on: resume covers it
+TINY = overrides({**TINY_KEYS, "model.z_dim": 16, "train.log_every": 1, "train.sample_every": 1000,
+                  "train.checkpoint_every": 5, "train.deterministic": "true"})  # the quickstart's EMA G stays on: resume covers it
 
 
 def _start(*args, out):
