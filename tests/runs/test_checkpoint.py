@@ -27,12 +27,19 @@ def _start(*args, out):
 
 
 def _wait_for_checkpoint(out, min_step, proc, timeout=240):
+    """The run folder, once its latest.pt is a checkpoint of step `min_step` or later. A periodic
+    checkpoint is written first and linked as latest.pt after, so the wait is for the link: a
+    kill between the two would leave latest.pt one checkpoint behind."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, f"training ended early: {proc.stderr.read()[-2000:]}"
-        ckpts = sorted(out.glob("*/ckpt-*.pt"))
-        if ckpts and int(ckpts[-1].stem.split("-")[1]) >= min_step:
-            return ckpts[-1].parent
+        for ckpt in out.glob("*/ckpt-*.pt"):
+            latest = ckpt.parent / "latest.pt"
+            try:
+                if int(ckpt.stem.split("-")[1]) >= min_step and latest.samefile(ckpt):
+                    return ckpt.parent
+            except FileNotFoundError:  # pruned, or not linked yet
+                continue
         time.sleep(0.05)
     raise AssertionError("no checkpoint appeared in time")
 
