@@ -208,7 +208,7 @@ def robustness_samples(cells_dir: Path, out: Path, shown: int = 4) -> Path | Non
     settings = [s for s in SETTINGS if any(f"{s}-{n}" in grids for n in NORMS)]
     if not settings:
         return None
-    side = shown * (32 + GRID_PADDING) + GRID_PADDING  # the grids' images are 32 x 32, 8 to a row
+    side = shown * (32 + GRID_PADDING) + GRID_PADDING  # the study's images are 32 x 32 (--data)
     fig, axes = plt.subplots(len(settings), len(NORMS), figsize=(2.0 * len(NORMS), 2.1 * len(settings)),
                              squeeze=False, layout="constrained")
     for row, s in zip(axes, settings):
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     args.jobs = args.jobs or jobs
     if args.figures:
         drawn = robustness_figures(args.out)
-        print("\n".join(map(str, drawn)) or f"no robustness cell in {args.out} has logged FID yet")
+        print("\n".join(map(str, drawn)) or f"no robustness cell in {args.out} has logged FID or samples yet")
         return 0
     if not args.data.is_file():
         print(f"error: data file '{args.data}' does not exist; pass --data FILE.npz", file=sys.stderr)
