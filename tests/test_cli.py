@@ -29,13 +29,13 @@ def test_quickstart_train_then_sample_smoke(tmp_path):
     assert [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [2, 4]
 
     sngan("sample", "--checkpoint", run_dir / "latest.pt", "--num", 9, "--out", tmp_path / "grid.png", "--device", "cpu")
-    assert Image.open(tmp_path / "grid.png").size == (3 * 34 + 2, 3 * 34 + 2)  # 3x3 grid, 2 px padding
+    assert Image.open(tmp_path / "grid.png").size == (3 * 18 + 2, 3 * 18 + 2)  # 3x3 grid of 16 px images, 2 px padding
     sngan("sample", "--checkpoint", run_dir, "--num", 5, "--out", tmp_path / "pngs", "--seed", 3)
     files = sorted((tmp_path / "pngs").iterdir())
-    assert len(files) == 5 and Image.open(files[0]).size == (32, 32)
+    assert len(files) == 5 and Image.open(files[0]).size == (16, 16)
     sngan("sample", "--checkpoint", run_dir / "latest.pt", "--num", 5, "--out", tmp_path / "s.npz", "--seed", 3)
     images = np.load(tmp_path / "s.npz")["images"]
-    assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
+    assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8
     # the same seed gives the same images whatever the output kind
     assert np.array_equal(images[0], np.asarray(Image.open(files[0])))
 

@@ -17,8 +17,8 @@ from sngan.training.state import seed_everything
 ARGS = overrides({**TINY_KEYS, "model.z_dim": 16, "train.batch_size": 16, "train.log_every": 1,
                   "train.sample_every": 1000, "train.checkpoint_every": 3, "train.deterministic": "true",
                   "train.steps": 3,
-                  # the settings the margins below were measured with, not the quickstart's (n_dis 2, EMA)
-                  "optim.n_dis": 1, "optim.lr_g": "2e-4", "optim.lr_d": "4e-4", "train.ema_decay": 0}) + ["--no-progress"]
+                  # the settings the margins below were measured with, not the quickstart's (16 px, n_dis 2, EMA)
+                  "data.resolution": 32, "optim.n_dis": 1, "optim.lr_g": "2e-4", "optim.lr_d": "4e-4", "train.ema_decay": 0}) + ["--no-progress"]
 
 
 def _train(out, nproc, resume=None, steps=3):
