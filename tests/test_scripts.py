@@ -84,9 +84,11 @@ def test_real_data_study_controls_robustness_and_cifar_sn_specs(tmp_path, capsys
     assert controls["lr_d-2e-4"].endswith("optim.lr_d=0.0002")
     robustness = cells("robustness")
     grid = [f"{s}-{n}" for s in ("TTUR", "B", "C", "A", "D", "E", "F") for n in ("SN", "BN", "none")]
-    assert list(robustness)[:21] == grid and len(robustness) == 25
+    assert list(robustness)[:21] == grid and len(robustness) == 26 and list(robustness)[-1] == "A-WGAN-GP"
     assert "optim.n_dis=5" in robustness["A-SN"] and "optim.lr_d=0.0004" in robustness["TTUR-SN"]
     assert "train.seed=1" in robustness["TTUR-SN-seed1"]
+    wgan = robustness["A-WGAN-GP"]  # no normalisation, the Wasserstein loss with its penalty, setting A
+    assert all(s in wgan for s in ("model.d_norm=none", "loss.name=wasserstein", "loss.gp_weight=10", "optim.n_dis=5"))
     assert list(cells("cifar_sn", width=0)) == ["new"]
     spec = study.spec(train_file, held, 2000, 500, 1000, study="cifar_sn")
     assert "model.g_ch" not in spec["set"] and spec["set"]["eval.ref"] == str(held.resolve())  # the paper's widths
@@ -98,15 +100,18 @@ def test_robustness_figure_reads_each_cells_fid(tmp_path):
     study's last step marked as running; without any robustness cell there is no figure."""
     study = _script("real_data_study")
     cells = tmp_path / "cells"
-    for name, fids in {"TTUR-SN": [250.0, 150.0], "TTUR-SN-seed1": [240.0, 160.0], "D-BN": [400.0, 420.0]}.items():
+    for name, fids in {"TTUR-SN": [250.0, 150.0], "TTUR-SN-seed1": [240.0, 160.0], "D-BN": [400.0, 420.0],
+                       "A-WGAN-GP": [300.0, 200.0]}.items():
         (cells / name).mkdir(parents=True)
         lines = [{"step": 500, "loss_d": 1.0}] + [
             {"step": 1000 * (i + 1), "fid1k_custom": f, "headline": "fid1k_custom"} for i, f in enumerate(fids)]
         (cells / name / "metrics.jsonl").write_text("".join(f"{json.dumps(e)}\n" for e in lines))
     with open(cells / "D-BN" / "metrics.jsonl", "a") as log:
         log.write('{"step": 3000, "fid1k_cus')  # a line the running cell is still writing
-    assert study.fid_rows(cells) == {"D-BN": [(1000, 400.0), (2000, 420.0)], "TTUR-SN": [(1000, 250.0), (2000, 150.0)],
-                                     "TTUR-SN-seed1": [(1000, 240.0), (2000, 160.0)]}
+    assert study.fid_rows(cells) == {"A-WGAN-GP": [(1000, 300.0), (2000, 200.0)], "D-BN": [(1000, 400.0), (2000, 420.0)],
+                                     "TTUR-SN": [(1000, 250.0), (2000, 150.0)], "TTUR-SN-seed1": [(1000, 240.0), (2000, 160.0)]}
+    assert study._variants(["A", "D"], study.fid_rows(cells)) == ["SN", "BN", "none", "WGAN-GP"]
+    assert study._variants(["D", "TTUR"], study.fid_rows(cells)) == ["SN", "BN", "none"]  # no column of WGAN-GP
     assert study.running_cells(study.fid_rows(cells)) == set()
     (cells / "B-none").mkdir()
     (cells / "B-none" / "metrics.jsonl").write_text('{"step": 1000, "fid1k_custom": 300.0, "headline": "fid1k_custom"}\n')
