@@ -70,7 +70,7 @@ SETTINGS = {
     "E": {"optim.lr_g": 1e-3, "optim.lr_d": 1e-3, "optim.beta1": 0.5, "optim.beta2": 0.999, "optim.n_dis": 5},
     "F": {"optim.lr_g": 1e-3, "optim.lr_d": 1e-3, "optim.beta1": 0.9, "optim.beta2": 0.999, "optim.n_dis": 5},
 }
-# What sngan did before the defaults were fixed (docs/results.md, "Why the defaults collapsed").
+# What sngan did before the defaults were fixed (docs/results.md, "Why the old defaults collapsed").
 OLD_DEFAULTS = {"model.init": "official", "model.g_dense_bn": "channel"}
 
 

@@ -64,7 +64,7 @@ def synthetic_dataset(n: int, resolution: int, seed: int = 0) -> Dataset:
     image = bg_a + (bg_b - bg_a) * t
     cx, cy = (0.25 + 0.5 * torch.rand(2, n, 1, 1, generator=g))
     # Radius (half-width for a square) 0.2-0.35 of the image: shapes this big are what a x0.25 GAN
-    # draws recognisably at 32x32 in a few thousand updates (docs/results.md, "The quickstart").
+    # draws recognisably at 16 or 32 pixels in a few thousand updates (docs/results.md, "The quickstart").
     size = 0.2 + 0.15 * torch.rand(n, 1, 1, generator=g)
     disc = ((xx - cx) ** 2 + (yy - cy) ** 2).sqrt() < size
     square = torch.maximum((xx - cx).abs(), (yy - cy).abs()) < size * 0.85
