@@ -11,11 +11,11 @@ region of 2-40% of the image. Reported for a set of images:
 - `colour`: the spread of the shapes' mean colours, each channel's standard deviation across
   images, averaged (one hue for every z scores low).
 
-Run on saved sample grids, `python tests/shapes.py GRID.png ...` prints each as a fraction of the
-data's.
+`python tests/shapes.py RUN ...` scores run folders (or checkpoints) as the full_run test does:
+`scores` of 256 samples of the generator against the data at its resolution. On saved sample grids,
+`python tests/shapes.py [--resolution R] GRID.png ...` prints found and colour as fractions of
+the data's (R: the images' side, 32 unless given).
 """
-
-import sys
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from sngan.data.datasets import synthetic_shapes
 from sngan.models.sample import GRID_PADDING
+from sngan.training.health import spread
 
 STAND_OUT = 0.25  # summed |pixel - background| over RGB in [0, 1]; the data's shapes: >= 0.3 mostly
 
@@ -69,6 +70,19 @@ def data_stats(n: int = 256, resolution: int = 32) -> dict[str, float]:
     return shape_stats(reference_images(n, resolution))
 
 
+def colour_spread(images: torch.Tensor) -> float:
+    """How much the images' mean colours vary: the std across images of each channel's mean."""
+    return float(images.mean((2, 3)).std(0).mean())
+
+
+def scores(fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
+    """What the full_run test checks, as fractions of the data's: `spread` (per-pixel std across
+    samples), `image colour` (colour_spread), and shape_stats' `found` and `colour`."""
+    shapes, data = shape_stats(fake), shape_stats(real)
+    return {"spread": spread(fake) / spread(real), "image colour": colour_spread(fake) / colour_spread(real),
+            "found": shapes["found"] / data["found"], "colour": shapes["colour"] / data["colour"]}
+
+
 def _grid_images(path: str, resolution: int = 32, pad: int = GRID_PADDING) -> torch.Tensor:
     """The images of a sample grid as saved by sngan (`pad` pixels around each), in [-1, 1]."""
     from PIL import Image
@@ -81,8 +95,20 @@ def _grid_images(path: str, resolution: int = 32, pad: int = GRID_PADDING) -> to
 
 
 if __name__ == "__main__":
-    reference = data_stats()
-    print("data: " + "  ".join(f"{k} {v:.3f}" for k, v in reference.items()))
-    for path in sys.argv[1:]:
-        stats = shape_stats(_grid_images(path))
-        print(f"{path}: " + "  ".join(f"{k} {v / reference[k]:.2f}" for k, v in stats.items()))
+    import argparse
+
+    import sngan
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("paths", nargs="+", help="run folders, checkpoints, or sample grids (.png)")
+    p.add_argument("--resolution", type=int, default=32, help="the side of the images in a grid")
+    args = p.parse_args()
+    for path in args.paths:
+        if path.endswith(".png"):
+            reference = data_stats(resolution=args.resolution)
+            stats = shape_stats(_grid_images(path, args.resolution))
+            print(f"{path}: " + "  ".join(f"{k} {v / reference[k]:.2f}" for k, v in stats.items()))
+        else:
+            G = sngan.load(path, device="cpu")
+            result = scores(G.sample(256, seed=0), reference_images(256, G.resolution))
+            print(f"{path}: " + "  ".join(f"{k} {v:.2f}" for k, v in result.items()))

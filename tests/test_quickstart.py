@@ -13,13 +13,7 @@ import torch
 
 import sngan
 from conftest import cli
-from sngan.training.health import spread
-from shapes import reference_images, shape_stats
-
-
-def _colour_spread(x: torch.Tensor) -> float:
-    """How much the images' mean colours vary: the std across images of each channel's mean."""
-    return float(x.mean((2, 3)).std(0).mean())
+from shapes import reference_images, scores, shape_stats
 
 
 def test_shape_stats_tell_shapes_from_backgrounds_noise_and_one_hue():
@@ -40,10 +34,8 @@ def test_the_quickstart_draws_shapes_in_varied_colours(tmp_path, capsys):
     code, _, err = cli(capsys, "train", "--config", "quickstart.yaml", "--out", tmp_path / "runs")
     assert code == 0 and "possible collapse" not in err  # no false alarm on a healthy run
     G = sngan.load(tmp_path / "runs" / "00000-quickstart", device="cpu")
-    fake = G.sample(256, seed=0)
-    real = reference_images(256, G.resolution)
-    assert spread(fake) > 0.6 * spread(real)  # samples vary with z about as the data does
-    assert _colour_spread(fake) > 0.6 * _colour_spread(real)  # in varied colours
-    shapes, data = shape_stats(fake), shape_stats(real)  # data_stats(), from the images already at hand
-    assert shapes["found"] > 0.5 * data["found"]  # most samples hold one compact shape
-    assert shapes["colour"] > 0.4 * data["colour"]  # and the shapes' colours vary, not one hue for all
+    ratio = scores(G.sample(256, seed=0), reference_images(256, G.resolution))  # fractions of the data's
+    assert ratio["spread"] > 0.6  # samples vary with z about as the data does
+    assert ratio["image colour"] > 0.6  # in varied colours
+    assert ratio["found"] > 0.5  # most samples hold one compact shape
+    assert ratio["colour"] > 0.4  # and the shapes' colours vary, not one hue for all
