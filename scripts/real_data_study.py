@@ -22,12 +22,16 @@ report with `sngan report`. Last, it scores real training images against the hel
 (`floor.json`): the lowest FID this protocol can give. Running it again resumes an interrupted
 study. The robustness study also draws `robustness.png` (final FID per setting and normalisation,
 with the FID curves beside it) and `robustness-samples.png` (each cell's latest samples);
-`--figures` redraws them from the cells run so far.
+`--figures` redraws them from the cells run so far. It writes the curves it drew to
+`robustness-fid.csv` (cell, update, FID), a record small enough to keep beside the figures:
+`--recorded CSV` draws such a record's cells whose run folders are not in `--out`
+(docs/results/robustness-fid.csv holds the study's).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import subprocess
 import sys
@@ -143,21 +147,39 @@ def fid_rows(cells_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
+def read_curves(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """FID curves as write_curves() records them."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            curves.setdefault(row["cell"], []).append((int(row["update"]), float(row["fid"])))
+    return curves
+
+
+def write_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> Path:
+    """Each cell's FID curve as a CSV of cell, update, FID: what the robustness figure draws."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["cell", "update", "fid"])
+        writer.writerows((name, step, fid) for name, points in sorted(curves.items()) for step, fid in points)
+    return path
+
+
 def running_cells(curves: dict[str, list[tuple[int, float]]]) -> set[str]:
     """The cells of fid_rows whose last evaluation comes before the study's last step: still running."""
     last = max((points[-1][0] for points in curves.values()), default=0)
     return {name for name, points in curves.items() if points[-1][0] < last}
 
 
-def robustness_figure(cells_dir: Path, out: Path) -> Path | None:
-    """The robustness study in one figure: final FID per setting and normalisation (bars; a second
-    seed as a dot on its bar; a cell still running hatched, at its latest evaluation), and beside
-    it each setting's FID curves, one line per normalisation."""
+def robustness_figure(curves: dict[str, list[tuple[int, float]]], out: Path) -> Path | None:
+    """The robustness study in one figure, from each cell's FID curve (fid_rows): final FID per
+    setting and normalisation (bars; a second seed as a dot on its bar; a cell still running
+    hatched, at its latest evaluation), and beside it each setting's curves, one line per
+    normalisation."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = fid_rows(cells_dir)
     settings = [s for s in SETTINGS if any(name.startswith(f"{s}-") for name in curves)]
     if not settings:
         return None
@@ -235,11 +257,14 @@ def robustness_samples(cells_dir: Path, out: Path, shown: int = 4) -> Path | Non
     return out
 
 
-def robustness_figures(out: Path) -> list[Path]:
-    """Both robustness figures of the study in `out`: robustness.png and robustness-samples.png."""
+def robustness_figures(out: Path, recorded: Path | None = None) -> list[Path]:
+    """Both robustness figures of the study in `out`, robustness.png and robustness-samples.png,
+    and robustness-fid.csv, the curves drawn: the cells' own, and those of `recorded` (an earlier
+    robustness-fid.csv) for cells without a run folder here."""
     cells = out / "sweep" / "cells"
-    drawn = robustness_figure(cells, out / "robustness.png"), robustness_samples(cells, out / "robustness-samples.png")
-    return [path for path in drawn if path]
+    curves = (read_curves(recorded) if recorded else {}) | fid_rows(cells)
+    drawn = [robustness_figure(curves, out / "robustness.png"), robustness_samples(cells, out / "robustness-samples.png")]
+    return [path for path in drawn if path] + ([write_curves(curves, out / "robustness-fid.csv")] if curves else [])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--figures", action="store_true",
                    help="only draw the study's figures from the cells run so far (robustness.png and "
                         "robustness-samples.png), then stop")
+    p.add_argument("--recorded", type=Path, help="FID curves an earlier run of the study recorded (its "
+                   "robustness-fid.csv): the robustness figure draws those of cells without a run folder in --out")
     p.add_argument("--study", choices=sorted(DEFAULTS), default="norm", help="; ".join(
         f"{name}: {what}" for name, (*_, what) in DEFAULTS.items()))
     args = p.parse_args(argv)
@@ -263,8 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     args.steps, args.every = args.steps or steps, args.every or every
     args.width = width if args.width is None else args.width
     args.jobs = args.jobs or jobs
+    if args.recorded and not args.recorded.is_file():
+        print(f"error: recorded curves '{args.recorded}' do not exist; pass a robustness-fid.csv", file=sys.stderr)
+        return 2
     if args.figures:
-        drawn = robustness_figures(args.out)
+        drawn = robustness_figures(args.out, args.recorded)
         print("\n".join(map(str, drawn)) or f"no robustness cell in {args.out} has logged FID or samples yet")
         return 0
     if not args.data.is_file():
@@ -291,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         return sweep.returncode
     report = subprocess.run([*sngan, "report", str(args.out / "sweep"), "--out", str(args.out / "report")])
     if args.study == "robustness":
-        robustness_figures(args.out)
+        robustness_figures(args.out, args.recorded)
     # The floor: as many real training images as generated samples, against the same held-out set.
     with np.load(train_file) as f:
         np.savez(args.out / "real_first.npz", images=f["images"][:args.num_samples])

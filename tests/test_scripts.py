@@ -116,9 +116,31 @@ def test_robustness_figure_reads_each_cells_fid(tmp_path):
     (cells / "B-none").mkdir()
     (cells / "B-none" / "metrics.jsonl").write_text('{"step": 1000, "fid1k_custom": 300.0, "headline": "fid1k_custom"}\n')
     assert study.running_cells(study.fid_rows(cells)) == {"B-none"}  # drawn hatched, at its latest FID
-    figure = study.robustness_figure(cells, tmp_path / "robustness.png")
+    figure = study.robustness_figure(study.fid_rows(cells), tmp_path / "robustness.png")
     assert figure.is_file() and figure.stat().st_size > 10_000
-    assert study.robustness_figure(tmp_path / "empty", tmp_path / "none.png") is None
+    assert study.robustness_figure(study.fid_rows(tmp_path / "empty"), tmp_path / "none.png") is None
+
+
+def test_robustness_figure_draws_recorded_curves_of_cells_not_here(tmp_path, capsys):
+    """--recorded: the curves of an earlier robustness-fid.csv are drawn for cells without a run
+    folder, a cell's own metrics win over its record, and the curves drawn are written back."""
+    study = _script("real_data_study")
+    recorded = study.write_curves({"TTUR-SN": [(1000, 247.5), (2000, 154.4)], "D-BN": [(1000, 203.4), (2000, 132.2)]},
+                                  tmp_path / "recorded.csv")
+    assert study.read_curves(recorded) == {"D-BN": [(1000, 203.4), (2000, 132.2)],
+                                           "TTUR-SN": [(1000, 247.5), (2000, 154.4)]}
+    cell = tmp_path / "study" / "sweep" / "cells" / "D-BN"
+    cell.mkdir(parents=True)
+    cell.joinpath("metrics.jsonl").write_text("".join(
+        f'{{"step": {s}, "fid1k_custom": {f}, "headline": "fid1k_custom"}}\n' for s, f in ((1000, 210.0), (2000, 130.0))))
+    out = tmp_path / "study"
+    assert study.main(["--study", "robustness", "--out", str(out), "--figures", "--recorded", str(recorded)]) == 0
+    assert (out / "robustness.png").is_file()
+    assert study.read_curves(out / "robustness-fid.csv") == {"D-BN": [(1000, 210.0), (2000, 130.0)],
+                                                             "TTUR-SN": [(1000, 247.5), (2000, 154.4)]}
+    capsys.readouterr()
+    assert study.main(["--study", "robustness", "--out", str(out), "--figures", "--recorded", str(tmp_path / "no.csv")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_robustness_samples_show_each_cells_latest_grid(tmp_path):
