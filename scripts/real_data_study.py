@@ -25,7 +25,8 @@ with the FID curves beside it) and `robustness-samples.png` (each cell's latest 
 `--figures` redraws them from the cells run so far. It writes the curves it drew to
 `robustness-fid.csv` (cell, update, FID), a record small enough to keep beside the figures:
 `--recorded CSV` draws such a record's cells whose run folders are not in `--out`
-(docs/results/robustness-fid.csv holds the study's).
+(docs/results/robustness-fid.csv holds the study's), and `--only` trains only the cells named,
+for example those a lost machine took with it.
 """
 
 from __future__ import annotations
@@ -281,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--figures", action="store_true",
                    help="only draw the study's figures from the cells run so far (robustness.png and "
                         "robustness-samples.png), then stop")
+    p.add_argument("--only", help="train only these cells (comma-separated names, as `sngan sweep --dry-run` "
+                   "lists them); the others are left as they are")
     p.add_argument("--recorded", type=Path, help="FID curves an earlier run of the study recorded (its "
                    "robustness-fid.csv): the robustness figure draws those of cells without a run folder in --out")
     p.add_argument("--study", choices=sorted(DEFAULTS), default="norm", help="; ".join(
@@ -316,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     spec_file.write_text(yaml.safe_dump(spec(train_file, held_stats, args.steps, args.every, args.num_samples,
                                              args.study, args.width), sort_keys=False))
     sweep = subprocess.run([*sngan, "sweep", str(spec_file), "--out", str(args.out / "sweep"),
-                            "--jobs", str(args.jobs)], env=env)
+                            "--jobs", str(args.jobs), *(["--only", args.only] if args.only else [])], env=env)
     if sweep.returncode:
         return sweep.returncode
     report = subprocess.run([*sngan, "report", str(args.out / "sweep"), "--out", str(args.out / "report")])

@@ -219,6 +219,7 @@ def sweep(
     gpus: Optional[str] = typer.Option(None, "--gpus", help="Run one cell per listed GPU at a time, e.g. --gpus 0,1 (each a subprocess)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Cells at once, each a subprocess (default 1: in this process)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar (in-process cells)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Train only these cells (comma-separated names, as --dry-run lists them); the others are left as they are."),
 ):
     """Run a grid of configs; finished cells are skipped, interrupted ones resumed."""
     import signal
@@ -228,10 +229,11 @@ def sweep(
 
     plan = sweeps.plan(spec, overrides, out)
     slots = sweeps.slots_for(gpus, jobs, {c.cfg.train.device for c in plan.cells})
+    names = sweeps.chosen(plan, only)
     if dry_run:
         typer.echo(sweeps.describe(plan), nl=False)
         return
-    outcome = sweeps.run(plan, slots, progress=progress, say=lambda line: typer.echo(line, err=True))
+    outcome = sweeps.run(plan, slots, progress=progress, only=names, say=lambda line: typer.echo(line, err=True))
     counts = {s: sum(c.status == s for c in plan.cells) for s in (*run_folder.STATUSES, "failed")}
     typer.echo(f"sweep {plan.folder}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), err=True)
     if outcome.signum is not None:

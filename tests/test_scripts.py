@@ -5,6 +5,7 @@ import importlib.util
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -92,6 +93,18 @@ def test_real_data_study_controls_robustness_and_cifar_sn_specs(tmp_path, capsys
     assert list(cells("cifar_sn", width=0)) == ["new"]
     spec = study.spec(train_file, held, 2000, 500, 1000, study="cifar_sn")
     assert "model.g_ch" not in spec["set"] and spec["set"]["eval.ref"] == str(held.resolve())  # the paper's widths
+
+
+def test_real_data_study_passes_only_to_the_sweep(tmp_path, monkeypatch):
+    """--only reaches `sngan sweep`: a study can train just the cells named (here, without training)."""
+    study = _script("real_data_study")
+    np.savez(tmp_path / "subset.npz", images=np.zeros((20, 32, 32, 3), dtype=np.uint8))
+    calls = []
+    monkeypatch.setattr(study.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or SimpleNamespace(returncode=0))
+    assert study.main(["--study", "robustness", "--data", str(tmp_path / "subset.npz"), "--out", str(tmp_path / "s"),
+                       "--held-out", "10", "--only", "F-SN,F-BN"]) == 0
+    sweep = next(cmd for cmd in calls if "sweep" in cmd)
+    assert sweep[-2:] == ["--only", "F-SN,F-BN"] and "--jobs" in sweep
 
 
 def test_robustness_figure_reads_each_cells_fid(tmp_path):

@@ -188,10 +188,23 @@ def slots_for(gpus: str | None, jobs: int, devices: set[str] = frozenset({"auto"
     return [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_list] or ([shared_cores_env(jobs)] * jobs if jobs > 1 else None)
 
 
-def run(sweep: Sweep, slots: list[dict] | None = None, *, progress: bool = True,
+def chosen(sweep: Sweep, only: str | None) -> set[str] | None:
+    """The cell names `--only` gives (comma-separated), each one of the sweep's; None: every cell."""
+    if only is None:
+        return None
+    names = {name.strip() for name in only.split(",") if name.strip()}
+    unknown = sorted(names - {c.name for c in sweep.cells})
+    if unknown or not names:
+        raise UsageError(f"--only: this sweep has no cell named {', '.join(unknown) or repr(only)}; "
+                         "--dry-run lists its cells")
+    return names
+
+
+def run(sweep: Sweep, slots: list[dict] | None = None, *, progress: bool = True, only: set[str] | None = None,
         say: Callable[[str], None] = print, launch: Callable | None = None, poll_s: float = 0.2) -> Outcome:
-    """Run every unfinished cell: one after another in this process (`slots` None), or as
-    subprocesses, one per slot at a time (a slot is the environment for a GPU, or a share of the CPU cores).
+    """Run every unfinished cell (of `only`, when given): one after another in this process (`slots`
+    None), or as subprocesses, one per slot at a time (a slot is the environment for a GPU, or a
+    share of the CPU cores).
 
     A stop request (SIGINT/SIGTERM) is passed once to every running cell, which checkpoints and
     exits. After it, or after a failed cell (most failures, such as missing data, would fail
@@ -206,12 +219,12 @@ def run(sweep: Sweep, slots: list[dict] | None = None, *, progress: bool = True,
     with checkpoint.folder_lock(sweep.folder, f"sweep folder '{sweep.folder}' is in use by another sngan sweep; wait "
                               "for it to end, or stop it (Ctrl-C or kill PID: its cells checkpoint first)"):
         prepare(sweep)
-        return _run(sweep, slots, progress, say, launch, poll_s)
+        return _run(sweep, slots, progress, only, say, launch, poll_s)
 
 
-def _run(sweep: Sweep, slots, progress, say, launch, poll_s) -> Outcome:
+def _run(sweep: Sweep, slots, progress, only, say, launch, poll_s) -> Outcome:
     outcome, running = Outcome(), {}  # slot -> (cell, process)
-    todo = [c for c in sweep.cells if c.status not in FINAL]
+    todo = [c for c in sweep.cells if c.status not in FINAL and (only is None or c.name in only)]
     for c in sweep.cells:
         if c.status in FINAL:
             say(f"{c.name}: {c.status} at step {c.step}, skipped")

@@ -170,7 +170,7 @@ class FakeProc:
         self.rc, self.polls = 128 + s, 1
 
 
-def _run_fakes(tmp_path, n, slots, procs, log):
+def _run_fakes(tmp_path, n, slots, procs, log, only=None):
     """sweep.run over n prepared cells (seed0, seed1, ...) that launches FakeProcs instead of training."""
     s = expand_spec(spec_file(tmp_path, f"base: quickstart\naxes: {{train.seed: {list(range(n))}}}\n"), out=tmp_path / "s")
 
@@ -182,7 +182,7 @@ def _run_fakes(tmp_path, n, slots, procs, log):
         assert gpu is None or gpu not in busy, "two cells on one GPU"
         return procs.setdefault(cell.name, FakeProc())
 
-    return sweep.run(s, slots, launch=launch, poll_s=0, say=lambda line: None)
+    return sweep.run(s, slots, launch=launch, poll_s=0, say=lambda line: None, only=sweep.chosen(s, only))
 
 
 def test_run_puts_one_cell_per_gpu(tmp_path):
@@ -208,6 +208,16 @@ def test_run_passes_a_stop_on_once_and_starts_nothing_new(tmp_path):
     assert [n for n, _ in log] == ["seed0", "seed1"]
     assert len(sent) == 2 and procs["seed0"].signals == procs["seed1"].signals == [signal.SIGINT]  # once
     assert signal.getsignal(signal.SIGINT) is before  # the sweep's handler is gone again
+
+
+def test_only_trains_the_cells_named_and_leaves_the_others(tmp_path, capsys):
+    log, procs = [], {}
+    outcome = _run_fakes(tmp_path, 4, [{}, {}], procs, log, only="seed3, seed1")
+    assert outcome.signum is None and [n for n, _ in log] == ["seed1", "seed3"]  # in the spec's order
+    assert list(_index(tmp_path / "s")) == [f"seed{i}" for i in range(4)]  # the others stay listed
+    for only in ("seed9", ","):  # no such cell; no name at all: one line, nothing trained
+        code, _, err = cli(capsys, "sweep", tmp_path / "s", "--only", only)
+        assert code == 2 and "--only: this sweep has no cell named" in err and len(err.strip().splitlines()) == 1
 
 
 def test_run_starts_no_cell_after_a_failure(tmp_path):
