@@ -99,6 +99,8 @@ def cells(study: str) -> dict:
                          "norm": {n: {"model.d_norm": n.lower()} for n in NORMS}},
                 "extra": {f"{s}-SN-seed1": {"setting": s, "norm": "SN", "train.seed": 1} for s in ("C", "TTUR")}
                 | {f"{s}-BN-seed1": {"setting": s, "norm": "BN", "train.seed": 1} for s in ("C", "TTUR")}
+                # SN at F with the official code's initialisation: did our default init make F fail?
+                | {"F-SN-init-official": {"setting": "F", "norm": "SN", "model.init": "official"}}
                 # last: WGAN-GP at setting A, the Adam setting its authors trained it with
                 | {"A-WGAN-GP": {"setting": "A", "norm": "none", "loss.name": "wasserstein", "loss.gp_weight": 10}}}
     if study == "cifar_sn":  # the bundled cifar_sn, unchanged but for the data and the FID protocol

@@ -85,8 +85,9 @@ def test_real_data_study_controls_robustness_and_cifar_sn_specs(tmp_path, capsys
     assert controls["lr_d-2e-4"].endswith("optim.lr_d=0.0002")
     robustness = cells("robustness")
     grid = [f"{s}-{n}" for s in ("TTUR", "B", "C", "A", "D", "E", "F") for n in ("SN", "BN", "none")]
-    assert list(robustness)[:21] == grid and len(robustness) == 26 and list(robustness)[-1] == "A-WGAN-GP"
+    assert list(robustness)[:21] == grid and len(robustness) == 27 and list(robustness)[-1] == "A-WGAN-GP"
     assert "optim.n_dis=5" in robustness["A-SN"] and "optim.lr_d=0.0004" in robustness["TTUR-SN"]
+    assert "model.init=official" in robustness["F-SN-init-official"] and "optim.beta1=0.9" in robustness["F-SN-init-official"]
     assert "train.seed=1" in robustness["TTUR-SN-seed1"]
     wgan = robustness["A-WGAN-GP"]  # no normalisation, the Wasserstein loss with its penalty, setting A
     assert all(s in wgan for s in ("model.d_norm=none", "loss.name=wasserstein", "loss.gp_weight=10", "optim.n_dis=5"))
