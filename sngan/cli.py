@@ -229,7 +229,7 @@ def sweep(
 
     plan = sweeps.plan(spec, overrides, out)
     slots = sweeps.slots_for(gpus, jobs, {c.cfg.train.device for c in plan.cells})
-    names = sweeps.chosen(plan, only)
+    names = plan.chosen(only)
     if dry_run:
         typer.echo(sweeps.describe(plan), nl=False)
         return

@@ -188,18 +188,6 @@ def slots_for(gpus: str | None, jobs: int, devices: set[str] = frozenset({"auto"
     return [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_list] or ([shared_cores_env(jobs)] * jobs if jobs > 1 else None)
 
 
-def chosen(sweep: Sweep, only: str | None) -> set[str] | None:
-    """The cell names `--only` gives (comma-separated), each one of the sweep's; None: every cell."""
-    if only is None:
-        return None
-    names = {name.strip() for name in only.split(",") if name.strip()}
-    unknown = sorted(names - {c.name for c in sweep.cells})
-    if unknown or not names:
-        raise UsageError(f"--only: this sweep has no cell named {', '.join(unknown) or repr(only)}; "
-                         "--dry-run lists its cells")
-    return names
-
-
 def run(sweep: Sweep, slots: list[dict] | None = None, *, progress: bool = True, only: set[str] | None = None,
         say: Callable[[str], None] = print, launch: Callable | None = None, poll_s: float = 0.2) -> Outcome:
     """Run every unfinished cell (of `only`, when given): one after another in this process (`slots`

@@ -40,6 +40,17 @@ class Sweep:
     def cell_dir(self, cell: Cell) -> Path:
         return self.folder / "cells" / cell.name
 
+    def chosen(self, only: str | None) -> set[str] | None:
+        """The cell names `--only` gives (comma-separated), each one of this sweep's; None: every cell."""
+        if only is None:
+            return None
+        names = {name.strip() for name in only.split(",") if name.strip()}
+        unknown = sorted(names - {c.name for c in self.cells})
+        if unknown or not names:
+            raise UsageError(f"--only: this sweep has no cell named {', '.join(unknown) or repr(only)}; "
+                             "--dry-run lists its cells")
+        return names
+
 
 def find_spec(name: str) -> Path:
     """A spec file at `name`, else a bundled spec in configs/sweeps (with or without .yaml)."""

@@ -182,7 +182,7 @@ def _run_fakes(tmp_path, n, slots, procs, log, only=None):
         assert gpu is None or gpu not in busy, "two cells on one GPU"
         return procs.setdefault(cell.name, FakeProc())
 
-    return sweep.run(s, slots, launch=launch, poll_s=0, say=lambda line: None, only=sweep.chosen(s, only))
+    return sweep.run(s, slots, launch=launch, poll_s=0, say=lambda line: None, only=s.chosen(only))
 
 
 def test_run_puts_one_cell_per_gpu(tmp_path):
