@@ -103,9 +103,10 @@ if __name__ == "__main__":
     p.add_argument("paths", nargs="+", help="run folders, checkpoints, or sample grids (.png)")
     p.add_argument("--resolution", type=int, default=32, help="the side of the images in a grid")
     args = p.parse_args()
+    # The data's statistics at the grids' resolution, once for all grids.
+    reference = data_stats(resolution=args.resolution) if any(path.endswith(".png") for path in args.paths) else {}
     for path in args.paths:
         if path.endswith(".png"):
-            reference = data_stats(resolution=args.resolution)
             stats = shape_stats(_grid_images(path, args.resolution))
             print(f"{path}: " + "  ".join(f"{k} {v / reference[k]:.2f}" for k, v in stats.items()))
         else:
