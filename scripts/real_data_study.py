@@ -22,7 +22,7 @@ report with `sngan report`. Last, it scores real training images against the hel
 (`floor.json`): the lowest FID this protocol can give. Running it again resumes an interrupted
 study. The robustness study also draws `robustness.png` (final FID per setting and normalisation,
 with the FID curves beside it) and `robustness-samples.png` (each cell's latest samples);
-`--figures` redraws them from the cells run so far. It writes the curves it drew to
+`--figures` redraws them from the cells run so far. It writes the finished cells' curves to
 `robustness-fid.csv` (cell, update, FID), a record small enough to keep beside the figures:
 `--recorded CSV` draws such a record's cells whose run folders are not in `--out`
 (docs/results/robustness-fid.csv holds the study's), and `--only` trains only the cells named,
@@ -262,12 +262,14 @@ def robustness_samples(cells_dir: Path, out: Path, shown: int = 4) -> Path | Non
 
 def robustness_figures(out: Path, recorded: Path | None = None) -> list[Path]:
     """Both robustness figures of the study in `out`, robustness.png and robustness-samples.png,
-    and robustness-fid.csv, the curves drawn: the cells' own, and those of `recorded` (an earlier
-    robustness-fid.csv) for cells without a run folder here."""
+    and robustness-fid.csv, the finished cells' curves of those drawn: the cells' own, and those of
+    `recorded` (an earlier robustness-fid.csv) for cells without a run folder here. A running cell
+    is drawn but not recorded, so that the record can be published as it is."""
     cells = out / "sweep" / "cells"
     curves = (read_curves(recorded) if recorded else {}) | fid_rows(cells)
     drawn = [robustness_figure(curves, out / "robustness.png"), robustness_samples(cells, out / "robustness-samples.png")]
-    return [path for path in drawn if path] + ([write_curves(curves, out / "robustness-fid.csv")] if curves else [])
+    finished = {name: points for name, points in curves.items() if name not in running_cells(curves)}
+    return [path for path in drawn if path] + ([write_curves(finished, out / "robustness-fid.csv")] if finished else [])
 
 
 def main(argv: list[str] | None = None) -> int:

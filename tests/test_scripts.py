@@ -137,7 +137,8 @@ def test_robustness_figure_reads_each_cells_fid(tmp_path):
 
 def test_robustness_figure_draws_recorded_curves_of_cells_not_here(tmp_path, capsys):
     """--recorded: the curves of an earlier robustness-fid.csv are drawn for cells without a run
-    folder, a cell's own metrics win over its record, and the curves drawn are written back."""
+    folder, a cell's own metrics win over its record, and the finished cells' curves are written
+    back (a running cell is drawn, not recorded)."""
     study = _script("real_data_study")
     recorded = study.write_curves({"TTUR-SN": [(1000, 247.5), (2000, 154.4)], "D-BN": [(1000, 203.4), (2000, 132.2)]},
                                   tmp_path / "recorded.csv")
@@ -152,6 +153,11 @@ def test_robustness_figure_draws_recorded_curves_of_cells_not_here(tmp_path, cap
     assert (out / "robustness.png").is_file()
     assert study.read_curves(out / "robustness-fid.csv") == {"D-BN": [(1000, 210.0), (2000, 130.0)],
                                                              "TTUR-SN": [(1000, 247.5), (2000, 154.4)]}
+    running = cell.parent / "F-SN"  # drawn, but left out of the record until it reaches the last step
+    running.mkdir()
+    running.joinpath("metrics.jsonl").write_text('{"step": 1000, "fid1k_custom": 375.1, "headline": "fid1k_custom"}\n')
+    assert study.main(["--study", "robustness", "--out", str(out), "--figures", "--recorded", str(recorded)]) == 0
+    assert set(study.read_curves(out / "robustness-fid.csv")) == {"D-BN", "TTUR-SN"}
     capsys.readouterr()
     assert study.main(["--study", "robustness", "--out", str(out), "--figures", "--recorded", str(tmp_path / "no.csv")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
