@@ -268,7 +268,8 @@ def robustness_figures(out: Path, recorded: Path | None = None) -> list[Path]:
     cells = out / "sweep" / "cells"
     curves = (read_curves(recorded) if recorded else {}) | fid_rows(cells)
     drawn = [robustness_figure(curves, out / "robustness.png"), robustness_samples(cells, out / "robustness-samples.png")]
-    finished = {name: points for name, points in curves.items() if name not in running_cells(curves)}
+    running = running_cells(curves)
+    finished = {name: points for name, points in curves.items() if name not in running}
     return [path for path in drawn if path] + ([write_curves(finished, out / "robustness-fid.csv")] if finished else [])
 
 
